@@ -6,6 +6,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'ihd.core._typed': ('core.html#_typed', 'ihd/core.py'),
                           'ihd.core.data_root': ('core.html#data_root', 'ihd/core.py'),
                           'ihd.core.find_settings': ('core.html#find_settings', 'ihd/core.py'),
+                          'ihd.core.folds_hash': ('core.html#folds_hash', 'ihd/core.py'),
                           'ihd.core.ihd_path': ('core.html#ihd_path', 'ihd/core.py'),
                           'ihd.core.is_test': ('core.html#is_test', 'ihd/core.py'),
                           'ihd.core.kaggle_layout': ('core.html#kaggle_layout', 'ihd/core.py'),

@@ -12,7 +12,7 @@ from fastcore.basics import AttrDict, listify
 # %% auto #0
 __all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'find_settings', 'settings', 'ihd_path', 'data_root', 'work_dir',
            'models_dir', 'kaggle_layout', 'rsna_sample', 'is_test', 'stage_paths', 'label_log_loss',
-           'weighted_log_loss', 'prior_baseline', 'read_labels', 'to_long', 'write_long']
+           'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_labels', 'to_long', 'write_long']
 
 # %% ../nbs/00a_core.ipynb #334ed4e1
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural']
@@ -151,6 +151,15 @@ def prior_baseline(y_train, # (n, 6) training targets
                   )->np.ndarray:
     "The prior-only prediction: each label's training frequency, for `n` rows"
     return np.tile(np.asarray(y_train, dtype=np.float64).mean(0), (n, 1))
+
+# %% ../nbs/00a_core.ipynb #86ca6b41
+import hashlib
+
+def folds_hash(df:pd.DataFrame # Has `ID` and `fold` columns
+              )->str:
+    "A short fingerprint of the `(ID, fold)` assignment, independent of row order"
+    lines = sorted(f"{i}:{int(f)}" for i, f in zip(df['ID'], df['fold']))
+    return hashlib.sha1('\n'.join(lines).encode()).hexdigest()[:12]
 
 # %% ../nbs/00a_core.ipynb #acca95c9
 _ID_RE = re.compile(r'^(ID_[0-9a-fA-F]+)_([a-z]+)$')
