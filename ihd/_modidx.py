@@ -20,4 +20,15 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'ihd.core.to_long': ('core.html#to_long', 'ihd/core.py'),
                           'ihd.core.weighted_log_loss': ('core.html#weighted_log_loss', 'ihd/core.py'),
                           'ihd.core.work_dir': ('core.html#work_dir', 'ihd/core.py'),
-                          'ihd.core.write_long': ('core.html#write_long', 'ihd/core.py')}}}
+                          'ihd.core.write_long': ('core.html#write_long', 'ihd/core.py')},
+            'ihd.pipeline': { 'ihd.pipeline.StageError': ('pipeline.html#stageerror', 'ihd/pipeline.py'),
+                              'ihd.pipeline._demo_nb': ('pipeline.html#_demo_nb', 'ihd/pipeline.py'),
+                              'ihd.pipeline._fmt_times': ('pipeline.html#_fmt_times', 'ihd/pipeline.py'),
+                              'ihd.pipeline.ihd_run': ('pipeline.html#ihd_run', 'ihd/pipeline.py'),
+                              'ihd.pipeline.nbs_dir': ('pipeline.html#nbs_dir', 'ihd/pipeline.py'),
+                              'ihd.pipeline.notebook_params': ('pipeline.html#notebook_params', 'ihd/pipeline.py'),
+                              'ihd.pipeline.parse_params': ('pipeline.html#parse_params', 'ihd/pipeline.py'),
+                              'ihd.pipeline.run_folder': ('pipeline.html#run_folder', 'ihd/pipeline.py'),
+                              'ihd.pipeline.run_notebook': ('pipeline.html#run_notebook', 'ihd/pipeline.py'),
+                              'ihd.pipeline.run_pipeline': ('pipeline.html#run_pipeline', 'ihd/pipeline.py'),
+                              'ihd.pipeline.run_settings': ('pipeline.html#run_settings', 'ihd/pipeline.py')}}}
