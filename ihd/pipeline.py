@@ -12,8 +12,8 @@ from fastcore.script import call_parse
 from .core import settings, ihd_path, data_root, work_dir, models_dir, find_settings, _typed
 
 # %% auto #0
-__all__ = ['STAGES', 'nbs_dir', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'StageError', 'run_notebook',
-           'run_pipeline', 'ihd_run']
+__all__ = ['STAGES', 'nbs_dir', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'cell_flags', 'runnable_copy',
+           'StageError', 'run_notebook', 'run_pipeline', 'ihd_run']
 
 # %% ../nbs/04c_pipeline.ipynb #7817e66a
 STAGES = ['00_tables', '01_pixels', '02_cache', '03_level1', '04_level2']
@@ -40,7 +40,7 @@ def run_folder(data:Path|str|None=None, # Kaggle-layout root; its folder name na
     return d
 
 # %% ../nbs/04c_pipeline.ipynb #8a760fed
-_RUN_KEYS = ('size', 'stages', 'threshold')
+_RUN_KEYS = ('size', 'stages', 'threshold', 'skip_flags')
 
 def run_settings(**overrides)->AttrDict:
     "`[run]` settings with `overrides` (None values ignored) applied"
@@ -79,6 +79,33 @@ def _demo_nb(path:Path, fail:bool=False)->Path:
     nbformat.write(nb, str(path))
     return path
 
+# %% ../nbs/04c_pipeline.ipynb #101fcfaa
+def cell_flags(src:str)->set:
+    "The nbdev directives at the top of a cell's source: `{'slow'}`, `{'eval:false'}`, ..."
+    res = set()
+    for line in src.splitlines():
+        line = line.strip()
+        if not line.startswith('#|'): break
+        d = line[2:].strip().replace(' ', '').lower()
+        if d: res.add(d.split(':')[0] if not d.startswith('eval:') else d)
+    return res
+
+def runnable_copy(nb:Path|str, # Notebook to copy
+                  dest:Path|str, # Path of the copy
+                  skip_flags=('slow', 'notest', 'gpu') # nbdev test flags whose cells do not run
+                 )->list:
+    "Write a copy of `nb` where flagged and `eval: false` code cells are raw cells; returns their first lines"
+    import nbformat
+    book = nbformat.read(str(nb), as_version=4)
+    skip, skipped = set(listify(skip_flags)) | {'eval:false'}, []
+    for i, c in enumerate(book.cells):
+        if c.cell_type == 'code' and cell_flags(c.source) & skip:
+            book.cells[i] = nbformat.v4.new_raw_cell(c.source, metadata=dict(c.metadata, tags=list(c.metadata.get('tags', []))+['skipped-by-ihd-run']))
+            if 'id' in c: book.cells[i]['id'] = c['id']
+            skipped.append(c.source.splitlines()[min(1, len(c.source.splitlines())-1)][:60])
+    nbformat.write(book, str(dest))
+    return skipped
+
 # %% ../nbs/04c_pipeline.ipynb #0ad56d53
 class StageError(RuntimeError): pass
 
@@ -87,20 +114,26 @@ def run_notebook(nb:Path|str, # Notebook to execute
                  params:dict|None=None, # Parameters to inject
                  progress:bool=True, # Show papermill's progress bar (one tick per cell)
                  log_output:bool=False, # Echo cell outputs to the log as they come
-                 cwd:Path|str|None=None # Working directory of the kernel (default: the notebook's folder)
+                 cwd:Path|str|None=None, # Working directory of the kernel (default: the notebook's folder)
+                 skip_flags=('slow', 'notest', 'gpu'), # Cells with these nbdev flags are not run (see `runnable_copy`)
+                 log=print
                 )->Path:
     "Execute `nb` with papermill, injecting `params`; returns the executed copy in `out`"
     import papermill as pm
     nb, out = Path(nb), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dest = out/nb.name
+    src = out/f'.{nb.stem}.input.ipynb'
+    skipped = runnable_copy(nb, src, skip_flags)
+    if skipped: log(f"[run] {nb.stem}: {len(skipped)} flagged cell(s) kept as raw cells, not run: " + '; '.join(skipped))
     params = {k:(str(v) if isinstance(v, Path) else v) for k,v in (params or {}).items()}
     try:
-        pm.execute_notebook(str(nb), str(dest), parameters=params, progress_bar=progress,
+        pm.execute_notebook(str(src), str(dest), parameters=params, progress_bar=progress,
                             log_output=log_output, cwd=str(cwd or nb.parent), kernel_name='python3')
     except pm.PapermillExecutionError as e:
         raise StageError(f"{nb.stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                          f"  executed copy with the traceback: {dest}") from None
+    finally: src.unlink(missing_ok=True)
     return dest
 
 # %% ../nbs/04c_pipeline.ipynb #75258952
@@ -147,7 +180,7 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
         log(f"[run] stage {i+1}/{len(stages)}: {st}  parameters: " +
             ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models')))
         t0 = time.time()
-        try: run_notebook(nb, run, ps, progress=progress)
+        try: run_notebook(nb, run, ps, progress=progress, skip_flags=s.get('skip_flags', ('slow', 'notest', 'gpu')), log=log)
         finally:
             times[st] = time.time()-t0
             (run/'times.json').write_text(json.dumps(times, indent=1))

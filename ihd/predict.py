@@ -138,15 +138,16 @@ def level2_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`,
                    runs:dict, # `level1_predict`'s per-run predictions
                    models:Path|str, # Folder holding `level2/`
                    log=print)->np.ndarray|None:
-    "(n, 6) level-2 probabilities in the order of `slices`, or `None` when there is no level 2 to apply"
-    from ihd import level2
-    if not (Path(models)/'level2').is_dir(): return None
-    fit = level2.load_level2(models)
-    missing = [n for n in fit.runs if n not in runs]
+    "(n, 6) level-2 probabilities in the order of `slices` (stage 4's `apply_level2`), or `None` when there is no level 2"
+    from ihd.level2 import apply_level2
+    l2 = Path(models)/'level2'
+    if not (l2/'level2.json').is_file(): return None
+    need = json.loads((l2/'level2.json').read_text()).get('runs', [])
+    missing = [n for n in need if n not in runs]
     if missing:
-        log(f"[predict] level 2 needs level-1 runs {missing} that have no models here: level 2 skipped"); return None
-    x = level2.slice_features(slices, [runs[n] for n in fit.runs], k=int(fit.params.k))
-    return level2.predict_level2(fit, x)
+        log(f"[predict] level 2 needs level-1 runs {missing} that have no weights here: level 2 skipped"); return None
+    pr = apply_level2(slices, runs, l2)
+    return pr.set_index('ID').loc[slices.ID, LABELS].to_numpy(np.float64)
 
 # %% ../nbs/04a_predict.ipynb #c93807fb
 def slice_ranges(idx, # Slice indices (any order)
