@@ -24,7 +24,7 @@ def list_files(folder:Path|str # Folder to scan (recursively)
     if not folder.is_dir(): raise FileNotFoundError(f"input folder not found: {folder}")
     return sorted(f for f in folder.rglob('*') if f.is_file())
 
-_NAMING = ('file name is not ID_', 'SOPInstanceUID ')  # Kaggle naming conventions: not expected of new data
+_NAMING = ('name', 'sop')  # stage 0's checks of Kaggle's naming convention: not expected of new data
 
 def scan_folder(folder:Path|str, # Folder of DICOM files (any layout)
                 progress:bool=True # Show a progress bar
@@ -37,9 +37,10 @@ def scan_folder(folder:Path|str, # Folder of DICOM files (any layout)
     for f in progress_bar(files, display=progress and len(files) > 50, leave=False):
         rel = f.relative_to(folder).as_posix()
         try: row, probs = read_header(f, folder, 'new')
-        except Exception as e: row, probs = None, [(f"unreadable ({type(e).__name__}: {e})", 'error')]
-        bad += [dict(file=rel, reason=r, severity=s) for r, s in probs if not (s == 'warning' and r.startswith(_NAMING))]
-        if row is None and not any(s == 'error' for _, s in probs): bad.append(dict(file=rel, reason='unusable', severity='error'))
+        except Exception as e: row, probs = None, [('header', f"unreadable ({type(e).__name__}: {e})", 'error')]
+        probs = [(None, *o) if len(o) == 2 else tuple(o) for o in probs]   # (check, reason, severity)
+        bad += [dict(file=rel, reason=r, severity=s) for c, r, s in probs if c not in _NAMING]
+        if row is None and not any(s == 'error' for *_, s in probs): bad.append(dict(file=rel, reason='unusable', severity='error'))
         if row is not None: rows.append(dict(row, file=rel))
     sl = pd.DataFrame(rows)
     if len(sl):
