@@ -121,6 +121,8 @@ def read_header(path:Path|str, # A `.dcm` file
     if mod in (None, ''): probs.append(_problem('no_modality', "no Modality tag (taken as CT)"))
     elif str(mod).upper() != 'CT': return err('modality', f"Modality {mod}, not CT")
     missing = [k for k in REQUIRED if vals[k] is None or vals[k] == '']
+    if missing and px is None:
+        return err('header', f"header incomplete: the file ({size} bytes) ends with no PixelData and no {', '.join(missing)}")
     if missing: return err('missing_tags', f"missing required tag(s): {', '.join(missing)}")
     try:
         ipp = np.array([float(o) for o in vals['ImagePositionPatient']])
@@ -196,11 +198,12 @@ def read_headers(root:Path|str, # Kaggle-layout root
         bad += [dict(file=rel, check=c, reason=r, severity=sev) for c, r, sev in probs]
         if row: rows.append(row)
     headers = pd.DataFrame(rows, columns=None if rows else ['ID', 'split', 'path'])
-    if len(headers):  # two files whose names clean to the same ID: the first (sorted) is kept
-        dup = headers.duplicated('ID')
+    if len(headers):  # files whose names clean to the same ID: a clean name wins, else the first in name order
+        spaced = headers.path.map(lambda o: any(c.isspace() for c in o))
+        dup = headers.assign(_s=spaced).sort_values(['_s', 'path'], kind='stable').duplicated('ID').sort_index()
         for _, r in headers[dup].iterrows():
-            first = headers.loc[headers.ID == r.ID, 'path'].iloc[0]
-            bad.append(dict(file=r.path, check='duplicate_id', reason=f"duplicate ID {r.ID} (also {first})", severity='error'))
+            kept = headers.loc[(headers.ID == r.ID) & ~dup, 'path'].item()
+            bad.append(dict(file=r.path, check='duplicate_id', reason=f"duplicate ID {r.ID}: {kept!r} is kept", severity='error'))
         headers = headers[~dup].reset_index(drop=True)
     bad = pd.DataFrame(bad, columns=BAD_COLUMNS)
     return AttrDict(headers=headers, bad=bad, n_files=len(files), seconds=secs, n_workers=n_workers,
