@@ -60,9 +60,13 @@ def parse_params(items)->dict:
 def notebook_params(nb:Path|str, # A notebook with a `parameters` cell
                     knobs:dict # Candidate parameters
                    )->dict:
-    "The items of `knobs` that `nb`'s parameters cell declares"
-    import papermill as pm
-    declared = pm.inspect_notebook(str(nb))
+    "The items of `knobs` that `nb`'s parameters cell declares (names assigned at its top level)"
+    import ast, nbformat
+    book = nbformat.read(str(nb), as_version=4)
+    cells = [c for c in book.cells if 'parameters' in c.metadata.get('tags', [])]
+    if not cells: raise ValueError(f"{nb} has no cell tagged `parameters`: papermill could not inject anything")
+    declared = {t.id for n in ast.parse(cells[0].source).body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
     return {k:v for k,v in knobs.items() if k in declared}
 
 # %% ../nbs/04c_pipeline.ipynb #bdaf6fd9
@@ -75,7 +79,6 @@ def _demo_nb(path:Path, fail:bool=False)->Path:
     body = "import json, pathlib\n" + ("raise ValueError('boom')\n" if fail else "") + \
            "pathlib.Path(work, 'out.json').write_text(json.dumps(dict(n2=n*2, data=data)))\nprint('doubled', n*2)"
     nb.cells = [c, nbformat.v4.new_code_cell(body)]
-    nb.metadata['kernelspec'] = dict(name='python3', display_name='Python 3', language='python')
     nbformat.write(nb, str(path))
     return path
 
@@ -97,6 +100,7 @@ def runnable_copy(nb:Path|str, # Notebook to copy
     "Write a copy of `nb` where flagged and `eval: false` code cells are raw cells; returns their first lines"
     import nbformat
     book = nbformat.read(str(nb), as_version=4)
+    book.metadata['kernelspec'] = dict(name='python3', display_name='Python 3 (ipykernel)', language='python')
     skip, skipped = set(listify(skip_flags)) | {'eval:false'}, []
     for i, c in enumerate(book.cells):
         if c.cell_type == 'code' and cell_flags(c.source) & skip:
