@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_tables.ipynb #0792303d
 from __future__ import annotations
-import os, re, json, time, struct, warnings
+import os, re, json, time, struct, warnings, resource
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -17,12 +17,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from sklearn.model_selection import StratifiedGroupKFold
 from .core import (LABELS, SUBTYPES, settings, kaggle_layout, work_dir, read_labels, folds_hash,
-                      rsna_sample, stage_paths, is_test)
+                      rsna_sample, stage_paths)
 
 # %% auto #0
-__all__ = ['CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'quiet_pydicom', 'clean_id', 'read_header',
-           'list_dicoms', 'read_headers', 'add_slice_order', 'join_labels', 'make_folds', 'load_tables', 'say_bad',
-           'make_tables', 'ihd_tables', 'check_slice_order', 'bench_headers']
+__all__ = ['CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'FULL_SET', 'quiet_pydicom', 'clean_id',
+           'read_header', 'list_dicoms', 'n_cores', 'read_headers', 'add_slice_order', 'join_labels', 'make_folds',
+           'load_tables', 'say_bad', 'make_tables', 'ihd_tables', 'check_slice_order', 'bench_headers']
 
 # %% ../nbs/00_tables.ipynb #cf462f96
 CHECKS = dict(  # check code: (severity, what it means)
@@ -172,6 +172,10 @@ def list_dicoms(root:Path|str # Kaggle-layout root
 
 BAD_COLUMNS = ['file', 'reason', 'severity', 'check']
 
+def n_cores()->int:
+    "CPU cores this process may use"
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
 def _read_one(args): return read_header(*args)
 
 def read_headers(root:Path|str, # Kaggle-layout root
@@ -181,17 +185,18 @@ def read_headers(root:Path|str, # Kaggle-layout root
     "Headers of every DICOM under `root` (`headers` df), the problems (`bad` df: file, reason, severity), timing"
     root = Path(root)
     files = list_dicoms(root)
-    n_workers = os.cpu_count() if n_workers is None else n_workers
+    n_workers = n_cores() if n_workers is None else n_workers
     args = [(f, root, s) for f, s in files]
-    t0 = time.perf_counter()
+    bar = (lambda it: progress_bar(it, total=len(args), leave=False)) if progress else (lambda it: it)
+    cpu = lambda: time.process_time() + sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), k) for k in ('ru_utime', 'ru_stime'))
+    t0, c0 = time.perf_counter(), cpu()
     if n_workers > 1 and len(files) >= 64*n_workers:
         with ProcessPoolExecutor(n_workers) as ex:
-            it = ex.map(_read_one, args, chunksize=max(1, min(256, len(args)//(8*n_workers))))
-            out = list(progress_bar(it, total=len(args), display=progress, leave=False))
+            out = list(bar(ex.map(_read_one, args, chunksize=max(1, min(256, len(args)//(8*n_workers))))))
     else:
         n_workers = 1
-        out = [read_header(*a) for a in progress_bar(args, display=progress, leave=False)]
-    secs = time.perf_counter() - t0
+        out = [read_header(*a) for a in bar(args)]
+    secs, cpu_secs = time.perf_counter() - t0, cpu() - c0  # workers are joined: their CPU time is counted
     rows, bad = [], []
     for (f, s), (row, probs) in zip(files, out):
         rel = f.relative_to(root).as_posix()
@@ -206,8 +211,8 @@ def read_headers(root:Path|str, # Kaggle-layout root
             bad.append(dict(file=r.path, check='duplicate_id', reason=f"duplicate ID {r.ID}: {kept!r} is kept", severity='error'))
         headers = headers[~dup].reset_index(drop=True)
     bad = pd.DataFrame(bad, columns=BAD_COLUMNS)
-    return AttrDict(headers=headers, bad=bad, n_files=len(files), seconds=secs, n_workers=n_workers,
-                    rate=len(files)/secs if secs else float('nan'))
+    return AttrDict(headers=headers, bad=bad, n_files=len(files), seconds=secs, cpu_seconds=cpu_secs,
+                    n_workers=n_workers, rate=len(files)/secs if secs else float('nan'))
 
 # %% ../nbs/00_tables.ipynb #4ca7edd6
 def add_slice_order(df:pd.DataFrame # Header rows with `SeriesInstanceUID`, `z`, `ID`
@@ -363,7 +368,8 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
                 labels=lab.counts, label_report_rows=len(lab.report),
                 folds=dict(n_folds_requested=int(n_folds), n_folds=used, seed=int(seed), hash=folds_hash(train),
                            sizes=train.fold.value_counts().sort_index().tolist()),
-                read=dict(seconds=round(r.seconds, 3), files_per_s=round(r.rate, 1), n_workers=r.n_workers))
+                read=dict(seconds=round(r.seconds, 3), cpu_seconds=round(r.cpu_seconds, 3), files_per_s=round(r.rate, 1),
+                          n_workers=r.n_workers))
     _atomic(work/'headers.parquet', lambda t: hd.to_parquet(t, index=False))
     _atomic(work/'train.parquet', lambda t: train.to_parquet(t, index=False))
     _atomic(work/'test.parquet', lambda t: lab.test.to_parquet(t, index=False))
@@ -408,14 +414,20 @@ def check_slice_order(h:pd.DataFrame # A header table
     return (dz == 0).groupby(h.SeriesInstanceUID).sum().astype(int)
 
 # %% ../nbs/00_tables.ipynb #06bfe085
+FULL_SET = 752_802 + 121_232  # stage 2 train + test slices
+
 def bench_headers(root:Path|str, # Kaggle-layout root
-                  n_workers:int|None=None # Pool size (default: all cores)
+                  n_workers:int|None=None, # Pool size (default: all cores)
+                  project_cores:int=16 # Cores for the full-set projection
                  )->dict:
-    "Print and return the header-reading rate (files/s) in-process and with a process pool"
+    "Print and return header-reading rates (wall and CPU) in-process and with a process pool, and a full-set projection"
     one = read_headers(root, n_workers=0, progress=False)
-    n_workers = n_workers or os.cpu_count()
+    n_workers = n_workers or n_cores()
     many = read_headers(root, n_workers=n_workers, progress=False) if one.n_files >= 64*n_workers else one
-    res = dict(files=one.n_files, serial=one.rate, pool=many.rate, n_workers=many.n_workers, ratio=many.rate/one.rate)
-    print(f"{Path(root).name}: {one.n_files} files; in-process {one.rate:.0f} files/s; "
-          f"{many.n_workers} processes {many.rate:.0f} files/s ({res['ratio']:.2f}x)")
+    res = dict(files=one.n_files, serial=one.rate, pool=many.rate, n_workers=many.n_workers, ratio=many.rate/one.rate,
+               serial_cpu=one.n_files/one.cpu_seconds, pool_cpu=many.n_files/many.cpu_seconds)
+    res['full_set_s'] = FULL_SET/(res['pool_cpu']*project_cores)
+    print(f"{Path(root).name}: {one.n_files} files; wall: in-process {one.rate:.0f} files/s, {many.n_workers} processes "
+          f"{many.rate:.0f} files/s ({res['ratio']:.2f}x); CPU: {res['serial_cpu']:.0f} vs {res['pool_cpu']:.0f} files per "
+          f"CPU-second; full set on {project_cores} free cores: about {res['full_set_s']:.0f} s")
     return res
