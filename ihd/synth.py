@@ -37,6 +37,7 @@ _BASE = dict(
     p_int16=.45,                   # 16-bit signed encoding (else 12-bit unsigned)
     p_implicit=.6,                 # 12-bit series written Implicit VR (16-bit ones are Explicit, like the sample)
     p_intercept1000=.1,            # 12-bit series with RescaleIntercept -1000
+    p_slope_text=.2,               # series with RescaleSlope written '1.0' or '1.000000' (else '1')
     noise=[3., 6.],                # HU noise sigma
     n_quirk=2,                     # series with the 12-bit RescaleIntercept quirk (1st train, 2nd test, ...)
     n_corrupt=1,                   # truncated train files
@@ -67,7 +68,7 @@ def _bleeds(rng, subs, n, prm):
         L = int(np.clip(round(rng.uniform(*prm['run_frac'])*n), 2, n))
         if s == 'intraventricular': L = min(L, max(2, round(.18*n)))
         out.append(dict(kind=s, tc=float(rng.uniform(lo, hi)), L=L, th0=float(rng.uniform(-np.pi, np.pi)),
-                        hu=float(rng.uniform(58, 80)), u=float(rng.uniform(0, 1)), w=float(rng.uniform(0, 1)),
+                        hu=float(rng.uniform(60, 80)), u=float(rng.uniform(0, 1)), w=float(rng.uniform(0, 1)),
                         psi=float(rng.uniform(0, 2*np.pi))))
     return out
 
@@ -109,95 +110,123 @@ def make_plan(size:str='demo', # A key of `SIZES`
         r = np.random.default_rng(s['seed'])
         n = s['n']
         tilt = float(r.uniform(*prm['tilt_deg'])*r.choice([-1, 1])) if r.random() < prm['p_tilt'] else 0.
-        int16 = bool(r.random() < prm['p_int16'])
-        style = 'dcm4che16' if int16 else ('rsna12' if r.random() < prm['p_implicit'] else 'dcm4che12')
         height = float(r.uniform(135, 160))*s['head']['scale']
         t0, t1 = float(r.uniform(.01, .08)), float(r.uniform(.9, .98))
         gaps = np.full(n - 1, (t1 - t0)*height/(n - 1))
         if r.random() < prm['p_uneven']: gaps *= np.where(r.random(n - 1) < .3, r.uniform(.6, 1.5, n - 1), 1.)
         z0 = float(r.uniform(-60, 200))
         z = z0 + np.concatenate([[0.], np.cumsum(gaps)])
-        s.update(tilt=tilt, style=style, height=height, t0=t0, z=np.round(z, 4).tolist(), z0=z0,
+        s.update(tilt=tilt, height=height, t0=t0, z=np.round(z, 4).tolist(), z0=z0,
                  fov=float(r.uniform(*prm['fov'])), noise=float(r.uniform(*prm['noise'])),
-                 intercept=-1000 if (not int16 and r.random() < prm['p_intercept1000']) else -1024,
-                 slope=str(r.choice(['1', '1', '1', '1', '1', '1', '1', '1', '1.0', '1.000000'])),
+                 intercept=-1024,
+                 slope='1',
                  window=int(r.choice([30, 36, 40])), quirk=False,
                  offset=[float(r.uniform(-8, 8)), float(r.uniform(-12, 6))], rot=float(r.uniform(-.15, .15)),
                  sop=[_hex(rng, 9, used) for _ in range(n)],
                  bleeds=_bleeds(r, s['subs'], n, prm))
-    tr, te = [s for s in series if s['split'] == 'train'], [s for s in series if s['split'] == 'test']
-    for q in range(prm['n_quirk']):  # quirk series alternate train / test, 12-bit by construction
-        pool = tr if q % 2 == 0 or not te else te
-        s = pool[(q//2*7 + 3) % len(pool)]
-        s.update(quirk=True, style='dcm4che12' if s['style'] == 'dcm4che16' else s['style'], intercept=0)
+    # encodings in exact proportions (so that even the tiny set has each), then the intercept variants
+    n = len(series); n16 = int(round(prm['p_int16']*n)); nimp = int(round(prm['p_implicit']*(n - n16)))
+    styles = ['dcm4che16']*n16 + ['rsna12']*nimp + ['dcm4che12']*(n - n16 - nimp)
+    for s, st in zip(series, rng.permutation(styles)): s['style'] = str(st)
+    for j, s in enumerate(rng.permutation(n)[:int(round(prm['p_slope_text']*n))]):
+        series[s]['slope'] = ['1.0', '1.000000'][j % 2]                 # slope 1 written three ways
+    b12 = [s for s in series if s['style'] != 'dcm4che16']
+    for s in b12[:int(round(prm['p_intercept1000']*len(b12)))]: s['intercept'] = -1000
+    # quirk series: 12-bit ones with intercept -1024, alternating train / test
+    cand = {sp: [s for s in b12 if s['intercept'] == -1024 and s['split'] == sp] for sp in ('train', 'test')}
+    for q in range(prm['n_quirk']):
+        pool = cand['train'] if q % 2 == 0 or not cand['test'] else cand['test']
+        if not pool: raise ValueError(f"n_quirk={prm['n_quirk']} needs more 12-bit series")
+        pool.pop(len(pool)//2).update(quirk=True, intercept=0)
     return AttrDict(size=size, seed=seed, params=prm, series=series)
 
 # %% ../nbs/00b_synth.ipynb #9da670c1
-def _angdiff(a, b): return np.angle(np.exp(1j*(a - b)))
+def _angdiff(a, b): return np.abs(np.mod(a - np.float32(b) + np.float32(np.pi), np.float32(2*np.pi)) - np.float32(np.pi))
 
-def _ellipse(u, v, cu, cv, au, av, rot=0.):
-    du, dv = u - cu, v - cv
-    c, s = math.cos(rot), math.sin(rot)
-    return ((du*c + dv*s)/au)**2 + ((-du*s + dv*c)/av)**2 < 1
+class _Geom:
+    "Per-series pixel geometry in the head frame (mm), computed once per series"
+    def __init__(self, s, px):
+        self.px, self.ps = px, s['fov']/px
+        x = (np.arange(px, dtype=np.float32) - (px - 1)/2)*self.ps
+        X, Y = np.meshgrid(x - s['offset'][0], x - s['offset'][1])
+        self.c, self.s = math.cos(s['rot']), math.sin(s['rot'])
+        self.u, self.v = X*self.c + Y*self.s, -X*self.s + Y*self.c
+        self.r, self.th = np.hypot(self.u, self.v), np.arctan2(self.v, self.u)
+        self.c2, self.s2 = np.cos(self.th)**2, np.sin(self.th)**2
+        self.shape = (1 + .025*np.sin(2*self.th + 1.3) + .015*np.sin(3*self.th + .4)).astype(np.float32)
+        vt = s['head']['vent']
+        ph = np.abs(np.sin(19*self.th + 3*vt + 1.4*np.sin(3*self.th + vt) + .7*np.sin(7*self.th)))
+        self.sulc, self.wide = ph < .13, ph < .22
+        self.sdepth = (2 + 7*(.5 + .5*np.sin(5*self.th + 2*vt))*(.5 + .5*np.cos(11*self.th))).astype(np.float32)
+        self.wm = (26 + 2.5*np.sin(self.u/23 + 1)*np.cos(self.v/31)).astype(np.float32)
+        self.off = s['offset']
 
-def _frame(s, px):
-    "Pixel coordinates in mm in the head frame"
-    ps = s['fov']/px
-    x = (np.arange(px, dtype=np.float32) - (px - 1)/2)*ps
-    X, Y = np.meshgrid(x - s['offset'][0], x - s['offset'][1])
-    c, sn = math.cos(s['rot']), math.sin(s['rot'])
-    return X*c + Y*sn, -X*sn + Y*c, ps
+    def box(self, cu, cv, rad):
+        "Row and column slices covering a disc of radius `rad` mm around head-frame point (cu, cv)"
+        x, y = cu*self.c - cv*self.s + self.off[0], cu*self.s + cv*self.c + self.off[1]
+        j, i, h = x/self.ps + (self.px - 1)/2, y/self.ps + (self.px - 1)/2, rad/self.ps + 2
+        cl = lambda a: int(min(max(a, 0), self.px))
+        return slice(cl(i - h), cl(i + h + 1)), slice(cl(j - h), cl(j + h + 1))
+
+    def ellipse(self, cu, cv, au, av, rot=0.):
+        "Boolean mask of an ellipse in the head frame"
+        m = np.zeros(self.u.shape, bool)
+        b = self.box(cu, cv, max(au, av))
+        du, dv = self.u[b] - cu, self.v[b] - cv
+        c, s = math.cos(rot), math.sin(rot)
+        m[b] = ((du*c + dv*s)/au)**2 + ((-du*s + dv*c)/av)**2 < 1
+        return m
 
 def render_slice(s:dict, # A series spec from `make_plan`
                  i:int, # Slice index (z order)
                  px:int, # Image size
                  rng=None, # Noise generator (None: no noise)
-                 min_area:float=20. # mm^2 of blood that makes a slice positive
+                 min_area:float=20., # mm^2 of blood that makes a slice positive
+                 geom:_Geom|None=None # Cached geometry of this series (made when None)
                 )->tuple:
     "HU image (float32), {subtype: blood mask} and {subtype: label} of slice `i` of series `s`"
-    u, v, ps = _frame(s, px)
+    G = geom or _Geom(s, px)
+    u, v, ps, th = G.u, G.v, G.ps, G.th
     h = s['head']; z = s['z'][i]; dzm = (s['z'][-1] - s['z'][0])/(len(s['z']) - 1)
     t = (z - s['z0'])/s['height'] + s['t0']
     prof = math.sqrt(max(.04, 1 - ((t - .42)/.7)**2))
     a = 74*h['scale']*prof; b = a/h['ab']
-    r, th = np.hypot(u, v), np.arctan2(v, u)
-    R = a*b/np.sqrt((b*np.cos(th))**2 + (a*np.sin(th))**2)*(1 + .025*np.sin(2*th + 1.3) + .015*np.sin(3*th + .4))
-    d = R - r                                          # depth below the skin, mm
+    R = a*b/np.sqrt(b*b*G.c2 + a*a*G.s2)*G.shape
+    d = R - G.r                                        # depth below the skin, mm
     ts, T = 4., 5. + 3.5*max(0., .35 - t)/.35 + 1.5     # scalp, skull thickness
-    dd = d - ts - T                                    # depth below the inner table
+    dd = d - (ts + T)                                  # depth below the inner table
     hu = np.full(u.shape, -1000., np.float32)
-    rest = np.abs(v - (b + 14 + .004*u**2)) < 1.5       # headrest
-    hu[rest & (np.abs(u) < 110)] = 180
-    hu[(d >= 0) & (d < ts)] = 28
+    rest = np.abs(v - (b + 14 + .004*u*u)) < 1.5        # headrest
+    hu[rest & (np.abs(u) < 85)] = 180
+    head = d >= 0
+    hu[head] = 28
     hu[(d >= 1.5) & (d < 2.8)] = -90                    # subcutaneous fat
-    sk = (d >= ts) & (dd < 0)
-    p = np.clip((d - ts)/T, 0, 1)
-    hu[sk] = (1450 - 700*np.sin(np.pi*p))[sk]
     ic = dd >= 0                                        # intracranial
+    sk = head & (d >= ts) & ~ic
+    hu[sk] = 1450 - 700*np.sin(np.pi*np.clip((d[sk] - ts)/T, 0, 1))
     g = 4.5
-    sulc = np.abs(np.sin(20*th + 3*h['vent'] + .6*np.sin(3*th))) < .13
-    sulci = ic & (dd > .6) & (dd < 1.2 + g + 6) & sulc
-    hu[ic] = (27 + 2.5*np.sin(u/23 + 1) * np.cos(v/31))[ic]        # white matter
-    hu[ic & (dd < 1.2 + g)] = 38                                   # grey matter
+    hu[ic] = G.wm[ic]                                              # white matter
+    hu[ic & (dd < 1.2 + g)] = 39                                   # grey matter
     hu[ic & (dd < 1.2)] = 8                                        # CSF layer
-    hu[sulci] = 8
+    hu[ic & (dd > .6) & (dd < 1.2 + g + G.sdepth) & G.sulc] = 8           # sulci
     vf = h['vent']
     if t > .32: hu[ic & (np.abs(u) < .8) & (dd > 2)] = 44          # falx
     fv = math.sqrt(max(0., math.sin(math.pi*(t - .4)/.32))) if .4 < t < .72 else 0.
     vent = np.zeros(u.shape, bool)
     if fv > 0:
-        for sg in (-1, 1): vent |= _ellipse(u, v, sg*(4 + 3*vf), -4, (2.5 + 2*vf)*fv, 18*fv*(.8 + .2*vf), sg*.28)
+        for sg in (-1, 1): vent |= G.ellipse(sg*(4 + 3*vf), -4, (2.5 + 2*vf)*fv, 18*fv*(.8 + .2*vf), sg*.28)
     if .3 < t < .43: vent |= (np.abs(u) < 1.2*vf) & (np.abs(v + 2) < 9)
-    if .1 < t < .25: vent |= _ellipse(u, v, 0, .42*b, 5, 3)
-    hu[vent & ic] = 5
-    cis = np.zeros(u.shape, bool)
-    if .18 < t < .34: cis = ic & (np.abs(np.hypot(u, v - 4) - 15) < 1.6)
-    hu[cis] = 8
+    if .1 < t < .25: vent |= G.ellipse(0, .42*b, 5, 3)
+    vent &= ic
+    hu[vent] = 5
+    cis = None
+    if .18 < t < .34:
+        cis = np.zeros(u.shape, bool); bx = G.box(0, 4, 18)
+        cis[bx] = np.abs(np.hypot(u[bx], v[bx] - 4) - 15) < 2.6
+        hu[cis & ic & (np.abs(np.hypot(u, v - 4) - 15) < 1.6)] = 8
     if t < .22:                                                    # skull base
-        hu[_ellipse(u, v, 0, -.72*b, 11, 8) & ic] = -900           # sinus
-        for sg in (-1, 1):
-            pr = _ellipse(u, v, sg*.38*a, .05*b, 3, .38*a, sg*.9)
-            hu[pr & ic] = 1100
+        hu[G.ellipse(0, -.72*b, 11, 8) & ic] = -900                # sinus
+        for sg in (-1, 1): hu[G.ellipse(sg*.42*a, .08*b, 3, .2*a, sg*.9) & ic] = 1100   # petrous ridges
     masks, labels = {}, {}
     for bl in s['bleeds']:
         zc = s['z'][0] + (bl['tc'] - s['t0'])*s['height']
@@ -207,7 +236,9 @@ def render_slice(s:dict, # A series spec from `make_plan`
         if q < 1: f, alpha, lab = .45 + .55*math.sqrt(1 - q*q), 1., True
         elif abs(z - zc) < hz + .9*dzm: f, alpha, lab = .3, .45, False
         else: continue
-        k, dth = bl['kind'], np.abs(_angdiff(th, bl['th0']))
+        k = bl['kind']
+        if k in ('epidural', 'subdural', 'subarachnoid'):
+            dth = _angdiff(th, bl['th0'])
         if k == 'epidural':
             hw = (.35 + .25*bl['w'])*(.6 + .4*f)
             m = ic & (dd < (9 + 9*bl['u'])*f*np.sqrt(np.clip(1 - (dth/hw)**2, 0, 1)))
@@ -215,26 +246,28 @@ def render_slice(s:dict, # A series spec from `make_plan`
             hw = (.7 + .7*bl['w'])*(.6 + .4*f)
             m = ic & (dd < (3.5 + 5*bl['u'])*f*np.clip(1 - (dth/hw)**2, 0, 1)**.35)
         elif k == 'subarachnoid':
-            sect = dth < (.6 + .8*bl['w'])*f
-            wide = np.abs(np.sin(20*th + 3*h['vent'] + .6*np.sin(3*th))) < .22
-            m = sect & ic & ((dd < 1.8) | (wide & (dd < 1.2 + g + 6)))
-            if .18 < t < .34: m |= ic & (np.abs(np.hypot(u, v - 4) - 15) < 2.6)
+            m = (dth < (.6 + .8*bl['w'])*f) & ic & ((dd < 1.8) | (G.wide & (dd < 1.2 + g + G.sdepth)))
+            if cis is not None: m |= cis & ic
         elif k == 'intraparenchymal':
             rho = .2 + .35*bl['u']
             cu, cv = rho*a*math.cos(bl['th0']), rho*b*math.sin(bl['th0'])
             R0 = (7 + 12*bl['w'])*f
-            dist, ang = np.hypot(u - cu, v - cv), np.arctan2(v - cv, u - cu)
-            if alpha == 1: hu[ic & (dd > 3) & (dist < 1.35*R0)] = 19       # oedema rim
-            m = ic & (dd > 3) & (dist < R0*(1 + .15*np.sin(3*ang + bl['psi'])))
+            bx = G.box(cu, cv, 1.4*R0)
+            m = np.zeros(u.shape, bool)
+            du, dv = u[bx] - cu, v[bx] - cv
+            dist, ang = np.hypot(du, dv), np.arctan2(dv, du)
+            inb = ic[bx] & (dd[bx] > 3)
+            if alpha == 1: hu[bx][inb & (dist < 1.35*R0)] = 19       # oedema rim
+            m[bx] = inb & (dist < R0*(1 + .15*np.sin(3*ang + bl['psi'])))
         else:  # intraventricular: dependent layering in the posterior horns
-            m = vent & ic & (v > -4 + 18*fv*(.8 + .2*vf)*(.6 - 1.2*bl['w']*f))
-        m &= ic
+            m = vent & (v > -4 + 18*fv*(.8 + .2*vf)*(.6 - 1.2*bl['w']*f))
         if not m.any(): continue
         hu[m] = hu[m]*(1 - alpha) + alpha*bl['hu']
-        masks[k] = masks.get(k, np.zeros(u.shape, bool)) | m if alpha == 1 else masks.get(k, np.zeros(u.shape, bool))
+        if alpha == 1: masks[k] = masks[k] | m if k in masks else m
         if lab and m.sum()*ps*ps >= min_area: labels[k] = 1
     if rng is not None:
-        hu += rng.normal(0, 1, hu.shape).astype(np.float32)*np.where(d >= 0, s['noise'], 12).astype(np.float32)
+        n = rng.standard_normal(hu.shape, dtype=np.float32)
+        hu += n*np.where(head, np.float32(s['noise']), np.float32(12))
     return hu, masks, {k: labels.get(k, 0) for k in SUBTYPES}
 
 # %% ../nbs/00b_synth.ipynb #a7a0fade
@@ -271,6 +304,8 @@ def _digits(rng, n): return ''.join(rng.choice(list('0123456789'), n))
 def _dataset(s, i, raw, px, rng):
     st = s['style']; ps = s['fov']/px
     meta = FileMetaDataset()
+    if st != 'rsna12':           # the 'RSNA Challenge 2019' files have neither (pydicom fills the length in)
+        meta.FileMetaInformationGroupLength, meta.FileMetaInformationVersion = 0, b'\x00\x01'
     meta.MediaStorageSOPClassUID = CTImageStorage
     if st == 'rsna12':
         meta.MediaStorageSOPInstanceUID = '1000000' + _digits(rng, 7)
@@ -325,14 +360,14 @@ def write_series(s:dict, # Series spec from `make_plan`
     "Render and write every slice of series `s`; its label rows as dicts (ID, split, slice, labels)"
     rng = np.random.default_rng(s['seed'] + 1)
     out = Path(dest)/f"stage_2_{s['split']}"
-    rows = []
+    rows, G = [], _Geom(s, px)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         old = dcm_config.settings.writing_validation_mode
         dcm_config.settings.writing_validation_mode = dcm_config.IGNORE
         try:
             for i in range(s['n']):
-                hu, _, lab = render_slice(s, i, px, rng, min_area)
+                hu, _, lab = render_slice(s, i, px, rng, min_area, G)
                 raw = encode_hu(hu, s['style'], s['intercept'])
                 _write_atomic(out/f"{s['sop'][i]}.dcm", _dcm_bytes(_dataset(s, i, raw, px, rng)))
                 rows.append(dict(ID=s['sop'][i], split=s['split'], slice=i, **lab, any=int(any(lab.values()))))
@@ -366,6 +401,8 @@ def _work(args):
     s, dest, px, min_area = args
     return write_series(s, dest, px, min_area)
 
+_VERSION = 2  # bump when the generator's output changes, so that existing datasets are regenerated
+
 def make_dataset(dest:Path|str, # Folder to write (created)
                  size:str='demo', # 'tiny', 'demo' or 'bench' (see `SIZES`)
                  seed:int=42, # Master seed: same seed, same bytes
@@ -376,7 +413,8 @@ def make_dataset(dest:Path|str, # Folder to write (created)
     dest = Path(dest).expanduser().resolve()
     plan = make_plan(size, seed, **overrides)
     prm = plan.params
-    want = dict(size=size, seed=seed, params=prm, version=1)
+    ident = {k: v for k, v in prm.items() if k != 'n_workers'}   # how many processes does not change the bytes
+    want = dict(size=size, seed=seed, params=ident, version=_VERSION)
     man, partial = dest/'synth.json', dest/'synth.partial'
     if man.exists() and not force:
         try: old = json.loads(man.read_text())
@@ -389,12 +427,11 @@ def make_dataset(dest:Path|str, # Folder to write (created)
     if man.exists(): man.unlink()
     dest.mkdir(parents=True, exist_ok=True)
     _write_atomic(partial, json.dumps(want).encode())
-    keep = {f"{sop}.dcm" for s in plan.series for sop in s['sop']}
-    for d in (lay.train_dir, lay.test_dir):
+    for split, d in (('train', lay.train_dir), ('test', lay.test_dir)):
+        keep = {f"{sop}.dcm" for s in plan.series if s['split'] == split for sop in s['sop']}
         d.mkdir(exist_ok=True)
         for f in d.iterdir():
             if f.name not in keep: f.unlink()                            # stale files of an older dataset
-    t0 = time.time()
     jobs = [(s, dest, prm['px'], prm['min_area']) for s in plan.series]
     nw = max(1, min(prm['n_workers'] or 1, os.cpu_count() or 1, len(jobs)))
     if nw == 1: res = [_work(j) for j in jobs]
@@ -423,7 +460,7 @@ def make_dataset(dest:Path|str, # Folder to write (created)
     enc = {st: sum(s['n'] for s in plan.series if s['style'] == st) for st in ('dcm4che16', 'dcm4che12', 'rsna12')}
     faults = dict(corrupt=corrupt, duplicate_rows=dups, quirk_files=quirk,
                   quirk_series=[s['SeriesInstanceUID'] for s in plan.series if s['quirk']])
-    info = dict(want, counts=counts, encodings=enc, faults=faults, seconds=round(time.time() - t0, 2),
+    info = dict(want, counts=counts, encodings=enc, faults=faults,
                 test_labels='synth_test_labels.csv',
                 note='Synthetic data made by ihd.synth; synth_test_labels.csv holds the test truth (synthetic only).')
     _write_atomic(man, json.dumps(info, indent=1).encode())
