@@ -282,7 +282,7 @@ def make_folds(train:pd.DataFrame, # Labelled rows with `PatientID` and the 6 la
     with warnings.catch_warnings():  # a stratum with fewer members than folds is expected for rare subtypes
         warnings.filterwarnings('ignore', message='The least populated class', category=UserWarning)
         for k, (_, va) in enumerate(sgkf.split(np.zeros(len(train)), key, train['PatientID'])): fold[va] = k
-    assert (fold >= 0).all()
+    assert (fold >= 0).all() and len(set(fold)) == n_folds, f"empty fold: sizes {np.bincount(fold, minlength=n_folds)}"
     spans = train.assign(fold=fold).groupby('PatientID')['fold'].nunique()
     assert spans.max() == 1, f"patients in two folds: {list(spans[spans > 1].index[:5])}"
     return fold
