@@ -200,7 +200,7 @@ def head_box(mask:np.ndarray, # Boolean head mask at full resolution (or a strid
     ys, xs = np.nonzero(keep.any(1))[0], np.nonzero(keep.any(0))[0]
     y0, y1, x0, x1 = ys[0]*step, (ys[-1] + 1)*step, xs[0]*step, (xs[-1] + 1)*step
     side = int(max(y1 - y0, x1 - x0)*1.04) + 2   # a small margin around the skin
-    keep = ndimage.binary_dilation(keep, iterations=2)
+    keep = ndimage.maximum_filter(keep.view(np.uint8), size=3).view(bool)   # one sample of margin around the skin
     return (y0 + y1 - side)//2, (x0 + x1 - side)//2, side, keep
 
 # %% ../nbs/01_pixels.ipynb #39e7d9c4
@@ -213,7 +213,7 @@ def _resize_box(img, y0, x0, side, sz):
     f = sz/side
     oy0, oy1, ox0, ox1 = round((ya - y0)*f), round((yb - y0)*f), round((xa - x0)*f), round((xb - x0)*f)
     if oy1 <= oy0 or ox1 <= ox0: return out
-    t = torch.from_numpy(np.ascontiguousarray(img[ya:yb, xa:xb])).permute(2, 0, 1)[None]  # contiguous: torch's fast uint8 path
+    t = torch.from_numpy(np.ascontiguousarray(img[ya:yb, xa:xb])).permute(2, 0, 1)[None]  # contiguous: torch's fast uint8 path (no copy when already)
     r = F.interpolate(t, size=(oy1 - oy0, ox1 - ox0), mode='bilinear', antialias=True, align_corners=False)
     out[oy0:oy1, ox0:ox1] = r[0].permute(1, 2, 0).numpy()
     return out
@@ -238,14 +238,18 @@ def preprocess(src:Path|str|pydicom.Dataset, # A DICOM file or dataset
     "One slice as uint8 `(sz, sz, len(windows))`, channels in `recipe.windows` order"
     recipe = recipe or Recipe.from_settings()
     ds = read_dcm(src)
-    img = windowed_u8(ds, recipe.windows)
-    H, W, C = *img.shape[:2], len(recipe.windows)
+    raw = raw_pixels(ds).view(np.uint16)
+    t = _lut(*hu_params(ds), recipe.windows)
+    (H, W), C = raw.shape, len(recipe.windows)
     if recipe.crop:
         step = max(1, round(min(H, W)/128))
-        y0, x0, side, keep = head_box(img[::step, ::step, C] > 0, step, (H, W))
+        small = t.take(raw[::step, ::step]).view(np.uint8).reshape(*raw[::step, ::step].shape, -1)
+        y0, x0, side, keep = head_box(small[..., C] > 0, step, (H, W))
     else:
         side = max(H, W); y0, x0, keep = (H - side)//2, (W - side)//2, None
-    out = _resize_box(img, y0, x0, side, recipe.sz)[..., :C]
+    ya, xa = max(y0, 0), max(x0, 0)   # the lookup runs only on the part of the image inside the box
+    img = t.take(raw[ya:y0 + side, xa:x0 + side]).view(np.uint8).reshape(min(y0 + side, H) - ya, min(x0 + side, W) - xa, -1)
+    out = _resize_box(img, y0 - ya, x0 - xa, side, recipe.sz)[..., :C]
     if keep is not None: out *= _keep_on_grid(keep, step, y0, x0, side, recipe.sz)[..., None]
     if info is not None: info.update(shape=(H, W), box=(y0, x0, side))
     return np.ascontiguousarray(out)
