@@ -12,8 +12,8 @@ from fastcore.script import call_parse
 from .core import settings, ihd_path, data_root, work_dir, models_dir, find_settings, _typed
 
 # %% auto #0
-__all__ = ['STAGES', 'nbs_dir', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'cell_flags', 'runnable_copy',
-           'StageError', 'run_notebook', 'run_pipeline', 'ihd_run']
+__all__ = ['STAGES', 'TINY', 'nbs_dir', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'cell_flags',
+           'runnable_copy', 'StageError', 'run_notebook', 'run_pipeline', 'ihd_run', 'run_stages']
 
 # %% ../nbs/04c_pipeline.ipynb #7817e66a
 STAGES = ['00_tables', '01_pixels', '02_cache', '03_level1', '04_level2']
@@ -225,3 +225,30 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
                      stages=[o.strip() for o in stages.split(',')] if stages else None)
     except StageError as e:
         print(f"[run] FAILED: {e}", file=sys.stderr); return 1
+
+# %% ../nbs/04c_pipeline.ipynb #7a2abbf7
+TINY = dict(n_folds=2, archs=['resnet18'], epochs=1, sz=64, tta=1, bs=16, n_rounds=20)
+
+def run_stages(data:Path|str|None=None, # Kaggle-layout root
+               work:Path|str|None=None, models:Path|str|None=None,
+               n_folds:int|None=None, # Folds of stage 0 (`[tables] n_folds`)
+               archs:list|None=None, # Level-1 architectures (`[level1] archs`)
+               epochs:int|None=None, sz:int|None=None, tta=None, bs:int|None=None, # Level-1 knobs
+               n_rounds:int|None=None, # Level-2 boosting rounds (`[level2]`)
+               log=print)->AttrDict:
+    "Stages 0-4 in-process through the library (idempotent: finished work is skipped); returns stage 4's result and the times"
+    from ihd.tables import make_tables
+    from ihd.pixels import Recipe
+    from ihd.cache import build_cache
+    from ihd.level1 import train_grid
+    from ihd.level2 import stack
+    root = data_root(data); work, models = work_dir(root, work), models_dir(root, models)
+    rec, times = Recipe.from_settings(sz=sz), {}
+    def step(name, f):
+        t0 = time.time(); r = f(); times[name] = time.time()-t0
+        log(f"[stages] {name} done in {times[name]:.1f} s"); return r
+    step('tables', lambda: make_tables(root, work, n_folds=n_folds))
+    step('cache', lambda: build_cache(root, work, rec, n_workers=1, progress=False))
+    step('level1', lambda: train_grid(archs, None, root, work, models, rec, epochs=epochs, tta=tta, bs=bs))
+    res = step('level2', lambda: stack(root, work, models, **({'n_rounds': n_rounds} if n_rounds else {})))
+    return AttrDict(res, times=times, recipe=rec, work=work, models=models)
