@@ -109,13 +109,19 @@ def pretrained_stats(arch:str='efficientnet_lite0', # One of `PRETRAINED_ARCHS`
 # %% ../nbs/03a_pretrained.ipynb #0b14eb80
 def _params(*ms): return [p for m in ms for p in m.parameters()]
 
-def pretrained_splitter(model:nn.Module # A timm model (EfficientNet-style: `conv_stem`, `blocks`, `conv_head`)
+def _lite_groups(m, head):
+    k = len(m.blocks)//2 + 1
+    return [_params(m.conv_stem, m.bn1, *m.blocks[:k]), _params(*m.blocks[k:], m.conv_head, m.bn2), _params(*head)]
+
+def pretrained_splitter(model:nn.Module # A timm model, or fastai's `Sequential(TimmBody, head)`
                        )->list[list]:
     "Parameter groups for fastai's `Learner(splitter=...)`: body groups first, the head last"
-    if all(hasattr(model, a) for a in ('conv_stem', 'bn1', 'blocks', 'conv_head', 'bn2', 'classifier')):
-        k = len(model.blocks)//2 + 1
-        return [_params(model.conv_stem, model.bn1, *model.blocks[:k]), _params(*model.blocks[k:]),
-                _params(model.conv_head, model.bn2, model.classifier)]
+    eff = lambda m: all(hasattr(m, a) for a in ('conv_stem', 'bn1', 'blocks', 'conv_head', 'bn2'))
+    if isinstance(model, nn.Sequential) and len(model) >= 2 and hasattr(model[0], 'model'):  # fastai body + head
+        body = model[0].model
+        if eff(body): return _lite_groups(body, [body.classifier, *model[1:]])
+        return [_params(model[0]), _params(*model[1:])]
+    if eff(model) and hasattr(model, 'classifier'): return _lite_groups(model, [model.classifier])
     head = model.get_classifier()
     hp = {id(p) for p in head.parameters()}
     return [[p for p in model.parameters() if id(p) not in hp], list(head.parameters())]
