@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_cache.ipynb #2e7e0d44
 from __future__ import annotations
-import os, json, time, shutil, threading
+import os, json, time, shutil, threading, tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -16,7 +16,7 @@ from .pixels import Recipe, preprocess, stack_neighbours, read_dcm, single_threa
 
 # %% auto #0
 __all__ = ['REPORT_COLUMNS', 'cache_dir', 'slice_path', 'recipe_meta', 'check_recipe', 'save_npy', 'cached_ids', 'run_chunks',
-           'build_cache', 'SliceCache', 'load_rate', 'bench_cache', 'ihd_bench_cache', 'ihd_cache']
+           'build_cache', 'SliceCache', 'load_rate', 'bench_files', 'bench_cache', 'ihd_bench_cache', 'ihd_cache']
 
 # %% ../nbs/02_cache.ipynb #4fbcb5b2
 def cache_dir(work:Path|str, # The dataset's work folder
@@ -265,6 +265,16 @@ class _PeakRSS:
         self.base = self._rss(); self.t = threading.Thread(target=self._run, daemon=True); self.t.start(); return self
     def __exit__(self, *a): self._stop.set(); self.t.join(); self.peak = max(self.peak, self._rss())
 
+def bench_files(root:Path, n:int)->list:
+    "Up to `n` DICOM files under `root` that decode as CT (a synthetic set's deliberately broken files are left out)"
+    from ihd.pixels import raw_pixels
+    res = []
+    for f in sorted(Path(root).glob('stage_2_*/*.dcm')):
+        try: raw_pixels(read_dcm(f)); res.append(f)
+        except Exception: continue
+        if len(res) >= n: break
+    return res
+
 def bench_cache(files:list, # DICOM files (cycled to `n` and `2n` jobs)
                 n:int=200, # Slices per run (each method also runs on 2n)
                 recipe:Recipe|None=None, # ihd's recipe (default: settings)
@@ -314,17 +324,23 @@ def bench_cache(files:list, # DICOM files (cycled to `n` and `2n` jobs)
     return df
 
 # %% ../nbs/02_cache.ipynb #e8bdd084
+def _opt_bool(v):
+    "A command-line 'true'/'false' (None stays None: the settings decide)"
+    if v is None or isinstance(v, bool): return v
+    if str(v).lower() in ('1', 'true', 'yes', 'on'): return True
+    if str(v).lower() in ('0', 'false', 'no', 'off'): return False
+    raise ValueError(f"expected true or false, got {v!r}")
+
 @call_parse
 def ihd_bench_cache(data:str=None, # Kaggle-layout root with 512 x 512 slices (default: a 'demo' synthetic set, made if missing)
                     n:int=500, # Slices per run (and 2n)
                     n_workers:int=1, # Processes per method
                     sz:int=None, # Recipe size (default: settings)
-                    crop:bool=None # Recipe crop (default: settings)
+                    crop:str=None # Recipe crop, 'true' or 'false' (default: settings)
                    ):
     "Benchmark ihd's cache build against a naive PNG cache and the bare DICOM decode, on the same files"
     p = stage_paths(data, tiny_in_test=False)
-    files = [f for f in sorted(p.root.glob('stage_2_*/*.dcm')) if f.stat().st_size > 0]
-    return bench_cache(files[:4*n], n=n, recipe=Recipe.from_settings(sz=sz, crop=crop), n_workers=n_workers)
+    return bench_cache(bench_files(p.root, 4*n), n=n, recipe=Recipe.from_settings(sz=sz, crop=_opt_bool(crop)), n_workers=n_workers)
 
 # %% ../nbs/02_cache.ipynb #6b6db150
 @call_parse
@@ -332,7 +348,7 @@ def ihd_cache(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
               work:str=None, # Work folder (default: per dataset)
               windows:str=None, # Comma-separated window names (default: settings)
               sz:int=None, # Output size (default: settings)
-              crop:bool=None, # Brain crop (default: settings)
+              crop:str=None, # Brain crop, 'true' or 'false' (default: settings)
               split:str='all', # 'train', 'test' or 'all'
               n_workers:int=None, # Processes (default: all cores)
               force:bool=False # Rebuild this recipe's cache from scratch
@@ -341,5 +357,5 @@ def ihd_cache(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
     from ihd.tables import make_tables
     p = stage_paths(data, work, tiny_in_test=False)
     make_tables(p.root, p.work)
-    r = Recipe.from_settings(windows=windows.split(',') if windows else None, sz=sz, crop=crop)
+    r = Recipe.from_settings(windows=[w.strip() for w in windows.split(',')] if windows else None, sz=sz, crop=_opt_bool(crop))
     return build_cache(p.root, p.work, r, split=split, n_workers=n_workers, force=force)
