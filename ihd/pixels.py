@@ -21,7 +21,7 @@ __all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'Recipe', 'read_dcm', 'dcm_ta
 
 # %% ../nbs/01_pixels.ipynb #1925cd26
 WINDOWS = dict(brain=(40, 80), subdural=(80, 200), soft=(40, 380), bone=(600, 2800))  # (centre, width) in HU
-PIXELS_VERSION = 1  # bump when the preprocessing code changes what it writes: stale caches are then refused
+PIXELS_VERSION = 2  # bump when the preprocessing code changes what it writes: stale caches are then refused
 
 # %% ../nbs/01_pixels.ipynb #1bd06732
 @dataclass(frozen=True)
@@ -186,7 +186,8 @@ def windowed_u8(ds:pydicom.Dataset, # A CT slice
 def head_box(mask:np.ndarray, # Boolean head mask at full resolution (or a strided view of it)
              step:int=1, # The stride `mask` was sampled with
              shape:tuple|None=None, # Full-resolution shape (default: `mask.shape*step`)
-             min_px:int=20 # Fewer head pixels than this (after the opening): no crop
+             min_px:int=20, # Fewer head pixels than this (after the opening): no crop
+             min_frac:float=.6 # The square is at least this share of the shorter image side (small top-of-head slices are not blown up)
             )->tuple:
     "`(y0, x0, side, keep)`: a square crop around the largest opened component and that component (mask scale)"
     H, W = shape or (mask.shape[0]*step, mask.shape[1]*step)
@@ -199,7 +200,7 @@ def head_box(mask:np.ndarray, # Boolean head mask at full resolution (or a strid
     keep = lab == cnt.argmax()
     ys, xs = np.nonzero(keep.any(1))[0], np.nonzero(keep.any(0))[0]
     y0, y1, x0, x1 = ys[0]*step, (ys[-1] + 1)*step, xs[0]*step, (xs[-1] + 1)*step
-    side = int(max(y1 - y0, x1 - x0)*1.04) + 2   # a small margin around the skin
+    side = max(int(max(y1 - y0, x1 - x0)*1.04) + 2, int(min_frac*min(H, W)))   # a small margin around the skin
     keep = ndimage.maximum_filter(keep.view(np.uint8), size=3).view(bool)   # one sample of margin around the skin
     return (y0 + y1 - side)//2, (x0 + x1 - side)//2, side, keep
 
