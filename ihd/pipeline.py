@@ -227,7 +227,7 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
         print(f"[run] FAILED: {e}", file=sys.stderr); return 1
 
 # %% ../nbs/04c_pipeline.ipynb #7a2abbf7
-TINY = dict(n_folds=2, archs=['resnet18'], epochs=1, sz=64, tta=1, bs=16, n_rounds=20)
+TINY = dict(n_folds=2, archs=['resnet18'], epochs=1, sz=32, tta=1, bs=64, n_rounds=20)
 
 def run_stages(data:Path|str|None=None, # Kaggle-layout root
                work:Path|str|None=None, models:Path|str|None=None,

@@ -121,6 +121,7 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
     good = set.intersection(*[set(a) for a in arrays.values()])
     used = add_slice_order(slices[slices.ID.isin(good)].drop(columns=['slice_idx', 'n_slices', 'dz_prev', 'dz_next']))
     runs = {}
+    if not len(used): return AttrDict(runs=runs, slices=used, bad=bad, arrays={})
     for name, dirs in folds.items():
         ms, ss = [], []
         for d in dirs:
@@ -176,6 +177,8 @@ def series_summary(df:pd.DataFrame, # Per-slice results: `series`, `slice_idx`, 
     return pd.DataFrame(rows)
 
 # %% ../nbs/04a_predict.ipynb #05a054bd
+_SLICE_COLS = ['ID', 'file', 'path', 'SeriesInstanceUID', 'StudyInstanceUID', 'PatientID', 'z', 'slice_idx', 'n_slices']
+
 def prediction_montage(res:pd.DataFrame, # Per-slice results (`ID`, `series`, `slice_idx`, LABELS)
                        arrays:dict, # `{ID: uint8 image}`
                        n:int=16, # Tiles at most
@@ -204,17 +207,17 @@ def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many 
     sc = scan_folder(folder, progress)
     log(f"[predict] {sc.n_files} files: {len(sc.slices)} slices in {sc.slices.SeriesInstanceUID.nunique() if len(sc.slices) else 0} "
         f"series, {(sc.bad.severity == 'error').sum()} unusable")
-    bad = sc.bad
+    bad, l1, level = sc.bad, None, 'none'
+    used, p = pd.DataFrame(columns=_SLICE_COLS), np.zeros((0, 6))
     if len(sc.slices):
         l1 = level1_predict(sc.slices, folder, models, progress, log)
-        used = l1.slices
         if l1.bad: bad = pd.concat([bad, pd.DataFrame([dict(file=f, reason=r, severity='error') for f, r in l1.bad])], ignore_index=True)
-        p = np.mean([r.set_index('ID').loc[used.ID, LABELS].to_numpy(np.float64) for r in l1.runs.values()], 0)
-        level = 'level1'
-        p2 = level2_predict(used, l1.runs, models, log) if use_level2 else None
-        if p2 is not None: p, level = np.asarray(p2, np.float64), 'level2'
-    else: used, p, level, l1 = sc.slices.assign(SeriesInstanceUID='', StudyInstanceUID='', PatientID='', slice_idx=0, z=0.), np.zeros((0, 6)), 'none', None
-    res = pd.DataFrame({'ID': used.ID.to_numpy(), 'file': used.file.to_numpy() if len(used) else [],
+        if l1.runs:
+            used, level = l1.slices, 'level1'
+            p = np.mean([r.set_index('ID').loc[used.ID, LABELS].to_numpy(np.float64) for r in l1.runs.values()], 0)
+            p2 = level2_predict(used, l1.runs, models, log) if use_level2 else None
+            if p2 is not None: p, level = np.asarray(p2, np.float64), 'level2'
+    res = pd.DataFrame({'ID': used.ID.to_numpy(), 'file': used.file.to_numpy(),
                         'series': used.SeriesInstanceUID.to_numpy(), 'study': used.StudyInstanceUID.to_numpy(),
                         'patient': used.PatientID.to_numpy(), 'slice_idx': used.slice_idx.to_numpy(), 'z': used.z.to_numpy(),
                         **{l: p[:, j] for j,l in enumerate(LABELS)}, 'level': level})
