@@ -18,7 +18,7 @@ from .core import LABELS, SUBTYPES, kaggle_layout
 
 # %% auto #0
 __all__ = ['SIZES', 'make_plan', 'render_slice', 'encode_hu', 'quirk_fix', 'write_series', 'make_dataset', 'read_manifest',
-           'ihd_synth']
+           'bench_synth', 'ihd_synth']
 
 # %% ../nbs/00b_synth.ipynb #0e25426c
 _BASE = dict(
@@ -473,6 +473,40 @@ def read_manifest(root:Path|str # A folder written by `make_dataset`
     "The `synth.json` manifest of `root`, or `None` when it is not a (complete) synthetic dataset"
     f = Path(root)/'synth.json'
     return AttrDict(json.loads(f.read_text())) if f.exists() else None
+
+# %% ../nbs/00b_synth.ipynb #984f91bb
+def bench_synth(dest:Path|str|None=None, # Scratch folder (default: a temporary one, removed after)
+                sizes=('tiny', 'demo'), # Presets generated whole
+                workers=(1, 2), # Process counts to compare (the first is the baseline)
+                bench_patients:int=40 # Train patients of the 'bench' preset to time (0: skip)
+               )->pd.DataFrame:
+    "Time `make_dataset` per preset and process count; print files/s and the speed-up over the baseline"
+    import tempfile
+    base = Path(dest) if dest else Path(tempfile.mkdtemp(prefix='ihd_bench_synth_'))
+    runs = [(s, {}) for s in sizes]
+    if bench_patients: runs.append(('bench', dict(n_train=bench_patients, n_test=max(1, bench_patients//6))))
+    rows = []
+    for size, kw in runs:
+        for w in workers:
+            d = base/f'{size}_{w}'
+            t, c = time.perf_counter(), time.process_time()
+            make_dataset(d, size, force=True, n_workers=w, **kw)
+            dt = time.perf_counter() - t
+            m = read_manifest(d)
+            n = m.counts['train_images'] + m.counts['test_images']
+            mb = sum(f.stat().st_size for f in d.rglob('*.dcm'))/2**20
+            rows.append(dict(size=size + ('*' if kw else ''), workers=w, files=n, seconds=round(dt, 2),
+                             files_per_s=round(n/dt, 1), MB_per_s=round(mb/dt, 1)))
+            shutil.rmtree(d)
+    df = pd.DataFrame(rows)
+    df['speedup'] = (df.files_per_s/df.groupby('size').files_per_s.transform('first')).round(2)
+    if bench_patients:
+        full = sum(s['n'] for s in make_plan('bench').series)
+        best = df[df['size'] == 'bench*'].files_per_s.max()
+        print(f"bench preset: {full} slices; at {best} files/s about {full/best/60:.1f} min")
+    print(df.to_string(index=False))
+    if not dest: shutil.rmtree(base, ignore_errors=True)
+    return df
 
 # %% ../nbs/00b_synth.ipynb #4f991da7
 @call_parse
