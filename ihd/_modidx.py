@@ -96,6 +96,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ihd.level1._pretrained_body': ('level1.html#_pretrained_body', 'ihd/level1.py'),
                             'ihd.level1._rate': ('level1.html#_rate', 'ihd/level1.py'),
                             'ihd.level1._recipe': ('level1.html#_recipe', 'ihd/level1.py'),
+                            'ihd.level1._splitter': ('level1.html#_splitter', 'ihd/level1.py'),
                             'ihd.level1._write_json': ('level1.html#_write_json', 'ihd/level1.py'),
                             'ihd.level1._write_parquet': ('level1.html#_write_parquet', 'ihd/level1.py'),
                             'ihd.level1.add_speed_cbs': ('level1.html#add_speed_cbs', 'ihd/level1.py'),

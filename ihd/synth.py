@@ -382,17 +382,17 @@ def _labels_long(rows, rng, n_dup):
     ids = np.repeat(wide['ID'].to_numpy(str), 6)
     long = pd.DataFrame({'ID': [f'{i}_{l}' for i, l in zip(ids, LABELS*len(wide))],
                          'Label': wide[LABELS].to_numpy().ravel()})
-    dups = []
     if n_dup:
         src = np.sort(rng.choice(len(long), n_dup, replace=False))
-        parts, last = [], 0
-        for j in src:
-            pos = int(rng.integers(j + 1, len(long) + 1))
-            dups.append(dict(src_row=int(j), ID=long.ID.iloc[j], Label=int(long.Label.iloc[j]), at=pos))
-        # insert from the end so earlier positions stay valid
-        for dpl in sorted(dups, key=lambda x: -x['at']):
-            long = pd.concat([long.iloc[:dpl['at']], long.iloc[[dpl['src_row']]], long.iloc[dpl['at']:]])
-    return long.reset_index(drop=True), dups
+        at = [int(rng.integers(j + 1, len(long) + 1)) for j in src]       # each copy goes after its original
+        for j, pos in sorted(zip(src, at), key=lambda x: -x[1]):         # from the end: earlier positions stay valid
+            long = pd.concat([long.iloc[:pos], long.iloc[[j]], long.iloc[pos:]])
+    long = long.reset_index(drop=True)
+    d = long.duplicated(keep='first')
+    first = {k: i for i, k in reversed(list(enumerate(zip(long.ID, long.Label))))}
+    dups = [dict(ID=long.ID[i], Label=int(long.Label[i]), line=int(i) + 2, first_line=int(first[(long.ID[i], long.Label[i])]) + 2)
+            for i in np.flatnonzero(d)]                                    # CSV line numbers (header = line 1)
+    return long, dups
 
 def _csv_bytes(df)->bytes: return df.to_csv(index=False, lineterminator='\n').encode()
 
@@ -401,7 +401,7 @@ def _work(args):
     s, dest, px, min_area = args
     return write_series(s, dest, px, min_area)
 
-_VERSION = 2  # bump when the generator's output changes, so that existing datasets are regenerated
+_VERSION = 3  # bump when the generator's output changes, so that existing datasets are regenerated
 
 def make_dataset(dest:Path|str, # Folder to write (created)
                  size:str='demo', # 'tiny', 'demo' or 'bench' (see `SIZES`)
