@@ -12,8 +12,8 @@ from torch import nn
 from timm.models import adapt_input_conv
 
 # %% auto #0
-__all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'is_pretrained_arch', 'weights_file', 'map_state_dict',
-           'load_pretrained_timm', 'pretrained_stats', 'pretrained_splitter']
+__all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'VARIANTS', 'is_pretrained_arch', 'weights_file', 'map_state_dict',
+           'load_pretrained_timm', 'pretrained_stats', 'pretrained_splitter', 'compare_backbones', 'bench_backbone']
 
 # %% ../nbs/03a_pretrained.ipynb #a501629b
 def _lite(n, size, n_tensors):
@@ -125,3 +125,78 @@ def pretrained_splitter(model:nn.Module # A timm model, or fastai's `Sequential(
     head = model.get_classifier()
     hp = {id(p) for p in head.parameters()}
     return [[p for p in model.parameters() if id(p) not in hp], list(head.parameters())]
+
+# %% ../nbs/03a_pretrained.ipynb #a48c45ae
+VARIANTS = {'lite0 imagenet': ('efficientnet_lite0', True), 'lite0 scratch': ('efficientnet_lite0', False),
+            'resnet18 scratch': ('resnet18', False)}
+
+def compare_backbones(data=None, # Kaggle-layout root (e.g. `rsna_sample()`)
+                      work=None, # Tables and cache (default: per dataset)
+                      models=None, # Runs go to `models/compare_backbones/<variant>` (default: per dataset)
+                      variants:dict|None=None, # name -> (arch, pretrained) (default: `VARIANTS`)
+                      folds=None, # Folds to train (default: all)
+                      epochs:int|None=None, bs:int|None=None, lr:float|None=None, tta=None, # Budget (default: settings)
+                      recipe=None, # `ihd.pixels.Recipe` for the cache (default: settings [pixels])
+                      out:Path|str|None=None # Write the table here as CSV
+                     )->'pd.DataFrame':
+    "OOF weighted log loss and per-label AUC of each variant and of the prior-only baseline, one row each"
+    import pandas as pd
+    from ihd import level1, tables, cache
+    from ihd.core import stage_paths, LABELS
+    p = stage_paths(data, work, models, tiny_in_test=False)
+    tables.make_tables(p.root, p.work, progress=False)
+    cache.build_cache(p.root, p.work, recipe, progress=False)
+    train = pd.read_parquet(p.work/'train.parquet')
+    base, rows = p.models/'compare_backbones', []
+    for name, (arch, pre) in (variants or VARIANTS).items():
+        level1.train_grid([arch], folds, data=p.root, work=p.work, models=base/name, recipe=recipe, epochs=epochs,
+                          bs=bs, lr=lr, tta=tta, pretrained=pre)
+        s = level1.summarize_runs(base/name, train).iloc[0]
+        rows.append({'model': name, 'folds': s['folds'], 'n': s['n'], 'oof_wll': s['oof_wll'],
+                     **{f'auc_{l}': s[f'auc_{l}'] for l in LABELS}})
+    rows.append({'model': 'prior only', 'folds': s['folds'], 'n': s['n'], 'oof_wll': s['baseline_wll'],
+                 **{f'auc_{l}': 0.5 for l in LABELS}})
+    res = pd.DataFrame(rows)
+    if out: res.to_csv(out, index=False)
+    return res
+
+# %% ../nbs/03a_pretrained.ipynb #22d67d34
+def bench_backbone(arch:str='efficientnet_lite0', # timm arch (pretrained weights when in `PRETRAINED_ARCHS`)
+                   sz:int=128, # Image size
+                   bs:int=16, # Batch size
+                   in_chans:int=3, # Input channels
+                   n_batches:int=3, # Batches per timed round
+                   rounds:int=3 # Rounds per mode; the best is kept
+                  )->dict:
+    "Print and return CPU train and inference images/s, fp32 vs bf16 + channels-last, and their ratios"
+    import time
+    mk = lambda: (load_pretrained_timm(arch, num_classes=6, in_chans=in_chans) if is_pretrained_arch(arch)
+                  else timm.create_model(arch, num_classes=6, in_chans=in_chans))
+    x, y = torch.randn(bs, in_chans, sz, sz), torch.rand(bs, 6)
+    models = {'fp32': mk(), 'bf16_cl': mk().to(memory_format=torch.channels_last)}
+    opts = {k: torch.optim.AdamW(m.parameters(), 1e-4) for k, m in models.items()}
+    def run(mode, train):
+        m, cl = models[mode], mode == 'bf16_cl'
+        xb = x.contiguous(memory_format=torch.channels_last) if cl else x
+        m.train(train)
+        for _ in range(n_batches):
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=cl):
+                if train:
+                    loss = nn.functional.binary_cross_entropy_with_logits(m(xb).float(), y)
+                    opts[mode].zero_grad(); loss.backward(); opts[mode].step()
+                else:
+                    with torch.no_grad(): m(xb)
+    res = {}
+    for train in (True, False):
+        for mode in models: run(mode, train)  # warm-up
+        for _ in range(rounds):
+            for mode in models:
+                t = time.perf_counter(); run(mode, train)
+                k = f"{'train' if train else 'infer'}_{mode}"
+                res[k] = max(res.get(k, 0), n_batches*bs/(time.perf_counter() - t))
+    res = {k: round(v, 1) for k, v in res.items()}
+    res.update(train_ratio=round(res['train_bf16_cl']/res['train_fp32'], 2), infer_ratio=round(res['infer_bf16_cl']/res['infer_fp32'], 2))
+    print(f"{arch} {sz}px x{in_chans}, batch {bs}, {torch.get_num_threads()} threads, images/s: "
+          f"train fp32 {res['train_fp32']}, bf16+cl {res['train_bf16_cl']} (x{res['train_ratio']}); "
+          f"inference fp32 {res['infer_fp32']}, bf16+cl {res['infer_bf16_cl']} (x{res['infer_ratio']})")
+    return dict(arch=arch, sz=sz, bs=bs, in_chans=in_chans, **res)
