@@ -106,14 +106,16 @@ def make_plan(size:str='demo', # A key of `SIZES`
                 tgt = min(posl, key=lambda s: (len(s['subs']), s['SeriesInstanceUID']))
                 tgt['subs'] = sorted(tgt['subs'] + [sub])
         series += sp
-    for s in series:
+    exact = lambda p: set(rng.permutation(len(series))[:int(round(p*len(series)))].tolist())   # exact shares
+    tilted, uneven = exact(prm['p_tilt']), exact(prm['p_uneven'])
+    for j, s in enumerate(series):
         r = np.random.default_rng(s['seed'])
         n = s['n']
-        tilt = float(r.uniform(*prm['tilt_deg'])*r.choice([-1, 1])) if r.random() < prm['p_tilt'] else 0.
+        tilt = float(r.uniform(*prm['tilt_deg'])*r.choice([-1, 1])) if j in tilted else 0.
         height = float(r.uniform(135, 160))*s['head']['scale']
         t0, t1 = float(r.uniform(.01, .08)), float(r.uniform(.9, .98))
         gaps = np.full(n - 1, (t1 - t0)*height/(n - 1))
-        if r.random() < prm['p_uneven']: gaps *= np.where(r.random(n - 1) < .3, r.uniform(.6, 1.5, n - 1), 1.)
+        if j in uneven: gaps *= np.where(np.arange(n - 1) % 3 == int(r.integers(3)), r.uniform(.6, 1.6, n - 1), 1.)
         z0 = float(r.uniform(-60, 200))
         z = z0 + np.concatenate([[0.], np.cumsum(gaps)])
         s.update(tilt=tilt, height=height, t0=t0, z=np.round(z, 4).tolist(), z0=z0,
@@ -158,7 +160,7 @@ class _Geom:
         ph = np.abs(np.sin(19*self.th + 3*vt + 1.4*np.sin(3*self.th + vt) + .7*np.sin(7*self.th)))
         self.sulc, self.wide = ph < .13, ph < .22
         self.sdepth = (2 + 7*(.5 + .5*np.sin(5*self.th + 2*vt))*(.5 + .5*np.cos(11*self.th))).astype(np.float32)
-        self.wm = (26 + 2.5*np.sin(self.u/23 + 1)*np.cos(self.v/31)).astype(np.float32)
+        self.wm = (30 + 2*np.sin(self.u/23 + 1)*np.cos(self.v/31)).astype(np.float32)
         self.off = s['offset']
 
     def box(self, cu, cv, rad):
@@ -401,7 +403,7 @@ def _work(args):
     s, dest, px, min_area = args
     return write_series(s, dest, px, min_area)
 
-_VERSION = 3  # bump when the generator's output changes, so that existing datasets are regenerated
+_VERSION = 4  # bump when the generator's output changes, so that existing datasets are regenerated
 
 def make_dataset(dest:Path|str, # Folder to write (created)
                  size:str='demo', # 'tiny', 'demo' or 'bench' (see `SIZES`)
