@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_pixels.ipynb #d3b99e6f
 from __future__ import annotations
-import os, json, warnings
+import os, json, warnings, struct
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -16,8 +16,8 @@ from .core import settings, rsna_sample, stage_paths, kaggle_layout
 
 # %% auto #0
 __all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'Recipe', 'read_dcm', 'dcm_tag', 'raw_pixels', 'hu_params', 'read_hu',
-           'window', 'write_ct', 'windowed_u8', 'head_box', 'single_thread', 'preprocess', 'stack_neighbours',
-           'slice_z', 'preprocess_series', 'montages', 'ihd_pixels']
+           'window', 'write_ct', 'fast_slice', 'read_slice', 'windowed_u8', 'binary_open3', 'head_box', 'single_thread',
+           'preprocess', 'stack_neighbours', 'slice_z', 'preprocess_series', 'montages', 'ihd_pixels']
 
 # %% ../nbs/01_pixels.ipynb #1925cd26
 WINDOWS = dict(brain=(40, 80), subdural=(80, 200), soft=(40, 380), bone=(600, 2800))  # (centre, width) in HU
@@ -93,12 +93,14 @@ def raw_pixels(ds:pydicom.Dataset)->np.ndarray:
     return a
 
 # %% ../nbs/01_pixels.ipynb #448f2060
+def _hu_params(pr, bits, slope, icpt):
+    slope, icpt, signed = float(slope or 1), float(icpt), int(pr) == 1
+    quirk = int(bits) == 12 and not signed and icpt > -100
+    return signed, slope, (-1000. if quirk else icpt), quirk
+
 def hu_params(ds:pydicom.Dataset)->tuple:
     "`(signed, slope, intercept, quirk)`: how raw pixels of `ds` become HU"
-    slope, icpt = float(ds.get('RescaleSlope', 1) or 1), float(ds.get('RescaleIntercept', -1024))
-    signed = int(ds.get('PixelRepresentation', 0)) == 1
-    quirk = int(ds.get('BitsStored', 16)) == 12 and not signed and icpt > -100
-    return signed, slope, (-1000. if quirk else icpt), quirk
+    return _hu_params(ds.get('PixelRepresentation', 0), ds.get('BitsStored', 16), ds.get('RescaleSlope', 1), ds.get('RescaleIntercept', -1024))
 
 def _to_hu(raw, slope, icpt, quirk, dtype=np.float32):
     v = raw.astype(np.int32)
@@ -157,6 +159,56 @@ def write_ct(path:Path|str, # Where to write
     ds.save_as(path, enforce_file_format=True)
     return Path(path)
 
+# %% ../nbs/01_pixels.ipynb #4c2a7ad5
+_EXPLICIT, _IMPLICIT = '1.2.840.10008.1.2.1', '1.2.840.10008.1.2'
+_LONG_VR = {b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ', b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'}
+_US_TAGS = {0x00280002: 'SamplesPerPixel', 0x00280010: 'Rows', 0x00280011: 'Columns', 0x00280100: 'BitsAllocated',
+            0x00280101: 'BitsStored', 0x00280103: 'PixelRepresentation'}
+_STR_TAGS = {0x00080060: 'Modality', 0x00280008: 'NumberOfFrames', 0x00281052: 'RescaleIntercept', 0x00281053: 'RescaleSlope'}
+
+def fast_slice(path:Path|str # A DICOM file
+              )->tuple|None:
+    "`(raw uint16 view (Rows, Columns), (signed, slope, intercept, quirk))` read without pydicom, or `None` (use pydicom)"
+    with open(path, 'rb') as fh: buf = fh.read()
+    if buf[128:132] != b'DICM': return None
+    n, i, ts, explicit, v, unpack = len(buf), 132, None, None, {}, struct.unpack_from
+    while i + 8 <= n:
+        grp, el = unpack('<HH', buf, i)
+        if grp != 2 and explicit is None:
+            if ts not in (_EXPLICIT, _IMPLICIT): return None
+            explicit = ts == _EXPLICIT
+        if grp == 2 or explicit:
+            if buf[i+4:i+6] in _LONG_VR: ln, i = unpack('<I', buf, i + 8)[0], i + 12
+            else: ln, i = unpack('<H', buf, i + 6)[0], i + 8
+        else: ln, i = unpack('<I', buf, i + 4)[0], i + 8
+        if ln == 0xFFFFFFFF or i + ln > n: return None
+        tag = grp << 16 | el
+        if tag == 0x7FE00010: break
+        if tag in _US_TAGS:
+            if ln != 2: return None
+            v[_US_TAGS[tag]] = unpack('<H', buf, i)[0]
+        elif tag in _STR_TAGS or tag == 0x00020010:
+            val = buf[i:i+ln].rstrip(b'\0 ').decode('ascii', 'replace').strip()
+            if tag == 0x00020010: ts = val
+            else: v[_STR_TAGS[tag]] = val
+        i += ln
+    else: return None   # no PixelData
+    rows, cols = v.get('Rows'), v.get('Columns')
+    if (rows is None or cols is None or v.get('Modality', 'CT') not in ('CT', '') or v.get('BitsAllocated', 16) != 16
+            or v.get('SamplesPerPixel', 1) != 1 or v.get('NumberOfFrames', '1') not in ('1', '') or ln < rows*cols*2): return None
+    try: hp = _hu_params(v.get('PixelRepresentation', 0), v.get('BitsStored', 16), v.get('RescaleSlope') or 1, v.get('RescaleIntercept', '-1024'))
+    except ValueError: return None   # a multi-valued or odd slope/intercept: pydicom's way
+    return np.frombuffer(buf, np.uint16, rows*cols, i).reshape(rows, cols), hp
+
+def read_slice(src:Path|str|pydicom.Dataset # A DICOM file or dataset
+              )->tuple:
+    "`(raw pixels viewed as uint16, hu_params)`: `fast_slice` when it can, else pydicom (which raises a clear error for bad files)"
+    if not isinstance(src, pydicom.Dataset):
+        r = fast_slice(src)
+        if r is not None: return r
+    ds = read_dcm(src)
+    return raw_pixels(ds).view(np.uint16), hu_params(ds)
+
 # %% ../nbs/01_pixels.ipynb #ce0a946d
 HEAD_HU = -200  # HU above which a pixel may belong to the head (skin and fat included; air and foam excluded)
 
@@ -183,6 +235,20 @@ def windowed_u8(ds:pydicom.Dataset, # A CT slice
     return t.take(raw.view(np.uint16)).view(np.uint8).reshape(*raw.shape, -1)
 
 # %% ../nbs/01_pixels.ipynb #fc7dd2e2
+def _shift_op(m, op):
+    "3 x 3 min (`op=np.logical_and`) or max (`np.logical_or`) filter of a bool image, edges replicated (scipy's 'reflect' at size 3)"
+    r = m.copy()
+    op(r[1:], m[:-1], out=r[1:]); op(r[:-1], m[1:], out=r[:-1])
+    c = r.copy()
+    op(c[:, 1:], r[:, :-1], out=c[:, 1:]); op(c[:, :-1], r[:, 1:], out=c[:, :-1])
+    return c
+
+def binary_open3(m:np.ndarray)->np.ndarray:
+    "3 x 3 opening (erosion then dilation) of a bool image; equals `ndimage.grey_opening(m, size=3)`"
+    return _shift_op(_shift_op(m, np.logical_and), np.logical_or)
+
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
 def head_box(mask:np.ndarray, # Boolean head mask at full resolution (or a strided view of it)
              step:int=1, # The stride `mask` was sampled with
              shape:tuple|None=None, # Full-resolution shape (default: `mask.shape*step`)
@@ -191,46 +257,52 @@ def head_box(mask:np.ndarray, # Boolean head mask at full resolution (or a strid
             )->tuple:
     "`(y0, x0, side, keep)`: a square crop around the largest opened component and that component (mask scale)"
     H, W = shape or (mask.shape[0]*step, mask.shape[1]*step)
-    m = ndimage.grey_opening(mask.astype(np.uint8), size=3)
-    lab, n = ndimage.label(m)
-    if n == 0 or (lab > 0).sum() < min_px:
+    m = binary_open3(np.asarray(mask, bool))
+    if m.sum() < min_px:
         side = max(H, W)
         return (H - side)//2, (W - side)//2, side, None
-    cnt = np.bincount(lab.ravel()); cnt[0] = 0
-    keep = lab == cnt.argmax()
-    ys, xs = np.nonzero(keep.any(1))[0], np.nonzero(keep.any(0))[0]
+    lab, n = ndimage.label(m, _CROSS)
+    if n == 1: keep = m
+    else:
+        cnt = np.bincount(lab.ravel()); cnt[0] = 0
+        keep = lab == cnt.argmax()
+    ys, xs = np.flatnonzero(keep.any(1)), np.flatnonzero(keep.any(0))
     y0, y1, x0, x1 = ys[0]*step, (ys[-1] + 1)*step, xs[0]*step, (xs[-1] + 1)*step
     side = max(int(max(y1 - y0, x1 - x0)*1.04) + 2, int(min_frac*min(H, W)))   # a small margin around the skin
-    keep = ndimage.maximum_filter(keep.view(np.uint8), size=3).view(bool)   # one sample of margin around the skin
+    keep = _shift_op(keep, np.logical_or)   # one sample of margin around the skin
     return (y0 + y1 - side)//2, (x0 + x1 - side)//2, side, keep
 
 # %% ../nbs/01_pixels.ipynb #39e7d9c4
 def _resize_box(img, y0, x0, side, sz):
-    "Resample square box `(y0, x0, side)` of `img` (H, W, B uint8) to `(sz, sz, B)`; outside the image is 0"
+    "Resample square box `(y0, x0, side)` of `img` (H, W, B uint8) to `sz`: `(part of the output inside the image (h, w, B), (oy0, oy1, ox0, ox1))`"
     H, W, B = img.shape
-    out = np.zeros((sz, sz, B), np.uint8)
     ya, yb, xa, xb = max(y0, 0), min(y0 + side, H), max(x0, 0), min(x0 + side, W)
-    if yb <= ya or xb <= xa: return out
+    if yb <= ya or xb <= xa: return None, None
     f = sz/side
     oy0, oy1, ox0, ox1 = round((ya - y0)*f), round((yb - y0)*f), round((xa - x0)*f), round((xb - x0)*f)
-    if oy1 <= oy0 or ox1 <= ox0: return out
+    if oy1 <= oy0 or ox1 <= ox0: return None, None
     t = torch.from_numpy(np.ascontiguousarray(img[ya:yb, xa:xb])).permute(2, 0, 1)[None]  # contiguous: torch's fast uint8 path (no copy when already)
     r = F.interpolate(t, size=(oy1 - oy0, ox1 - ox0), mode='bilinear', antialias=True, align_corners=False)
-    out[oy0:oy1, ox0:ox1] = r[0].permute(1, 2, 0).numpy()
-    return out
+    return r[0].permute(1, 2, 0).numpy(), (oy0, oy1, ox0, ox1)
 
 def _keep_on_grid(keep, step, y0, x0, side, sz):
-    "The head mask `keep` (strided) sampled at the output pixels of box `(y0, x0, side)`"
+    "The head mask `keep` (strided) sampled at the output pixels of box `(y0, x0, side)`, as 0/1 uint8"
     c = (np.arange(sz) + .5)*side/sz
     ri, ci = np.floor((y0 + c)/step).astype(int), np.floor((x0 + c)/step).astype(int)
     vr, vc = (ri >= 0) & (ri < keep.shape[0]), (ci >= 0) & (ci < keep.shape[1])
     g = keep[np.clip(ri, 0, keep.shape[0]-1)][:, np.clip(ci, 0, keep.shape[1]-1)]
-    return g & vr[:, None] & vc[None]
+    return (g & vr[:, None] & vc[None]).view(np.uint8)
 
 class single_thread:
     "Context manager: torch uses one thread inside (its uint8 resize is fastest so, and pool workers must not oversubscribe)"
     def __enter__(self): self.n = torch.get_num_threads(); torch.set_num_threads(1)
     def __exit__(self, *a): torch.set_num_threads(self.n)
+
+@lru_cache(maxsize=64)
+def _mask_lut(signed, slope, icpt, quirk):
+    "Table raw uint16 index -> head mask (HU above `HEAD_HU`)"
+    idx = np.arange(65536, dtype=np.uint16)
+    return _to_hu(idx.view(np.int16) if signed else idx, slope, icpt, quirk, np.float64) > HEAD_HU
 
 def preprocess(src:Path|str|pydicom.Dataset, # A DICOM file or dataset
                recipe:Recipe|None=None, # Windows, size and crop (default: `Recipe.from_settings()`); neighbours are ignored
@@ -238,22 +310,25 @@ def preprocess(src:Path|str|pydicom.Dataset, # A DICOM file or dataset
               )->np.ndarray:
     "One slice as uint8 `(sz, sz, len(windows))`, channels in `recipe.windows` order"
     recipe = recipe or Recipe.from_settings()
-    ds = read_dcm(src)
-    raw = raw_pixels(ds).view(np.uint16)
-    t = _lut(*hu_params(ds), recipe.windows)
-    (H, W), C = raw.shape, len(recipe.windows)
-    if recipe.crop:
+    raw, hp = read_slice(src)
+    (H, W), C, sz = raw.shape, len(recipe.windows), recipe.sz
+    if recipe.crop:   # the head mask on a strided view (about 128 px a side): a lookup of 1/16 of the pixels
         step = max(1, round(min(H, W)/128))
-        small = t.take(raw[::step, ::step]).view(np.uint8).reshape(*raw[::step, ::step].shape, -1)
-        y0, x0, side, keep = head_box(small[..., C] > 0, step, (H, W))
+        y0, x0, side, keep = head_box(_mask_lut(*hp).take(raw[::step, ::step]), step, (H, W))
     else:
         side = max(H, W); y0, x0, keep = (H - side)//2, (W - side)//2, None
-    ya, xa = max(y0, 0), max(x0, 0)   # the lookup runs only on the part of the image inside the box
-    img = t.take(raw[ya:y0 + side, xa:x0 + side]).view(np.uint8).reshape(min(y0 + side, H) - ya, min(x0 + side, W) - xa, -1)
-    out = _resize_box(img, y0 - ya, x0 - xa, side, recipe.sz)[..., :C]
-    if keep is not None: out *= _keep_on_grid(keep, step, y0, x0, side, recipe.sz)[..., None]
+    ya, xa = max(y0, 0), max(x0, 0)   # the window lookup runs only on the part of the image inside the box
+    img = _lut(*hp, recipe.windows).take(raw[ya:y0 + side, xa:x0 + side]).view(np.uint8)
+    img = img.reshape(min(y0 + side, H) - ya, min(x0 + side, W) - xa, -1)
+    r, o = _resize_box(img, y0 - ya, x0 - xa, side, sz)
+    out = np.zeros((sz, sz, C), np.uint8)
+    if r is not None:
+        oy0, oy1, ox0, ox1 = o
+        if keep is None: out[oy0:oy1, ox0:ox1] = r[..., :C]
+        else:   # pixels outside the (dilated) head are black: head-rest lines go even inside the square
+            np.multiply(r[..., :C], _keep_on_grid(keep, step, y0, x0, side, sz)[oy0:oy1, ox0:ox1, None], out=out[oy0:oy1, ox0:ox1])
     if info is not None: info.update(shape=(H, W), box=(y0, x0, side))
-    return np.ascontiguousarray(out)
+    return out
 
 # %% ../nbs/01_pixels.ipynb #bbd2dfce
 def stack_neighbours(arrays, # Slices of one series in z order: `(n, H, W, C)` array or a list of `(H, W, C)`
