@@ -13,7 +13,7 @@ from .core import settings, ihd_path, data_root, work_dir, models_dir, find_sett
 
 # %% auto #0
 __all__ = ['STAGES', 'TINY', 'nbs_dir', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'cell_flags',
-           'runnable_copy', 'StageError', 'run_notebook', 'run_pipeline', 'ihd_run', 'run_stages']
+           'runnable_copy', 'StageError', 'run_notebook', 'complete_runs', 'run_pipeline', 'ihd_run', 'run_stages']
 
 # %% ../nbs/04c_pipeline.ipynb #7817e66a
 STAGES = ['00_tables', '01_pixels', '02_cache', '03_level1', '04_level2']
@@ -140,6 +140,19 @@ def run_notebook(nb:Path|str, # Notebook to execute
     finally: src.unlink(missing_ok=True)
     return dest
 
+# %% ../nbs/04c_pipeline.ipynb #3d1b6d00
+def complete_runs(models:Path|str, # Folder of the level-1 runs
+                  work:Path|str # Stage 0's folder (`train.parquet` gives the folds)
+                 )->tuple[list, list]:
+    "Names of the complete level-1 runs under `models`, and of the incomplete ones"
+    models, f = Path(models), Path(work)/'train.parquet'
+    folds = sorted(int(o) for o in pd.read_parquet(f, columns=['fold'])['fold'].unique()) if f.is_file() else []
+    done, partial = [], []
+    for d in sorted(o for o in models.glob('*') if o.is_dir() and o.name != 'level2' and any(o.glob('fold*'))):
+        ok = folds and all(all((d/f'fold{k}'/n).is_file() for n in ('model.pth', 'oof.parquet', 'test.parquet')) for k in folds)
+        (done if ok else partial).append(d.name)
+    return done, partial
+
 # %% ../nbs/04c_pipeline.ipynb #75258952
 def _fmt_times(times:dict)->str:
     tot = sum(times.values())
@@ -180,6 +193,10 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
     for i, st in enumerate(stages):
         nb = nbs_dir()/f'{st}.ipynb'
         if not nb.is_file(): raise FileNotFoundError(f"stage notebook {nb} not found")
+        if st == '04_level2' and 'runs' not in knobs:
+            done, partial = complete_runs(models, work)
+            if partial: log(f"[run] level-1 runs left out of stage 4 (incomplete): {', '.join(partial)}")
+            if done: base['runs'] = done
         ps = notebook_params(nb, base)
         log(f"[run] stage {i+1}/{len(stages)}: {st}  parameters: " +
             ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models')))
