@@ -169,6 +169,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'ihd.pipeline._demo_nb': ('pipeline.html#_demo_nb', 'ihd/pipeline.py'),
                               'ihd.pipeline._fmt_times': ('pipeline.html#_fmt_times', 'ihd/pipeline.py'),
                               'ihd.pipeline.cell_flags': ('pipeline.html#cell_flags', 'ihd/pipeline.py'),
+                              'ihd.pipeline.complete_runs': ('pipeline.html#complete_runs', 'ihd/pipeline.py'),
                               'ihd.pipeline.ihd_run': ('pipeline.html#ihd_run', 'ihd/pipeline.py'),
                               'ihd.pipeline.nbs_dir': ('pipeline.html#nbs_dir', 'ihd/pipeline.py'),
                               'ihd.pipeline.notebook_params': ('pipeline.html#notebook_params', 'ihd/pipeline.py'),

@@ -37,6 +37,7 @@ _BASE = dict(
     p_int16=.45,                   # 16-bit signed encoding (else 12-bit unsigned)
     p_implicit=.6,                 # 12-bit series written Implicit VR (16-bit ones are Explicit, like the sample)
     p_intercept1000=.1,            # 12-bit series with RescaleIntercept -1000
+    p_pad1024=.25,                 # 16-bit series padded with -1024 (else -2000) outside the scan circle
     p_slope_text=.2,               # series with RescaleSlope written '1.0' or '1.000000' (else '1')
     noise=[3., 6.],                # HU noise sigma
     n_quirk=2,                     # series with the 12-bit RescaleIntercept quirk (1st train, 2nd test, ...)
@@ -132,6 +133,8 @@ def make_plan(size:str='demo', # A key of `SIZES`
     for s, st in zip(series, rng.permutation(styles)): s['style'] = str(st)
     for j, s in enumerate(rng.permutation(n)[:int(round(prm['p_slope_text']*n))]):
         series[s]['slope'] = ['1.0', '1.000000'][j % 2]                 # slope 1 written three ways
+    b16 = [s for s in series if s['style'] == 'dcm4che16']
+    for s in b16[:int(round(prm['p_pad1024']*len(b16)))]: s['pad'] = -1024    # like the sample's ID_113b7152d2
     b12 = [s for s in series if s['style'] != 'dcm4che16']
     for s in b12[:int(round(prm['p_intercept1000']*len(b12)))]: s['intercept'] = -1000
     # quirk series: 12-bit ones with intercept -1024, alternating train / test
@@ -276,15 +279,15 @@ def render_slice(s:dict, # A series spec from `make_plan`
 def encode_hu(hu:np.ndarray, # HU image
               style:str, # 'dcm4che16', 'dcm4che12' or 'rsna12'
               intercept:int=-1024, # RescaleIntercept (0 makes the 12-bit quirk)
-              px_circle:bool=True # 16-bit: pad outside the scan circle with -2000
+              pad:int|None=-2000 # 16-bit: stored value outside the scan circle (None: no padding)
              )->np.ndarray:
     "Stored pixel values of `hu` in `style`"
     h = np.rint(hu)
     if style == 'dcm4che16':
         raw = np.clip(h - intercept, -1024, 32767).astype(np.int16)
-        if px_circle:
+        if pad is not None:
             n = hu.shape[0]; y, x = np.ogrid[:n, :n]
-            raw[(x - (n - 1)/2)**2 + (y - (n - 1)/2)**2 > (n/2)**2] = -2000
+            raw[(x - (n - 1)/2)**2 + (y - (n - 1)/2)**2 > (n/2)**2] = pad
         return raw
     if intercept > -100:  # quirk: HU modulo 4096 (valid for -1000 <= HU < 3096)
         return np.mod(np.clip(h, -1000, 3095), 4096).astype(np.uint16)
@@ -370,7 +373,7 @@ def write_series(s:dict, # Series spec from `make_plan`
         try:
             for i in range(s['n']):
                 hu, _, lab = render_slice(s, i, px, rng, min_area, G)
-                raw = encode_hu(hu, s['style'], s['intercept'])
+                raw = encode_hu(hu, s['style'], s['intercept'], s.get('pad', -2000))
                 _write_atomic(out/f"{s['sop'][i]}.dcm", _dcm_bytes(_dataset(s, i, raw, px, rng)))
                 rows.append(dict(ID=s['sop'][i], split=s['split'], slice=i, **lab, any=int(any(lab.values()))))
         finally: dcm_config.settings.writing_validation_mode = old
@@ -403,7 +406,7 @@ def _work(args):
     s, dest, px, min_area = args
     return write_series(s, dest, px, min_area)
 
-_VERSION = 4  # bump when the generator's output changes, so that existing datasets are regenerated
+_VERSION = 5  # bump when the generator's output changes, so that existing datasets are regenerated
 
 def make_dataset(dest:Path|str, # Folder to write (created)
                  size:str='demo', # 'tiny', 'demo' or 'bench' (see `SIZES`)
