@@ -121,9 +121,10 @@ def stage_paths(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
         data = synth.make_dataset(tmp/'synth', size='tiny', seed=settings('synth').get('seed', 42))
         work, models = work or tmp/'work', models or tmp/'models'
     root = data_root(data)
-    if data is None and not kaggle_layout(root).train_csv.exists() and root == ihd_path('data'):
+    if data is None and root == ihd_path('data') and (
+            (root/'synth.json').exists() or not kaggle_layout(root).train_csv.exists()):
+        # the default synthetic dataset: (re)made when missing or made by another generator version
         s = settings('synth')
-        print(f"Synthetic default dataset not found at {root}: generating it (size={s.get('size', 'demo')})")
         synth.make_dataset(root, size=s.get('size', 'demo'), seed=s.get('seed', 42))
     res = AttrDict(kaggle_layout(root))
     res.update(work=work_dir(root, work), models=models_dir(root, models))
