@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_tables.ipynb #0792303d
 from __future__ import annotations
-import os, re, json, time, struct, warnings, resource
+import os, re, json, time, struct, warnings, resource, hashlib
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -22,7 +22,8 @@ from .core import (LABELS, SUBTYPES, settings, kaggle_layout, work_dir, read_lab
 # %% auto #0
 __all__ = ['CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'FULL_SET', 'quiet_pydicom', 'clean_id',
            'read_header', 'list_dicoms', 'n_cores', 'read_headers', 'add_slice_order', 'join_labels', 'make_folds',
-           'load_tables', 'say_bad', 'make_tables', 'ihd_tables', 'check_slice_order', 'bench_headers']
+           'data_signature', 'load_tables', 'say_bad', 'make_tables', 'ihd_tables', 'check_slice_order',
+           'bench_headers']
 
 # %% ../nbs/00_tables.ipynb #cf462f96
 CHECKS = dict(  # check code: (severity, what it means)
@@ -299,6 +300,16 @@ def _atomic(path:Path, write):
 
 def _done(work:Path)->bool: return all((work/o).is_file() for o in OUTPUTS)
 
+def data_signature(root:Path|str # Kaggle-layout root
+                  )->str:
+    "Fingerprint of the inputs (name, size, mtime of every DICOM and of the two CSVs): changes when the data does"
+    lay = kaggle_layout(root)
+    h = hashlib.sha1()
+    for f in [f for f, _ in list_dicoms(lay.root)] + [lay.train_csv, lay.sample_csv]:
+        try: st = f.stat(); h.update(f"{f.relative_to(lay.root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError: h.update(f"{f.name}|missing\n".encode())
+    return h.hexdigest()[:16]
+
 def load_tables(work:Path|str # Folder `make_tables` wrote to
                )->AttrDict:
     "The stage-0 tables: `train`, `test`, `headers`, plus `bad`, `label_report` and the `info` manifest"
@@ -337,6 +348,10 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     s = settings('tables')
     n_folds = n_folds or s.get('n_folds', 5)
     seed = s.get('seed', 42) if seed is None else seed
+    sig = data_signature(lay.root)
+    if _done(work) and not force and load_tables(work).info.get('data_signature') != sig:
+        print(f"The data under {lay.root} changed since the stage-0 tables in {work} were made: recomputing them")
+        force = True
     if _done(work) and not force:
         res = load_tables(work)
         old = res.info['folds']
@@ -361,7 +376,7 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     train = lab.train
     train['fold'] = make_folds(train, n_folds, seed)
     used = int(train.fold.max()) + 1
-    info = dict(root=lay.root.name, files=r.n_files, headers=len(hd), unreadable=int(fatal.file.nunique()),
+    info = dict(root=lay.root.name, data_signature=sig, files=r.n_files, headers=len(hd), unreadable=int(fatal.file.nunique()),
                 warnings=int((bad.severity == 'warning').sum()), train=len(train), test=len(lab.test),
                 series=dict(train=int(train.SeriesInstanceUID.nunique()), test=int(lab.test.SeriesInstanceUID.nunique())),
                 patients=dict(train=int(train.PatientID.nunique()), test=int(lab.test.PatientID.nunique())),
