@@ -233,20 +233,22 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
     s = params or level2_params()
     lp = _lgb_params(s)
     y, folds = np.asarray(y, np.float64), np.asarray(folds)
+    X, names = np.ascontiguousarray(x.to_numpy(np.float32)), list(x.columns)  # row subsets of a C array: no copy inside LightGBM
     oof, boosters = np.full(y.shape, np.nan), {}
     for f in (fit_folds if fit_folds is not None else sorted(np.unique(folds))):
         t0 = time.time()
         tr, va = folds != f, folds == f
         pl = _logit(y[tr].mean(0))
-        start_tr, start_va = _start(x[tr], pl, s.init_from_l1), _start(x[va], pl, s.init_from_l1)
-        ds = lgb.Dataset(x[tr], label=y[tr, 0], params=lp, free_raw_data=False).construct()
+        st = _start(x, pl, s.init_from_l1)
+        start_tr, start_va = st[tr], st[va]
+        ds = lgb.Dataset(X[tr], label=y[tr, 0], feature_name=names, params=lp, free_raw_data=False).construct()
         boosters[int(f)] = {}
         for j,l in enumerate(LABELS):
             b = None
             if 0 < y[tr, j].sum() < tr.sum():
                 ds.set_label(y[tr, j]); ds.set_init_score(start_tr[:, j])
                 b = lgb.train(lp, ds, num_boost_round=int(s.n_rounds))
-            raw = start_va[:, j] + (b.predict(x[va], raw_score=True) if b else 0)
+            raw = start_va[:, j] + (b.predict(X[va], raw_score=True) if b else 0)
             oof[va, j] = _sigmoid(raw)
             boosters[int(f)][l] = b
         if log: log(f"[level2] fold {f}: {tr.sum()} train rows, {va.sum()} OOF rows, {time.time()-t0:.1f} s")
@@ -257,11 +259,12 @@ def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
                   )->np.ndarray:
     "(n, 6) probabilities: the mean over the fold models"
     start = _start(x, fit.prior_logit, fit.params.init_from_l1)
+    X = np.ascontiguousarray(x.to_numpy(np.float32))
     out = np.zeros((len(x), 6))
     for bs in fit.boosters.values():
         for j,l in enumerate(LABELS):
             b = bs[l]
-            out[:, j] += _sigmoid(start[:, j] + (b.predict(x, raw_score=True) if b else 0))
+            out[:, j] += _sigmoid(start[:, j] + (b.predict(X, raw_score=True) if b else 0))
     return out/len(fit.boosters)
 
 # %% ../nbs/04_level2.ipynb #0c0c37a5
@@ -549,28 +552,31 @@ def bench_stack(n_rows:int=752_803, # Slices (752,803 = the full stage-2 train s
     log(f"[bench] features: {x.shape[1]} columns, {x.memory_usage().sum()/2**20:,.0f} MB float32, {t_feat:.2f} s "
         f"(CPU {_cpu_s()-c0:.1f} s; {n_rows/t_feat:,.0f} rows/s)")
     r = AttrDict(n_rows=n_rows, n_features=x.shape[1], t_features=t_feat)
+    y, fo = tab[LABELS].to_numpy(), tab['fold'].to_numpy()
+    use = np.arange(n_folds)[:folds] if folds else np.arange(n_folds)
+    times, cpus, oof = [], [], np.full(y.shape, np.nan)
+    for f in use:
+        t1, c1 = time.time(), _cpu_s()
+        fit = fit_level2(x, y, fo, s, fit_folds=[f])
+        times.append(time.time()-t1); cpus.append(_cpu_s()-c1)
+        oof[fo == f] = fit.oof[fo == f]
+        log(f"[bench] fold {f}: fit 6 labels x {int(s.n_rounds)} rounds on {(fo != f).sum():,} rows + predict "
+            f"{(fo == f).sum():,}: {times[-1]:.1f} s (CPU {_cpu_s()-c1:.1f} s); peak memory {_peak_mb():,.0f} MB")
+    held = np.isin(fo, use)
+    r.update(t_fold=float(np.mean(times)), t_fit=float(sum(times)), cpu_fit=float(sum(cpus)), folds=len(use), peak_mb=_peak_mb(),
+             wll_l2=weighted_log_loss(y[held], oof[held]),
+             wll_l1avg=weighted_log_loss(y[held], x.loc[held, [f'avg_{l}' for l in LABELS]].to_numpy()))
+    log(f"[bench] held-out weighted log loss (synthetic): L1 average {r.wll_l1avg:.4f}, level 2 {r.wll_l2:.4f}")
+    log(f"[bench] level-2 fit: {r.t_fit:.1f} s (CPU {r.cpu_fit:.1f} s) for {len(use)} fold(s); all {n_folds} folds "
+        f"would take about {r.t_fold*n_folds:.0f} s (CPU {r.cpu_fit/len(use)*n_folds:.0f} s); features + fit of all folds about {t_feat + r.t_fold*n_folds:.0f} s; "
+        f"peak memory of the process {r.peak_mb:,.0f} MB; {os.cpu_count()} CPU cores, num_threads={s.get('num_threads')}, "
+        f"load average {os.getloadavg()[0]:.1f}")
     if reference:
         t0, c0 = time.time(), _cpu_s(); ref = _reference_features(tab, preds, s.k); r.t_reference = time.time()-t0
         np.testing.assert_allclose(ref.to_numpy(), x.to_numpy(), atol=1e-5, rtol=0)  # same values, NaN where NaN
         del ref
         log(f"[bench] plain-pandas reference (merge + groupby-shift), same values: {r.t_reference:.2f} s (CPU {_cpu_s()-c0:.1f} s); "
             f"ihd's vectorised builder is {r.t_reference/t_feat:.2f}x as fast")
-    y, fo = tab[LABELS].to_numpy(), tab['fold'].to_numpy()
-    use = np.arange(n_folds)[:folds] if folds else np.arange(n_folds)
-    t0 = time.time()
-    times = []
-    for f in use:
-        t1, c1 = time.time(), _cpu_s()
-        fit = fit_level2(x, y, fo, s, fit_folds=[f])
-        times.append(time.time()-t1)
-        log(f"[bench] fold {f}: fit 6 labels x {int(s.n_rounds)} rounds on {(fo != f).sum():,} rows + predict "
-            f"{(fo == f).sum():,}: {times[-1]:.1f} s (CPU {_cpu_s()-c1:.1f} s); peak memory {_peak_mb():,.0f} MB")
-    r.update(t_fold=float(np.mean(times)), t_fit=float(sum(times)), folds=len(use), peak_mb=_peak_mb(),
-             weighted_l2=weighted_log_loss(y[np.isin(fo, use)], fit.oof[np.isin(fo, use)]) if len(use) == 1 else None)
-    log(f"[bench] level-2 fit: {r.t_fit:.1f} s for {len(use)} fold(s) ({r.t_fold:.1f} s per fold; all {n_folds} folds "
-        f"would take about {r.t_fold*n_folds:.0f} s); features + fit of all folds about {t_feat + r.t_fold*n_folds:.0f} s; "
-        f"peak memory of the process {r.peak_mb:,.0f} MB; {os.cpu_count()} CPU cores, num_threads={s.get('num_threads')}, "
-        f"load average {os.getloadavg()[0]:.1f}")
     return r
 
 # %% ../nbs/04_level2.ipynb #4c50536f
