@@ -114,6 +114,11 @@ def _clean_tmp(d):
             for e in os.scandir(s.path):
                 if e.name.endswith('.tmp'): os.remove(e.path)
 
+def _data_signature(work:Path)->str|None:
+    "Stage 0's fingerprint of the input data (`tables.json`), if there is one"
+    f = Path(work)/'tables.json'
+    return json.loads(f.read_text()).get('data_signature') if f.is_file() else None
+
 def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DATA` or settings)
                 work:Path|str|None=None, # Work folder with stage 0's `headers.parquet` (default: per dataset)
                 recipe:Recipe|None=None, # Windows, size, crop (default: `Recipe.from_settings()`)
@@ -128,6 +133,10 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     hd = _load_headers(root, work)
     if split != 'all': hd = hd[hd.split == split]
     d = cache_dir(work, recipe)
+    sig = _data_signature(work)
+    if not force and (d/'cache.json').is_file() and json.loads((d/'cache.json').read_text()).get('data_signature') != sig:
+        print(f"Cache {d.name} was built from other data than stage 0's tables describe now: rebuilding it")
+        force = True
     if force and d.exists(): shutil.rmtree(d)
     check_recipe(d, recipe, create=True)
     _clean_tmp(d)
@@ -145,7 +154,7 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     tmp = old.with_suffix('.tmp'); rows.to_csv(tmp, index=False); os.replace(tmp, old)
     now = set(cached_ids(d))
     n_err = int((rows.severity == 'error').sum())
-    info = dict(recipe=recipe_meta(recipe), split=split, slices=len(hd), cached=len(now & set(hd.ID)),
+    info = dict(recipe=recipe_meta(recipe), data_signature=sig, split=split, slices=len(hd), cached=len(now & set(hd.ID)),
                 errors=n_err, warnings=int((rows.severity == 'warning').sum()), skipped=len(hd) - len(todo),
                 built=len(todo) - n_err, seconds=round(secs, 3), slices_per_s=round(len(todo)/secs, 1) if secs and len(todo) else None,
                 n_workers=n_workers or os.cpu_count())
