@@ -209,7 +209,7 @@ _NOT_LGB = ('k', 'n_rounds', 'init_from_l1')
 
 def level2_params(**overrides)->AttrDict:
     "`settings.ini`'s `[level2]` with `overrides` (None values ignored), plus the fixed LightGBM objective"
-    s = AttrDict(dict(k=3, n_rounds=200, init_from_l1=True), **settings('level2'))
+    s = AttrDict(dict(k=3, n_rounds=100, init_from_l1=True), **settings('level2'))
     s.update({a: b for a,b in overrides.items() if b is not None})
     return s
 
@@ -241,12 +241,12 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
         pl = _logit(y[tr].mean(0))
         st = _start(x, pl, s.init_from_l1)
         start_tr, start_va = st[tr], st[va]
-        ds = lgb.Dataset(X[tr], label=y[tr, 0], feature_name=names, params=lp, free_raw_data=False).construct()
+        ds = lgb.Dataset(X[tr], label=np.ascontiguousarray(y[tr, 0]), feature_name=names, params=lp, free_raw_data=False).construct()
         boosters[int(f)] = {}
         for j,l in enumerate(LABELS):
             b = None
             if 0 < y[tr, j].sum() < tr.sum():
-                ds.set_label(y[tr, j]); ds.set_init_score(start_tr[:, j])
+                ds.set_label(np.ascontiguousarray(y[tr, j])); ds.set_init_score(np.ascontiguousarray(start_tr[:, j]))
                 b = lgb.train(lp, ds, num_boost_round=int(s.n_rounds))
             raw = start_va[:, j] + (b.predict(X[va], raw_score=True) if b else 0)
             oof[va, j] = _sigmoid(raw)
