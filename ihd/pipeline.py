@@ -106,7 +106,8 @@ def runnable_copy(nb:Path|str, # Notebook to copy
         if c.cell_type == 'code' and cell_flags(c.source) & skip:
             book.cells[i] = nbformat.v4.new_raw_cell(c.source, metadata=dict(c.metadata, tags=list(c.metadata.get('tags', []))+['skipped-by-ihd-run']))
             if 'id' in c: book.cells[i]['id'] = c['id']
-            skipped.append(c.source.splitlines()[min(1, len(c.source.splitlines())-1)][:60])
+            code = [l for l in c.source.splitlines() if l.strip() and not l.strip().startswith('#|')]
+            skipped.append(f"`{'/'.join(sorted(cell_flags(c.source) & skip))}` {code[0][:50] if code else ''}")
     nbformat.write(book, str(dest))
     return skipped
 

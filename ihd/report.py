@@ -254,7 +254,8 @@ def build_report(data:Path|str|None=None, # Kaggle-layout root (for decoding exa
     cp = collect_predictions(work, models)
     y = cp.y[LABELS].to_numpy()
     P = {k: v[LABELS].to_numpy() for k,v in cp.preds.items()}
-    parts = [('h1', f'ihd report: {Path(models).name}'),
+    from ihd.core import data_root
+    parts = [('h1', f'ihd report: {data_root(data).name}'),
              ('p', f'{len(cp.y)} labelled slices with out-of-fold predictions from {len(cp.runs)} level-1 run(s): '
                    f'{", ".join(cp.runs)}' + ('; level 2 present.' if 'level 2' in P else '; no level 2.'))]
     rep = models/'level2'/'report.csv'
