@@ -126,7 +126,10 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
         ms, ss = [], []
         for d in dirs:
             t0 = time.time()
-            model, info = load_run(d)
+            try: model, info = load_run(d)
+            except Exception as e:
+                raise RuntimeError(f"{d}: the trained model cannot be loaded ({type(e).__name__}: {str(e).strip()[:200]}); "
+                                   "it was probably trained by another version of ihd.level1: retrain it, or move it out of the models folder") from None
             x = model_input(used, arrays[base[d].name], recs[d].neighbours)
             m, s = predict_arrays(model, info, x)
             ms.append(np.asarray(m, np.float64)); ss.append(np.asarray(s, np.float64))
