@@ -135,27 +135,36 @@ def compare_backbones(data=None, # Kaggle-layout root (e.g. `rsna_sample()`)
                       models=None, # Runs go to `models/compare_backbones/<variant>` (default: per dataset)
                       variants:dict|None=None, # name -> (arch, pretrained) (default: `VARIANTS`)
                       folds=None, # Folds to train (default: all)
-                      epochs:int|None=None, bs:int|None=None, lr:float|None=None, tta=None, # Budget (default: settings)
+                      n_folds:int|None=None, # Stage-0 folds when the tables are made here (default: settings [tables])
+                      epochs:int|None=None, # Epochs per model, a pretrained model's frozen epochs included (default: settings)
+                      bs:int|None=None, lr:float|None=None, tta=None, # Budget (default: settings)
                       recipe=None, # `ihd.pixels.Recipe` for the cache (default: settings [pixels])
                       out:Path|str|None=None # Write the table here as CSV
                      )->'pd.DataFrame':
     "OOF weighted log loss and per-label AUC of each variant and of the prior-only baseline, one row each"
-    import pandas as pd
+    import pandas as pd, time
     from ihd import level1, tables, cache
     from ihd.core import stage_paths, LABELS
     p = stage_paths(data, work, models, tiny_in_test=False)
-    tables.make_tables(p.root, p.work, progress=False)
+    tables.make_tables(p.root, p.work, n_folds=n_folds, progress=False)
     cache.build_cache(p.root, p.work, recipe, progress=False)
     train = pd.read_parquet(p.work/'train.parquet')
+    cfg = level1.level1_config(epochs=epochs)
+    total, nf = int(cfg.epochs), int(cfg.freeze_epochs)
     base, rows = p.models/'compare_backbones', []
     for name, (arch, pre) in (variants or VARIANTS).items():
-        level1.train_grid([arch], folds, data=p.root, work=p.work, models=base/name, recipe=recipe, epochs=epochs,
+        # same budget: a pretrained model's frozen epochs (fastai fine_tune) count in `epochs`
+        ep = total - nf if pre else total
+        if ep < 1: raise ValueError(f"epochs={total} leaves no unfrozen epoch after {nf} frozen for {name!r}")
+        t0 = time.time()
+        level1.train_grid([arch], folds, data=p.root, work=p.work, models=base/name, recipe=recipe, epochs=ep,
                           bs=bs, lr=lr, tta=tta, pretrained=pre)
         s = level1.summarize_runs(base/name, train).iloc[0]
-        rows.append({'model': name, 'folds': s['folds'], 'n': s['n'], 'oof_wll': s['oof_wll'],
-                     **{f'auc_{l}': s[f'auc_{l}'] for l in LABELS}})
-    rows.append({'model': 'prior only', 'folds': s['folds'], 'n': s['n'], 'oof_wll': s['baseline_wll'],
-                 **{f'auc_{l}': 0.5 for l in LABELS}})
+        rows.append({'model': name, 'epochs': f'{nf} frozen + {ep}' if pre else str(ep), 'folds': s['folds'],
+                     'n': s['n'], 'oof_wll': s['oof_wll'], **{f'auc_{l}': s[f'auc_{l}'] for l in LABELS},
+                     'seconds': round(time.time() - t0, 1)})
+    rows.append({'model': 'prior only', 'epochs': '-', 'folds': s['folds'], 'n': s['n'], 'oof_wll': s['baseline_wll'],
+                 **{f'auc_{l}': (0.5 if pd.notna(s[f'auc_{l}']) else None) for l in LABELS}, 'seconds': 0.0})
     res = pd.DataFrame(rows)
     if out: res.to_csv(out, index=False)
     return res
