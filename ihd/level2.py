@@ -205,11 +205,11 @@ def slice_features(index:pd.DataFrame, # Header rows: `ID`, `SeriesInstanceUID`,
     return pd.DataFrame(x, columns=names, index=index.index, copy=False)
 
 # %% ../nbs/04_level2.ipynb #ab6f3da7
-_NOT_LGB = ('k', 'n_rounds', 'init_from_l1')
+_NOT_LGB = ('k', 'n_rounds', 'init_from_l1', 'early_stopping')
 
 def level2_params(**overrides)->AttrDict:
     "`settings.ini`'s `[level2]` with `overrides` (None values ignored), plus the fixed LightGBM objective"
-    s = AttrDict(dict(k=3, n_rounds=100, init_from_l1=True), **settings('level2'))
+    s = AttrDict(dict(k=3, n_rounds=100, init_from_l1=True, early_stopping=0), **settings('level2'))
     s.update({a: b for a,b in overrides.items() if b is not None})
     return s
 
@@ -220,6 +220,31 @@ def _start(x:pd.DataFrame, prior_logit, init_from_l1:bool):
     "Start logits (n, 6): the level-1 average's, or the training prior's"
     if init_from_l1: return _logit(x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64))
     return np.tile(np.asarray(prior_logit, np.float64), (len(x), 1))
+
+def _bce(y, raw):
+    "Mean binary log loss of logits `raw` against `y`"
+    p = np.clip(_sigmoid(raw), 1e-7, 1 - 1e-7)
+    return float(-(y*np.log(p) + (1 - y)*np.log(1 - p)).mean())
+
+def _inner_rounds(lgb, lp, X, names, y, start, folds, s):
+    "Rounds per label (0 = none) chosen by early stopping on one held-out training fold; None when not applicable"
+    fs = sorted(np.unique(folds))
+    if not s.early_stopping or len(fs) < 2: return None
+    iv = folds == fs[-1]
+    it = ~iv
+    dtr = lgb.Dataset(X[it], label=np.ascontiguousarray(y[it, 0]), feature_name=names, params=lp, free_raw_data=False).construct()
+    dva = lgb.Dataset(X[iv], label=np.ascontiguousarray(y[iv, 0]), reference=dtr, free_raw_data=False).construct()
+    res = []
+    for j in range(y.shape[1]):
+        if not (0 < y[it, j].sum() < it.sum()) or not (0 < y[iv, j].sum() < iv.sum()): res.append(None); continue
+        dtr.set_label(np.ascontiguousarray(y[it, j])); dtr.set_init_score(np.ascontiguousarray(start[it, j]))
+        dva.set_label(np.ascontiguousarray(y[iv, j])); dva.set_init_score(np.ascontiguousarray(start[iv, j]))
+        b = lgb.train(lp, dtr, num_boost_round=int(s.n_rounds), valid_sets=[dva],
+                      callbacks=[lgb.early_stopping(int(s.early_stopping), verbose=False)])
+        n = b.best_iteration or int(s.n_rounds)
+        gain = _bce(y[iv, j], start[iv, j]) - _bce(y[iv, j], start[iv, j] + b.predict(X[iv], raw_score=True, num_iteration=n))
+        res.append(n if gain > 0 else 0)
+    return res
 
 def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
                y:np.ndarray, # (n, 6) labels
@@ -234,25 +259,27 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
     lp = _lgb_params(s)
     y, folds = np.asarray(y, np.float64), np.asarray(folds)
     X, names = np.ascontiguousarray(x.to_numpy(np.float32)), list(x.columns)  # row subsets of a C array: no copy inside LightGBM
-    oof, boosters = np.full(y.shape, np.nan), {}
+    oof, boosters, rounds = np.full(y.shape, np.nan), {}, {}
     for f in (fit_folds if fit_folds is not None else sorted(np.unique(folds))):
         t0 = time.time()
         tr, va = folds != f, folds == f
         pl = _logit(y[tr].mean(0))
         st = _start(x, pl, s.init_from_l1)
         start_tr, start_va = st[tr], st[va]
+        inner = _inner_rounds(lgb, lp, X[tr], names, y[tr], start_tr, folds[tr], s)
         ds = lgb.Dataset(X[tr], label=np.ascontiguousarray(y[tr, 0]), feature_name=names, params=lp, free_raw_data=False).construct()
-        boosters[int(f)] = {}
+        boosters[int(f)], rounds[int(f)] = {}, {}
         for j,l in enumerate(LABELS):
-            b = None
-            if 0 < y[tr, j].sum() < tr.sum():
+            b, n = None, int(s.n_rounds) if inner is None or inner[j] is None else inner[j]
+            if n > 0 and 0 < y[tr, j].sum() < tr.sum():
                 ds.set_label(np.ascontiguousarray(y[tr, j])); ds.set_init_score(np.ascontiguousarray(start_tr[:, j]))
-                b = lgb.train(lp, ds, num_boost_round=int(s.n_rounds))
+                b = lgb.train(lp, ds, num_boost_round=n)
             raw = start_va[:, j] + (b.predict(X[va], raw_score=True) if b else 0)
             oof[va, j] = _sigmoid(raw)
-            boosters[int(f)][l] = b
-        if log: log(f"[level2] fold {f}: {tr.sum()} train rows, {va.sum()} OOF rows, {time.time()-t0:.1f} s")
-    return AttrDict(oof=oof, boosters=boosters, params=s, prior_logit=list(_logit(y.mean(0))))
+            boosters[int(f)][l], rounds[int(f)][l] = b, (n if b else 0)
+        if log: log(f"[level2] fold {f}: {tr.sum()} train rows, {va.sum()} OOF rows, rounds per label "
+                    f"{list(rounds[int(f)].values())}, {time.time()-t0:.1f} s")
+    return AttrDict(oof=oof, boosters=boosters, rounds=rounds, params=s, prior_logit=list(_logit(y.mean(0))))
 
 def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
                    x:pd.DataFrame # Features of the rows to predict
@@ -398,7 +425,8 @@ def save_level2(fit:AttrDict, out:Path, meta:dict):
             if b is None: continue
             fn = f'fold{f}_{l}.txt'; b.save_model(out/fn); files[f'{f}/{l}'] = fn
     meta = dict(meta, params=dict(fit.params), prior_logit=[float(v) for v in fit.prior_logit],
-                folds=sorted(int(f) for f in fit.boosters), models=files)
+                folds=sorted(int(f) for f in fit.boosters), models=files,
+                rounds={str(f): r for f, r in (fit.get('rounds') or {}).items()})
     (out/'level2.json').write_text(json.dumps(meta, indent=1, default=str))
 
 def load_level2(out:Path|str # A `models/level2` folder

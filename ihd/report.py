@@ -22,11 +22,16 @@ __all__ = ['metrics_table', 'md_table', 'plot_roc', 'calibration_table', 'plot_c
 # %% ../nbs/04b_report.ipynb #f06a738b
 def metrics_table(y, # (n, 6) targets
                   preds:dict, # name -> (n, 6) probabilities
-                  y_train=None # Targets whose label frequencies make the prior baseline (default: `y`)
+                  y_train=None, # Targets whose label frequencies make the prior baseline (default: `y`)
+                  folds=None # Fold of each row of `y`: the prior is then out of fold, as in stage 4's report
                  )->pd.DataFrame:
     "Per-label log loss, weighted log loss and mean AUC of each prediction, plus the prior-only baseline"
     y = np.asarray(y)
-    preds = dict(preds, **{'prior baseline': prior_baseline(y if y_train is None else y_train, len(y))})
+    if folds is not None:
+        folds = np.asarray(folds); prior = np.empty(y.shape, np.float64)
+        for f in np.unique(folds): prior[folds == f] = y[folds != f].mean(0)
+    else: prior = prior_baseline(y if y_train is None else y_train, len(y))
+    preds = dict(preds, **{'prior baseline': prior})
     rows = []
     for name, p in preds.items():
         p = np.asarray(p, dtype=np.float64)
@@ -151,7 +156,7 @@ def collect_predictions(work:Path|str, # Stage-0 folder with `train.parquet` (la
     "Labels and out-of-fold predictions (ID + LABELS frames, same rows) of each run, the level-1 average and level 2"
     work, models = Path(work), Path(models)
     if not (work/'train.parquet').is_file(): raise FileNotFoundError(f"labels not found: {work/'train.parquet'} (run stage 0)")
-    y = pd.read_parquet(work/'train.parquet', columns=['ID']+LABELS)
+    y = pd.read_parquet(work/'train.parquet', columns=['ID']+LABELS+['fold'])
     runs = {}
     for f in sorted(models.glob('*/fold*/oof.parquet')):
         if f.parent.parent.name != 'level2': runs.setdefault(f.parent.parent.name, []).append(f)
@@ -261,7 +266,7 @@ def build_report(data:Path|str|None=None, # Kaggle-layout root (for decoding exa
     rep = models/'level2'/'report.csv'
     if rep.is_file():
         parts += [('h2', 'Metrics per model and level (stage 4 report)'), ('table', pd.read_csv(rep))]
-    mt = metrics_table(y, P, y_train=cp.y_train[LABELS].to_numpy())
+    mt = metrics_table(y, P, folds=cp.y['fold'].to_numpy())
     mt.to_csv(out/'metrics.csv', index=False)
     parts += [('h2', 'Out-of-fold log loss and AUC per model, against the prior-only baseline'),
               ('p', 'Weighted log loss is the competition metric (any x2, clipped at 1e-6); lower is better. '
