@@ -21,7 +21,7 @@ from fastai.callback.channelslast import ChannelsLast
 from fastai.learner import Learner
 from fastai.metrics import AccumMetric, ActivationType
 from fastai.vision.augment import aug_transforms
-from fastai.vision.learner import create_vision_model, create_timm_model, add_head, TimmBody, _update_first_layer
+from fastai.vision.learner import create_vision_model, create_timm_model, add_head, TimmBody
 import fastai.callback.schedule  # fit_one_cycle
 from .core import LABELS, LABEL_WEIGHTS, CLIP, settings, work_dir, models_dir, data_root, weighted_log_loss, \
     label_log_loss, prior_baseline, folds_hash
@@ -79,10 +79,9 @@ def resolve_pretrained(arch:str, pretrained=None)->bool:
 # %% ../nbs/03_level1.ipynb #e7e26ff1
 def _pretrained_body(arch, n_in):
     from ihd.pretrained import load_pretrained_timm  # imported only when used
-    m = load_pretrained_timm(arch)
-    m.reset_classifier(0)
-    _update_first_layer(m, n_in, True)
-    return TimmBody(m, True, None, n_in)
+    # no classifier; the stem adapted to `n_in` channels by timm's rule (every channel gets the RGB filters'
+    # share), so with neighbour slices the centre slice is not left with zeroed filters
+    return TimmBody(load_pretrained_timm(arch, num_classes=0, in_chans=n_in), True, None, n_in)
 
 def input_stats(model:nn.Module, n_in:int)->tuple[list, list]|None:
     "The normalisation a pretrained `model` expects, repeated over `n_in` channels (None when not pretrained)"
