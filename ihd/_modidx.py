@@ -53,6 +53,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'ihd.core.models_dir': ('core.html#models_dir', 'ihd/core.py'),
                           'ihd.core.prior_baseline': ('core.html#prior_baseline', 'ihd/core.py'),
                           'ihd.core.read_labels': ('core.html#read_labels', 'ihd/core.py'),
+                          'ihd.core.read_long': ('core.html#read_long', 'ihd/core.py'),
                           'ihd.core.rsna_sample': ('core.html#rsna_sample', 'ihd/core.py'),
                           'ihd.core.settings': ('core.html#settings', 'ihd/core.py'),
                           'ihd.core.stage_paths': ('core.html#stage_paths', 'ihd/core.py'),

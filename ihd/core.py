@@ -12,7 +12,7 @@ from fastcore.basics import AttrDict, listify
 # %% auto #0
 __all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'find_settings', 'settings', 'ihd_path', 'data_root', 'work_dir',
            'models_dir', 'kaggle_layout', 'rsna_sample', 'is_test', 'stage_paths', 'label_log_loss',
-           'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_labels', 'to_long', 'write_long']
+           'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_long', 'read_labels', 'to_long', 'write_long']
 
 # %% ../nbs/00a_core.ipynb #334ed4e1
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural']
@@ -163,7 +163,19 @@ def folds_hash(df:pd.DataFrame # Has `ID` and `fold` columns
     return hashlib.sha1('\n'.join(lines).encode()).hexdigest()[:12]
 
 # %% ../nbs/00a_core.ipynb #acca95c9
-_ID_RE = re.compile(r'^(ID_[0-9a-fA-F]+)_([a-z]+)$')
+_ID_RE = re.compile(r'^(ID_[0-9a-fA-F]+)_([A-Za-z]+)$')
+
+def read_long(path:Path|str, # A long `ID,Label` CSV: labels, a sample submission or a submission
+              what:str='label CSV' # What the file is, for the messages
+             )->pd.DataFrame:
+    "The rows of a long `ID,Label` CSV as strings, with `image` and `label` split from `ID` (NaN where malformed)"
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{what} not found: {path}")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(df.columns[:2]) != ['ID', 'Label']:
+        raise ValueError(f"{path}: expected header 'ID,Label', found {','.join(map(str, df.columns))!r}")
+    m = df['ID'].str.extract(_ID_RE)
+    return df.assign(image=m[0], label=m[1])
 
 def _problems(df, mask, reason):
     return pd.DataFrame(dict(row=df.index[mask] + 2, ID=df.loc[mask, 'ID'].astype(str),
@@ -173,12 +185,7 @@ def read_labels(path:Path|str # A long `ID,Label` CSV (e.g. `stage_2_train.csv`)
                )->tuple[pd.DataFrame, pd.DataFrame]:
     "Wide labels (`ID` + one int8 column per label) and a report of every row that was not used as is"
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"label CSV not found: {path}")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if list(df.columns[:2]) != ['ID', 'Label']:
-        raise ValueError(f"{path}: expected header 'ID,Label', found {','.join(map(str, df.columns))!r}")
-    m = df['ID'].str.extract(_ID_RE)
-    df['image'], df['label'] = m[0], m[1]
+    df = read_long(path, 'label CSV')
     lab = pd.to_numeric(df['Label'], errors='coerce')
     bad_id, bad_sub = df['image'].isna(), df['image'].notna() & ~df['label'].isin(LABELS)
     bad_val = ~bad_id & ~bad_sub & ~lab.isin([0, 1])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, ifnone, listify
 from fastcore.script import call_parse, store_true
-from .core import (LABELS, SUBTYPES, LABEL_WEIGHTS, CLIP, settings, stage_paths, is_test, label_log_loss,
+from .core import (LABELS, read_long, SUBTYPES, LABEL_WEIGHTS, CLIP, settings, stage_paths, is_test, label_log_loss,
                       weighted_log_loss, folds_hash)
 
 # %% auto #0
@@ -328,17 +328,12 @@ def plot_report(rep:pd.DataFrame # `report_table`'s output
     return fig
 
 # %% ../nbs/04_level2.ipynb #234c3378
-_SUB_RE = r'^(ID_[0-9a-fA-F]+)_([A-Za-z]+)$'
-
 def read_sample(sample_csv:Path|str # `stage_2_sample_submission.csv`
                )->pd.DataFrame:
     "The sample submission's rows: `ID` (long), `image`, `label`; clear errors for bad headers, IDs and subtypes"
     sample_csv = Path(sample_csv)
-    if not sample_csv.is_file(): raise FileNotFoundError(f"sample submission not found: {sample_csv}")
-    df = pd.read_csv(sample_csv, dtype=str, keep_default_na=False)
-    if list(df.columns[:2]) != ['ID', 'Label']:
-        raise ValueError(f"{sample_csv}: expected header 'ID,Label', found {','.join(map(str, df.columns))!r}")
-    m = df['ID'].str.extract(_SUB_RE)
+    df = read_long(sample_csv, 'sample submission')
+    m = df[['image', 'label']].set_axis([0, 1], axis=1)
     bad = m[0].isna()
     if bad.any(): raise ValueError(f"{sample_csv}: {bad.sum()} IDs not of the form ID_<hex>_<subtype>, e.g. {list(df.ID[bad][:3])}")
     unk = ~m[1].isin(LABELS)
