@@ -349,7 +349,7 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     n_folds = n_folds or s.get('n_folds', 5)
     seed = s.get('seed', 42) if seed is None else seed
     sig = data_signature(lay.root)
-    if _done(work) and not force and load_tables(work).info.get('data_signature') != sig:
+    if _done(work) and not force and json.loads((work/'tables.json').read_text()).get('data_signature') != sig:
         print(f"The data under {lay.root} changed since the stage-0 tables in {work} were made: recomputing them")
         force = True
     if _done(work) and not force:
