@@ -12,7 +12,8 @@ import numpy as np, pandas as pd, torch
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
-from .core import stage_paths, work_dir, data_root, kaggle_layout
+from .core import work_dir, data_root, kaggle_layout
+from .synth import stage_paths
 from .pixels import Recipe, preprocess, stack_neighbours, read_dcm, single_thread, PIXELS_VERSION
 
 # %% auto #0

@@ -12,7 +12,8 @@ import numpy as np, pydicom, torch, torch.nn.functional as F
 from scipy import ndimage
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
-from .core import settings, rsna_sample, stage_paths, kaggle_layout
+from .core import settings, rsna_sample, kaggle_layout
+from .synth import stage_paths
 
 # %% auto #0
 __all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'Recipe', 'read_dcm', 'dcm_tag', 'raw_pixels', 'hu_params', 'read_hu',

@@ -12,8 +12,9 @@ from matplotlib import pyplot as plt
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
 from sklearn.metrics import roc_curve, roc_auc_score
-from .core import (LABELS, SUBTYPES, LABEL_WEIGHTS, CLIP, settings, stage_paths, label_log_loss,
+from .core import (LABELS, SUBTYPES, LABEL_WEIGHTS, CLIP, settings, label_log_loss,
                       weighted_log_loss, prior_baseline, is_test)
+from .synth import stage_paths
 
 # %% auto #0
 __all__ = ['metrics_table', 'md_table', 'plot_roc', 'calibration_table', 'plot_calibration', 'pick_examples', 'slice_title',

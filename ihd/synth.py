@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_synth.ipynb #06021fa4
 from __future__ import annotations
-import os, io, json, math, shutil, time, warnings
+import os, io, json, math, shutil, time, tempfile, warnings
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 import numpy as np, pandas as pd
@@ -14,11 +14,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, CTImageStorage
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
-from .core import LABELS, SUBTYPES, kaggle_layout
+from .core import (LABELS, SUBTYPES, kaggle_layout, settings, ihd_path, data_root, work_dir, models_dir,
+                      is_test)
 
 # %% auto #0
 __all__ = ['SIZES', 'make_plan', 'render_slice', 'encode_hu', 'quirk_fix', 'write_series', 'make_dataset', 'read_manifest',
-           'bench_synth', 'ihd_synth']
+           'stage_paths', 'bench_synth', 'ihd_synth']
 
 # %% ../nbs/00b_synth.ipynb #0e25426c
 _BASE = dict(
@@ -478,6 +479,27 @@ def read_manifest(root:Path|str # A folder written by `make_dataset`
     "The `synth.json` manifest of `root`, or `None` when it is not a (complete) synthetic dataset"
     f = Path(root)/'synth.json'
     return AttrDict(json.loads(f.read_text())) if f.exists() else None
+
+# %% ../nbs/00b_synth.ipynb #8b17b751
+def stage_paths(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DATA` or settings)
+                work:Path|str|None=None, # Derived tables and caches (default: per dataset under `IHD_WORK`)
+                models:Path|str|None=None, # Model runs (default: per dataset under `IHD_MODELS`)
+                tiny_in_test:bool=True # Under `nbdev-test` with no `data`: use a fresh tiny synthetic dataset
+               )->AttrDict:
+    "Resolve the folders a stage reads and writes, making the synthetic default dataset when it is needed"
+    if data is None and tiny_in_test and is_test():
+        tmp = Path(tempfile.mkdtemp(prefix='ihd_test_'))
+        data = make_dataset(tmp/'synth', size='tiny', seed=settings('synth').get('seed', 42))
+        work, models = work or tmp/'work', models or tmp/'models'
+    root = data_root(data)
+    if data is None and root == ihd_path('data') and (
+            (root/'synth.json').exists() or not kaggle_layout(root).train_csv.exists()):
+        # the default synthetic dataset: (re)made when missing or made by another generator version
+        s = settings('synth')
+        make_dataset(root, size=s.get('size', 'demo'), seed=s.get('seed', 42))
+    res = AttrDict(kaggle_layout(root))
+    res.update(work=work_dir(root, work), models=models_dir(root, models))
+    return res
 
 # %% ../nbs/00b_synth.ipynb #984f91bb
 def bench_synth(dest:Path|str|None=None, # Scratch folder (default: a temporary one, removed after)
