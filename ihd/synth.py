@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_synth.ipynb #06021fa4
 from __future__ import annotations
-import os, io, json, math, shutil, time, tempfile, warnings
+import os, io, json, math, time, tempfile, warnings
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 import numpy as np, pandas as pd
@@ -14,12 +14,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, CTImageStorage
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
-from .core import (LABELS, SUBTYPES, kaggle_layout, settings, ihd_path, data_root, work_dir, models_dir,
-                      is_test)
+from .core import (LABELS, SUBTYPES, kaggle_layout, settings, merge_settings, ihd_path, data_root, work_dir,
+                      models_dir, is_test, atomic_path, write_json, write_text)
 
 # %% auto #0
 __all__ = ['SIZES', 'make_plan', 'render_slice', 'encode_hu', 'quirk_fix', 'write_series', 'make_dataset', 'read_manifest',
-           'stage_paths', 'bench_synth', 'ihd_synth']
+           'stage_paths', 'ihd_synth']
 
 # %% ../nbs/00b_synth.ipynb #0e25426c
 _BASE = dict(
@@ -75,60 +75,60 @@ def _bleeds(rng, subs, n, prm):
     return out
 
 # %% ../nbs/00b_synth.ipynb #c21cb717
-def make_plan(size:str='demo', # A key of `SIZES`
-              seed:int=42, # Master seed
-              **overrides)->AttrDict:
-    "Parameters and per-series specs of a synthetic dataset"
+def _check_params(size, overrides):
+    "The parameters of preset `size` with `overrides`, as plain JSON types"
     if size not in SIZES: raise ValueError(f"unknown size {size!r}; expected one of {list(SIZES)}")
     bad = set(overrides) - set(_BASE)
     if bad: raise ValueError(f"unknown synth parameters {sorted(bad)}; known: {sorted(_BASE)}")
-    prm = json.loads(json.dumps(dict(SIZES[size], **overrides)))
-    rng, used = np.random.default_rng(seed), set()
-    series = []
-    for split in ('train', 'test'):
-        sp = []
-        for _ in range(prm[f'n_{split}']):
-            pid, head = _hex(rng, 8, used), dict(scale=float(rng.uniform(.9, 1.08)), vent=float(rng.uniform(.7, 1.5)),
-                                               ab=float(rng.uniform(.76, .86)))
-            for _ in range(1 + int(rng.random() < prm['p_second_study'])):
-                sp.append(dict(split=split, PatientID=pid, StudyInstanceUID=_hex(rng, 10, used),
-                               SeriesInstanceUID=_hex(rng, 10, used), head=head))
-        npos = int(round(prm['p_pos']*len(sp)))
-        pos = set(rng.permutation(len(sp))[:npos].tolist())
-        w = np.array([prm['sub_weights'][s] for s in SUBTYPES]); w = w/w.sum()
-        for i, s in enumerate(sp):
-            n = int(rng.integers(prm['slices'][0], prm['slices'][1] + 1))
-            k = int(rng.choice(len(prm['n_sub_weights']), p=np.array(prm['n_sub_weights'])/sum(prm['n_sub_weights']))) + 1
-            subs = sorted(rng.choice(SUBTYPES, size=k, replace=False, p=w).tolist()) if i in pos else []
-            s.update(n=n, subs=subs, seed=int(rng.integers(2**31)))
-        # every subtype at least once per split (when the split has positives)
-        posl = [s for s in sp if s['subs']]
-        for sub in SUBTYPES:
-            if posl and not any(sub in s['subs'] for s in posl):
-                tgt = min(posl, key=lambda s: (len(s['subs']), s['SeriesInstanceUID']))
-                tgt['subs'] = sorted(tgt['subs'] + [sub])
-        series += sp
-    exact = lambda p: set(rng.permutation(len(series))[:int(round(p*len(series)))].tolist())   # exact shares
-    tilted, uneven = exact(prm['p_tilt']), exact(prm['p_uneven'])
-    for j, s in enumerate(series):
-        r = np.random.default_rng(s['seed'])
-        n = s['n']
-        tilt = float(r.uniform(*prm['tilt_deg'])*r.choice([-1, 1])) if j in tilted else 0.
-        height = float(r.uniform(135, 160))*s['head']['scale']
-        t0, t1 = float(r.uniform(.01, .08)), float(r.uniform(.9, .98))
-        gaps = np.full(n - 1, (t1 - t0)*height/(n - 1))
-        if j in uneven: gaps *= np.where(np.arange(n - 1) % 3 == int(r.integers(3)), r.uniform(.6, 1.6, n - 1), 1.)
-        z0 = float(r.uniform(-60, 200))
-        z = z0 + np.concatenate([[0.], np.cumsum(gaps)])
-        s.update(tilt=tilt, height=height, t0=t0, z=np.round(z, 4).tolist(), z0=z0,
-                 fov=float(r.uniform(*prm['fov'])), noise=float(r.uniform(*prm['noise'])),
-                 intercept=-1024,
-                 slope='1',
-                 window=int(r.choice([30, 36, 40])), quirk=False,
-                 offset=[float(r.uniform(-8, 8)), float(r.uniform(-12, 6))], rot=float(r.uniform(-.15, .15)),
-                 sop=[_hex(rng, 9, used) for _ in range(n)],
-                 bleeds=_bleeds(r, s['subs'], n, prm))
-    # encodings in exact proportions (so that even the tiny set has each), then the intercept variants
+    return json.loads(json.dumps(dict(SIZES[size], **overrides)))
+
+def _draw_split(rng, used, split, prm)->list:
+    "Patients, studies and series of one split: identifiers, head shape, slice count, subtypes and a seed each"
+    sp = []
+    for _ in range(prm[f'n_{split}']):
+        pid, head = _hex(rng, 8, used), dict(scale=float(rng.uniform(.9, 1.08)), vent=float(rng.uniform(.7, 1.5)),
+                                           ab=float(rng.uniform(.76, .86)))
+        for _ in range(1 + int(rng.random() < prm['p_second_study'])):
+            sp.append(dict(split=split, PatientID=pid, StudyInstanceUID=_hex(rng, 10, used),
+                           SeriesInstanceUID=_hex(rng, 10, used), head=head))
+    npos = int(round(prm['p_pos']*len(sp)))
+    pos = set(rng.permutation(len(sp))[:npos].tolist())
+    w = np.array([prm['sub_weights'][s] for s in SUBTYPES]); w = w/w.sum()
+    for i, s in enumerate(sp):
+        n = int(rng.integers(prm['slices'][0], prm['slices'][1] + 1))
+        k = int(rng.choice(len(prm['n_sub_weights']), p=np.array(prm['n_sub_weights'])/sum(prm['n_sub_weights']))) + 1
+        subs = sorted(rng.choice(SUBTYPES, size=k, replace=False, p=w).tolist()) if i in pos else []
+        s.update(n=n, subs=subs, seed=int(rng.integers(2**31)))
+    # every subtype at least once per split (when the split has positives)
+    posl = [s for s in sp if s['subs']]
+    for sub in SUBTYPES:
+        if posl and not any(sub in s['subs'] for s in posl):
+            tgt = min(posl, key=lambda s: (len(s['subs']), s['SeriesInstanceUID']))
+            tgt['subs'] = sorted(tgt['subs'] + [sub])
+    return sp
+
+def _draw_geometry(s, rng, used, prm, tilted:bool, uneven:bool):
+    "Add slice positions, field of view, noise, window, pose, SOP UIDs and bleeds to series `s` (its own generator)"
+    r = np.random.default_rng(s['seed'])
+    n = s['n']
+    tilt = float(r.uniform(*prm['tilt_deg'])*r.choice([-1, 1])) if tilted else 0.
+    height = float(r.uniform(135, 160))*s['head']['scale']
+    t0, t1 = float(r.uniform(.01, .08)), float(r.uniform(.9, .98))
+    gaps = np.full(n - 1, (t1 - t0)*height/(n - 1))
+    if uneven: gaps *= np.where(np.arange(n - 1) % 3 == int(r.integers(3)), r.uniform(.6, 1.6, n - 1), 1.)
+    z0 = float(r.uniform(-60, 200))
+    z = z0 + np.concatenate([[0.], np.cumsum(gaps)])
+    s.update(tilt=tilt, height=height, t0=t0, z=np.round(z, 4).tolist(), z0=z0,
+             fov=float(r.uniform(*prm['fov'])), noise=float(r.uniform(*prm['noise'])),
+             intercept=-1024,
+             slope='1',
+             window=int(r.choice([30, 36, 40])), quirk=False,
+             offset=[float(r.uniform(-8, 8)), float(r.uniform(-12, 6))], rot=float(r.uniform(-.15, .15)),
+             sop=[_hex(rng, 9, used) for _ in range(n)],
+             bleeds=_bleeds(r, s['subs'], n, prm))
+
+def _draw_encodings(series, rng, prm):
+    "Encodings in exact proportions (so that even the tiny set has each), then the slope, pad and intercept variants"
     n = len(series); n16 = int(round(prm['p_int16']*n)); nimp = int(round(prm['p_implicit']*(n - n16)))
     styles = ['dcm4che16']*n16 + ['rsna12']*nimp + ['dcm4che12']*(n - n16 - nimp)
     for s, st in zip(series, rng.permutation(styles)): s['style'] = str(st)
@@ -144,7 +144,21 @@ def make_plan(size:str='demo', # A key of `SIZES`
         pool = cand['train'] if q % 2 == 0 or not cand['test'] else cand['test']
         if not pool: raise ValueError(f"n_quirk={prm['n_quirk']} needs more 12-bit series")
         pool.pop(len(pool)//2).update(quirk=True, intercept=0)
+
+def make_plan(size:str='demo', # A key of `SIZES`
+              seed:int=42, # Master seed
+              **overrides)->AttrDict:
+    "Parameters and per-series specs of a synthetic dataset"
+    prm = _check_params(size, overrides)
+    rng, used = np.random.default_rng(seed), set()
+    series = []
+    for split in ('train', 'test'): series += _draw_split(rng, used, split, prm)
+    exact = lambda p: set(rng.permutation(len(series))[:int(round(p*len(series)))].tolist())   # exact shares
+    tilted, uneven = exact(prm['p_tilt']), exact(prm['p_uneven'])
+    for j, s in enumerate(series): _draw_geometry(s, rng, used, prm, j in tilted, j in uneven)
+    _draw_encodings(series, rng, prm)
     return AttrDict(size=size, seed=seed, params=prm, series=series)
+
 
 # %% ../nbs/00b_synth.ipynb #9da670c1
 def _angdiff(a, b): return np.abs(np.mod(a - np.float32(b) + np.float32(np.pi), np.float32(2*np.pi)) - np.float32(np.pi))
@@ -183,18 +197,11 @@ class _Geom:
         m[b] = ((du*c + dv*s)/au)**2 + ((-du*s + dv*c)/av)**2 < 1
         return m
 
-def render_slice(s:dict, # A series spec from `make_plan`
-                 i:int, # Slice index (z order)
-                 px:int, # Image size
-                 rng=None, # Noise generator (None: no noise)
-                 min_area:float=20., # mm^2 of blood that makes a slice positive
-                 geom:_Geom|None=None # Cached geometry of this series (made when None)
-                )->tuple:
-    "HU image (float32), {subtype: blood mask} and {subtype: label} of slice `i` of series `s`"
-    G = geom or _Geom(s, px)
-    u, v, ps, th = G.u, G.v, G.ps, G.th
-    h = s['head']; z = s['z'][i]; dzm = (s['z'][-1] - s['z'][0])/(len(s['z']) - 1)
-    t = (z - s['z0'])/s['height'] + s['t0']
+_GREY = 4.5  # mm of grey matter below the CSF layer
+
+def _head(G, h, t):
+    "HU of scalp, skull and brain at relative height `t`, the head mask, the intracranial mask, depth below the inner table and the axes"
+    u, v = G.u, G.v
     prof = math.sqrt(max(.04, 1 - ((t - .42)/.7)**2))
     a = 74*h['scale']*prof; b = a/h['ab']
     R = a*b/np.sqrt(b*b*G.c2 + a*a*G.s2)*G.shape
@@ -210,11 +217,16 @@ def render_slice(s:dict, # A series spec from `make_plan`
     ic = dd >= 0                                        # intracranial
     sk = head & (d >= ts) & ~ic
     hu[sk] = 1450 - 700*np.sin(np.pi*np.clip((d[sk] - ts)/T, 0, 1))
-    g = 4.5
+    g = _GREY
     hu[ic] = G.wm[ic]                                              # white matter
     hu[ic & (dd < 1.2 + g)] = 39                                   # grey matter
     hu[ic & (dd < 1.2)] = 8                                        # CSF layer
     hu[ic & (dd > .6) & (dd < 1.2 + g + G.sdepth) & G.sulc] = 8           # sulci
+    return hu, AttrDict(head=head, ic=ic, dd=dd, a=a, b=b)
+
+def _inner(G, hu, A, h, t):
+    "Draw falx, ventricles, cisterns and skull base into `hu`; add the ventricle and cistern masks to `A`"
+    u, v, ic, dd, a, b = G.u, G.v, A.ic, A.dd, A.a, A.b
     vf = h['vent']
     if t > .32: hu[ic & (np.abs(u) < .8) & (dd > 2)] = 44          # falx
     fv = math.sqrt(max(0., math.sin(math.pi*(t - .4)/.32))) if .4 < t < .72 else 0.
@@ -233,6 +245,41 @@ def render_slice(s:dict, # A series spec from `make_plan`
     if t < .22:                                                    # skull base
         hu[G.ellipse(0, -.72*b, 11, 8) & ic] = -900                # sinus
         for sg in (-1, 1): hu[G.ellipse(sg*.42*a, .08*b, 3, .2*a, sg*.9) & ic] = 1100   # petrous ridges
+    A.update(vent=vent, cis=cis, fv=fv, vf=vf)
+
+def _bleed_mask(bl, f, alpha, G, hu, A):
+    "Blood mask of bleed `bl` at extent `f` (an intraparenchymal one also draws its oedema rim into `hu`)"
+    u, v, ic, dd, g = G.u, G.v, A.ic, A.dd, _GREY
+    k = bl['kind']
+    if k in ('epidural', 'subdural', 'subarachnoid'):
+        dth = _angdiff(G.th, bl['th0'])
+    if k == 'epidural':
+        hw = (.35 + .25*bl['w'])*(.6 + .4*f)
+        m = ic & (dd < (9 + 9*bl['u'])*f*np.sqrt(np.clip(1 - (dth/hw)**2, 0, 1)))
+    elif k == 'subdural':
+        hw = (.7 + .7*bl['w'])*(.6 + .4*f)
+        m = ic & (dd < (3.5 + 5*bl['u'])*f*np.clip(1 - (dth/hw)**2, 0, 1)**.35)
+    elif k == 'subarachnoid':
+        m = (dth < (.6 + .8*bl['w'])*f) & ic & ((dd < 1.8) | (G.wide & (dd < 1.2 + g + G.sdepth)))
+        if A.cis is not None: m |= A.cis & ic
+    elif k == 'intraparenchymal':
+        rho = .2 + .35*bl['u']
+        cu, cv = rho*A.a*math.cos(bl['th0']), rho*A.b*math.sin(bl['th0'])
+        R0 = (7 + 12*bl['w'])*f
+        bx = G.box(cu, cv, 1.4*R0)
+        m = np.zeros(u.shape, bool)
+        du, dv = u[bx] - cu, v[bx] - cv
+        dist, ang = np.hypot(du, dv), np.arctan2(dv, du)
+        inb = ic[bx] & (dd[bx] > 3)
+        if alpha == 1: hu[bx][inb & (dist < 1.35*R0)] = 19       # oedema rim
+        m[bx] = inb & (dist < R0*(1 + .15*np.sin(3*ang + bl['psi'])))
+    else:  # intraventricular: dependent layering in the posterior horns
+        m = A.vent & (v > -4 + 18*A.fv*(.8 + .2*A.vf)*(.6 - 1.2*bl['w']*f))
+    return m
+
+def _add_bleeds(hu, s, z, G, A, min_area):
+    "Draw the bleeds of series `s` that reach height `z` into `hu`: their masks and the labels they earn"
+    dzm = (s['z'][-1] - s['z'][0])/(len(s['z']) - 1)
     masks, labels = {}, {}
     for bl in s['bleeds']:
         zc = s['z'][0] + (bl['tc'] - s['t0'])*s['height']
@@ -242,39 +289,32 @@ def render_slice(s:dict, # A series spec from `make_plan`
         if q < 1: f, alpha, lab = .45 + .55*math.sqrt(1 - q*q), 1., True
         elif abs(z - zc) < hz + .9*dzm: f, alpha, lab = .3, .45, False
         else: continue
-        k = bl['kind']
-        if k in ('epidural', 'subdural', 'subarachnoid'):
-            dth = _angdiff(th, bl['th0'])
-        if k == 'epidural':
-            hw = (.35 + .25*bl['w'])*(.6 + .4*f)
-            m = ic & (dd < (9 + 9*bl['u'])*f*np.sqrt(np.clip(1 - (dth/hw)**2, 0, 1)))
-        elif k == 'subdural':
-            hw = (.7 + .7*bl['w'])*(.6 + .4*f)
-            m = ic & (dd < (3.5 + 5*bl['u'])*f*np.clip(1 - (dth/hw)**2, 0, 1)**.35)
-        elif k == 'subarachnoid':
-            m = (dth < (.6 + .8*bl['w'])*f) & ic & ((dd < 1.8) | (G.wide & (dd < 1.2 + g + G.sdepth)))
-            if cis is not None: m |= cis & ic
-        elif k == 'intraparenchymal':
-            rho = .2 + .35*bl['u']
-            cu, cv = rho*a*math.cos(bl['th0']), rho*b*math.sin(bl['th0'])
-            R0 = (7 + 12*bl['w'])*f
-            bx = G.box(cu, cv, 1.4*R0)
-            m = np.zeros(u.shape, bool)
-            du, dv = u[bx] - cu, v[bx] - cv
-            dist, ang = np.hypot(du, dv), np.arctan2(dv, du)
-            inb = ic[bx] & (dd[bx] > 3)
-            if alpha == 1: hu[bx][inb & (dist < 1.35*R0)] = 19       # oedema rim
-            m[bx] = inb & (dist < R0*(1 + .15*np.sin(3*ang + bl['psi'])))
-        else:  # intraventricular: dependent layering in the posterior horns
-            m = vent & (v > -4 + 18*fv*(.8 + .2*vf)*(.6 - 1.2*bl['w']*f))
+        k, m = bl['kind'], _bleed_mask(bl, f, alpha, G, hu, A)
         if not m.any(): continue
         hu[m] = hu[m]*(1 - alpha) + alpha*bl['hu']
         if alpha == 1: masks[k] = masks[k] | m if k in masks else m
-        if lab and m.sum()*ps*ps >= min_area: labels[k] = 1
+        if lab and m.sum()*G.ps*G.ps >= min_area: labels[k] = 1
+    return masks, labels
+
+def render_slice(s:dict, # A series spec from `make_plan`
+                 i:int, # Slice index (z order)
+                 px:int, # Image size
+                 rng=None, # Noise generator (None: no noise)
+                 min_area:float=20., # mm^2 of blood that makes a slice positive
+                 geom:_Geom|None=None # Cached geometry of this series (made when None)
+                )->tuple:
+    "HU image (float32), {subtype: blood mask} and {subtype: label} of slice `i` of series `s`"
+    G = geom or _Geom(s, px)
+    h, z = s['head'], s['z'][i]
+    t = (z - s['z0'])/s['height'] + s['t0']
+    hu, A = _head(G, h, t)
+    _inner(G, hu, A, h, t)
+    masks, labels = _add_bleeds(hu, s, z, G, A, min_area)
     if rng is not None:
         n = rng.standard_normal(hu.shape, dtype=np.float32)
-        hu += n*np.where(head, np.float32(s['noise']), np.float32(12))
+        hu += n*np.where(A.head, np.float32(s['noise']), np.float32(12))
     return hu, masks, {k: labels.get(k, 0) for k in SUBTYPES}
+
 
 # %% ../nbs/00b_synth.ipynb #a7a0fade
 def encode_hu(hu:np.ndarray, # HU image
@@ -345,10 +385,6 @@ def _dataset(s, i, raw, px, rng):
     ds['PixelData'].VR = 'OW'
     return ds
 
-def _write_atomic(path:Path, data:bytes):
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(data); os.replace(tmp, path)
-
 def _dcm_bytes(ds)->bytes:
     bio = io.BytesIO()
     with warnings.catch_warnings():
@@ -375,7 +411,7 @@ def write_series(s:dict, # Series spec from `make_plan`
             for i in range(s['n']):
                 hu, _, lab = render_slice(s, i, px, rng, min_area, G)
                 raw = encode_hu(hu, s['style'], s['intercept'], s.get('pad', -2000))
-                _write_atomic(out/f"{s['sop'][i]}.dcm", _dcm_bytes(_dataset(s, i, raw, px, rng)))
+                with atomic_path(out/f"{s['sop'][i]}.dcm") as t: t.write_bytes(_dcm_bytes(_dataset(s, i, raw, px, rng)))
                 rows.append(dict(ID=s['sop'][i], split=s['split'], slice=i, **lab, any=int(any(lab.values()))))
         finally: dcm_config.settings.writing_validation_mode = old
     return rows
@@ -400,7 +436,7 @@ def _labels_long(rows, rng, n_dup):
             for i in np.flatnonzero(d)]                                    # CSV line numbers (header = line 1)
     return long, dups
 
-def _csv_bytes(df)->bytes: return df.to_csv(index=False, lineterminator='\n').encode()
+def _csv_text(df)->str: return df.to_csv(index=False, lineterminator='\n')
 
 # %% ../nbs/00b_synth.ipynb #6f174deb
 def _work(args):
@@ -408,6 +444,65 @@ def _work(args):
     return write_series(s, dest, px, min_area)
 
 _VERSION = 5  # bump when the generator's output changes, so that existing datasets are regenerated
+
+def _is_current(man:Path, want:dict)->bool:
+    "Whether the manifest `man` records the dataset `want` describes"
+    if not man.exists(): return False
+    try: old = json.loads(man.read_text())
+    except json.JSONDecodeError: return False   # a damaged manifest: regenerate
+    return {k: old.get(k) for k in want} == want
+
+def _clear_dest(dest, lay, plan, want):
+    "Mark `dest` as being written (`synth.partial`) and remove files the plan does not make; refuse a foreign folder"
+    man, partial = dest/'synth.json', dest/'synth.partial'
+    if not (man.exists() or partial.exists()) and any(d.is_dir() and any(d.glob('*.dcm')) for d in (lay.train_dir, lay.test_dir)):
+        raise FileExistsError(f"{dest} holds DICOM files but no synth.json or synth.partial: not a synthetic dataset, not overwritten")
+    if man.exists(): man.unlink()
+    dest.mkdir(parents=True, exist_ok=True)
+    write_text(json.dumps(want), partial)
+    for split, d in (('train', lay.train_dir), ('test', lay.test_dir)):
+        keep = {f"{sop}.dcm" for s in plan.series if s['split'] == split for sop in s['sop']}
+        d.mkdir(exist_ok=True)
+        for f in d.iterdir():
+            if f.name not in keep: f.unlink()                            # stale files of an older dataset
+
+def _render_all(plan, dest, prm)->list:
+    "Write every series (in `n_workers` processes); the label rows of all slices"
+    jobs = [(s, dest, prm['px'], prm['min_area']) for s in plan.series]
+    nw = max(1, min(prm['n_workers'] or 1, os.cpu_count() or 1, len(jobs)))
+    if nw == 1: res = [_work(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(nw) as ex: res = list(ex.map(_work, jobs, chunksize=max(1, len(jobs)//(8*nw))))
+    return [r for rs in res for r in rs]
+
+def _write_labels(dest, lay, tr, te, rng, prm):
+    "Truncate `n_corrupt` train files, write the label CSVs (with duplicates) and the test truth; the faults made"
+    n_c = prm['n_corrupt']
+    corrupt = [tr[j]['ID'] for j in sorted(rng.choice(len(tr), n_c, replace=False))] if n_c else []
+    for c in corrupt:
+        f = lay.train_dir/f'{c}.dcm'; b = f.read_bytes()
+        with atomic_path(f) as t: t.write_bytes(b[:len(b)//2])
+    long, dups = _labels_long(tr, rng, prm['n_dup_rows'])
+    write_text(_csv_text(long), lay.train_csv)
+    tlong, _ = _labels_long(te, rng, 0)
+    write_text(_csv_text(tlong.assign(Label=0.5)), lay.sample_csv)
+    write_text(_csv_text(tlong), dest/'synth_test_labels.csv')
+    return corrupt, dups
+
+def _manifest(want, plan, rows, tr, te, corrupt, dups)->dict:
+    "The contents of `synth.json`: what was asked, counts, encodings and the faults planted"
+    prm, wide = plan.params, pd.DataFrame(rows)
+    quirk = sorted(sop for s in plan.series if s['quirk'] for sop in s['sop'])
+    counts = dict(train_images=len(tr), test_images=len(te), series=len(plan.series),
+                  train_patients=prm['n_train'], test_patients=prm['n_test'],
+                  positives={k: int(wide.loc[wide.split == 'train', k].sum()) for k in LABELS},
+                  test_positives={k: int(wide.loc[wide.split == 'test', k].sum()) for k in LABELS})
+    enc = {st: sum(s['n'] for s in plan.series if s['style'] == st) for st in ('dcm4che16', 'dcm4che12', 'rsna12')}
+    faults = dict(corrupt=corrupt, duplicate_rows=dups, quirk_files=quirk,
+                  quirk_series=[s['SeriesInstanceUID'] for s in plan.series if s['quirk']])
+    return dict(want, counts=counts, encodings=enc, faults=faults,
+                test_labels='synth_test_labels.csv',
+                note='Synthetic data made by ihd.synth; synth_test_labels.csv holds the test truth (synthetic only).')
 
 def make_dataset(dest:Path|str, # Folder to write (created)
                  size:str='demo', # 'tiny', 'demo' or 'bench' (see `SIZES`)
@@ -421,57 +516,17 @@ def make_dataset(dest:Path|str, # Folder to write (created)
     prm = plan.params
     ident = {k: v for k, v in prm.items() if k != 'n_workers'}   # how many processes does not change the bytes
     want = dict(size=size, seed=seed, params=ident, version=_VERSION)
-    man, partial = dest/'synth.json', dest/'synth.partial'
-    if man.exists() and not force:
-        try: old = json.loads(man.read_text())
-        except json.JSONDecodeError: old = {}
-        if {k: old.get(k) for k in want} == want: return dest
+    if not force and _is_current(dest/'synth.json', want): return dest
     lay = kaggle_layout(dest)
-    ours = man.exists() or partial.exists()
-    if not ours and any(d.is_dir() and any(d.glob('*.dcm')) for d in (lay.train_dir, lay.test_dir)):
-        raise FileExistsError(f"{dest} holds DICOM files but no synth.json or synth.partial: not a synthetic dataset, not overwritten")
-    if man.exists(): man.unlink()
-    dest.mkdir(parents=True, exist_ok=True)
-    _write_atomic(partial, json.dumps(want).encode())
-    for split, d in (('train', lay.train_dir), ('test', lay.test_dir)):
-        keep = {f"{sop}.dcm" for s in plan.series if s['split'] == split for sop in s['sop']}
-        d.mkdir(exist_ok=True)
-        for f in d.iterdir():
-            if f.name not in keep: f.unlink()                            # stale files of an older dataset
-    jobs = [(s, dest, prm['px'], prm['min_area']) for s in plan.series]
-    nw = max(1, min(prm['n_workers'] or 1, os.cpu_count() or 1, len(jobs)))
-    if nw == 1: res = [_work(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(nw) as ex: res = list(ex.map(_work, jobs, chunksize=max(1, len(jobs)//(8*nw))))
-    rows = [r for rs in res for r in rs]
+    _clear_dest(dest, lay, plan, want)
+    rows = _render_all(plan, dest, prm)
     rng = np.random.default_rng([seed, 7])
     tr = [r for r in rows if r['split'] == 'train']; te = [r for r in rows if r['split'] == 'test']
-    # faults: truncated files
-    n_c = prm['n_corrupt']
-    corrupt = [tr[j]['ID'] for j in sorted(rng.choice(len(tr), n_c, replace=False))] if n_c else []
-    for c in corrupt:
-        f = lay.train_dir/f'{c}.dcm'; b = f.read_bytes()
-        _write_atomic(f, b[:len(b)//2])
-    long, dups = _labels_long(tr, rng, prm['n_dup_rows'])
-    _write_atomic(lay.train_csv, _csv_bytes(long))
-    tlong, _ = _labels_long(te, rng, 0)
-    _write_atomic(lay.sample_csv, _csv_bytes(tlong.assign(Label=0.5)))
-    _write_atomic(dest/'synth_test_labels.csv', _csv_bytes(tlong))
-    wide = pd.DataFrame(rows)
-    quirk = sorted(sop for s in plan.series if s['quirk'] for sop in s['sop'])
-    counts = dict(train_images=len(tr), test_images=len(te), series=len(plan.series),
-                  train_patients=prm['n_train'], test_patients=prm['n_test'],
-                  positives={k: int(wide.loc[wide.split == 'train', k].sum()) for k in LABELS},
-                  test_positives={k: int(wide.loc[wide.split == 'test', k].sum()) for k in LABELS})
-    enc = {st: sum(s['n'] for s in plan.series if s['style'] == st) for st in ('dcm4che16', 'dcm4che12', 'rsna12')}
-    faults = dict(corrupt=corrupt, duplicate_rows=dups, quirk_files=quirk,
-                  quirk_series=[s['SeriesInstanceUID'] for s in plan.series if s['quirk']])
-    info = dict(want, counts=counts, encodings=enc, faults=faults,
-                test_labels='synth_test_labels.csv',
-                note='Synthetic data made by ihd.synth; synth_test_labels.csv holds the test truth (synthetic only).')
-    _write_atomic(man, json.dumps(info, indent=1).encode())
-    partial.unlink()
+    corrupt, dups = _write_labels(dest, lay, tr, te, rng, prm)
+    write_json(_manifest(want, plan, rows, tr, te, corrupt, dups), dest/'synth.json')
+    (dest/'synth.partial').unlink()
     return dest
+
 
 # %% ../nbs/00b_synth.ipynb #53d6ebb6
 def read_manifest(root:Path|str # A folder written by `make_dataset`
@@ -489,51 +544,17 @@ def stage_paths(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     "Resolve the folders a stage reads and writes, making the synthetic default dataset when it is needed"
     if data is None and tiny_in_test and is_test():
         tmp = Path(tempfile.mkdtemp(prefix='ihd_test_'))
-        data = make_dataset(tmp/'synth', size='tiny', seed=settings('synth').get('seed', 42))
+        data = make_dataset(tmp/'synth', size='tiny', seed=settings('synth').seed)
         work, models = work or tmp/'work', models or tmp/'models'
     root = data_root(data)
     if data is None and root == ihd_path('data') and (
             (root/'synth.json').exists() or not kaggle_layout(root).train_csv.exists()):
         # the default synthetic dataset: (re)made when missing or made by another generator version
         s = settings('synth')
-        make_dataset(root, size=s.get('size', 'demo'), seed=s.get('seed', 42))
+        make_dataset(root, size=s.size, seed=s.seed)
     res = AttrDict(kaggle_layout(root))
     res.update(work=work_dir(root, work), models=models_dir(root, models))
     return res
-
-# %% ../nbs/00b_synth.ipynb #984f91bb
-def bench_synth(dest:Path|str|None=None, # Scratch folder (default: a temporary one, removed after)
-                sizes=('tiny', 'demo'), # Presets generated whole
-                workers=(1, 2), # Process counts to compare (the first is the baseline)
-                bench_patients:int=40 # Train patients of the 'bench' preset to time (0: skip)
-               )->pd.DataFrame:
-    "Time `make_dataset` per preset and process count; print files/s and the speed-up over the baseline"
-    import tempfile
-    base = Path(dest) if dest else Path(tempfile.mkdtemp(prefix='ihd_bench_synth_'))
-    runs = [(s, {}) for s in sizes]
-    if bench_patients: runs.append(('bench', dict(n_train=bench_patients, n_test=max(1, bench_patients//6))))
-    rows = []
-    for size, kw in runs:
-        for w in workers:
-            d = base/f'{size}_{w}'
-            t, c = time.perf_counter(), time.process_time()
-            make_dataset(d, size, force=True, n_workers=w, **kw)
-            dt = time.perf_counter() - t
-            m = read_manifest(d)
-            n = m.counts['train_images'] + m.counts['test_images']
-            mb = sum(f.stat().st_size for f in d.rglob('*.dcm'))/2**20
-            rows.append(dict(size=size + ('*' if kw else ''), workers=w, files=n, seconds=round(dt, 2),
-                             files_per_s=round(n/dt, 1), MB_per_s=round(mb/dt, 1)))
-            shutil.rmtree(d)
-    df = pd.DataFrame(rows)
-    df['speedup'] = (df.files_per_s/df.groupby('size').files_per_s.transform('first')).round(2)
-    if bench_patients:
-        full = sum(s['n'] for s in make_plan('bench').series)
-        best = df[df['size'] == 'bench*'].files_per_s.max()
-        print(f"bench preset: {full} slices; at {best} files/s about {full/best/60:.1f} min")
-    print(df.to_string(index=False))
-    if not dest: shutil.rmtree(base, ignore_errors=True)
-    return df
 
 # %% ../nbs/00b_synth.ipynb #4f991da7
 @call_parse
@@ -543,13 +564,11 @@ def ihd_synth(dest:str=None, # Folder to write (default: `ihd_path('data')`)
               n_workers:int=None, # Processes (default: the preset's)
               force:bool=False): # Regenerate even when a matching dataset exists
     "Generate the synthetic RSNA dataset in the Kaggle layout"
-    from ihd.core import settings, ihd_path
-    s = settings('synth')
+    s = merge_settings('synth', size=size, seed=seed)
     dest = Path(dest) if dest else ihd_path('data')
-    size, seed = size or s.get('size', 'demo'), seed if seed is not None else s.get('seed', 42)
     kw = dict(n_workers=n_workers) if n_workers else {}
     t = time.time()
-    root = make_dataset(dest, size, seed, force=force, **kw)
+    root = make_dataset(dest, s.size, s.seed, force=force, **kw)
     m = read_manifest(root)
     n = m.counts['train_images'] + m.counts['test_images']
     print(f"{root}: {n} slices ({m.counts['train_images']} train, {m.counts['test_images']} test), "
