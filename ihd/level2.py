@@ -4,17 +4,19 @@
 
 # %% ../nbs/04a_level2.ipynb #2705ae75
 from __future__ import annotations
-import os, re, json, time, hashlib, resource, tempfile
+import os, json, time, hashlib, logging, resource
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, ifnone, listify
 from fastcore.script import call_parse, store_true
-from .core import (LABELS, read_long, SUBTYPES, LABEL_WEIGHTS, CLIP, settings, is_test, label_log_loss,
-                      weighted_log_loss, folds_hash)
-from .synth import stage_paths
+from .core import (LABELS, read_long, CLIP, label_log_loss, weighted_log_loss, folds_hash, merge_settings,
+                      kaggle_layout, work_dir, models_dir, require, atomic_path, write_json, level1_runs, fold_dirs,
+                      fold_of, level2_dir, STAGES)
+
+log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['STD_COLS', 'PRED_COLS', 'POS_COLS', 'read_preds', 'fake_preds', 'fake_level1', 'find_runs', 'load_run', 'gather_runs',
+__all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'read_preds', 'fake_preds', 'fake_level1', 'load_run', 'gather_runs',
            'feature_names', 'slice_features', 'level2_params', 'fit_level2', 'predict_level2', 'oof_prior',
            'report_table', 'plot_report', 'read_sample', 'validate_submission', 'write_submission', 'save_level2',
            'load_level2', 'apply_level2', 'stack', 'bench_table', 'bench_stack', 'ihd_stack', 'ihd_validate',
@@ -79,34 +81,23 @@ def fake_level1(train:pd.DataFrame, # Stage 0's train table (`ID`, labels, `fold
     n_folds, h = int(train['fold'].max())+1, folds_hash(train)
     prior = train[LABELS].to_numpy().mean(0).clip(.01, .99)
     for f in range(n_folds):
-        fd = d/f'fold{f}'; fd.mkdir(parents=True, exist_ok=True)
+        fd = d/f'fold{f}'
         va = train[train['fold'] == f]
-        fake_preds(va['ID'], va[LABELS].to_numpy(), prior, strength, noise, seed*1000+f).to_parquet(fd/'oof.parquet')
+        with atomic_path(fd/'oof.parquet') as t: fake_preds(va['ID'], va[LABELS].to_numpy(), prior, strength, noise, seed*1000+f).to_parquet(t)
         yt = np.random.default_rng(seed+7).random((len(test), 6)) < prior  # hidden test labels (same for every fold)
         yt[:, 5] = yt[:, :5].any(1) | yt[:, 5]
-        fake_preds(test['ID'], yt, prior, strength, noise, seed*1000+100+f).to_parquet(fd/'test.parquet')
-        (fd/'run.json').write_text(json.dumps(dict(arch=name, fold=f, n_folds=n_folds, folds_hash=h, fake=True)))
+        with atomic_path(fd/'test.parquet') as t: fake_preds(test['ID'], yt, prior, strength, noise, seed*1000+100+f).to_parquet(t)
+        write_json(dict(arch=name, fold=f, n_folds=n_folds, folds_hash=h, fake=True), fd/'run.json')
     return d
 
 # %% ../nbs/04a_level2.ipynb #06d357ab
-_FOLD_RE = re.compile(r'^fold(\d+)$')
-
-def _fold_dirs(run_dir): return {int(m[1]): d for d in Path(run_dir).iterdir() if d.is_dir() and (m := _FOLD_RE.match(d.name))}
-
-def find_runs(models:Path|str # Folder holding the level-1 run folders
-             )->list[Path]:
-    "Run folders under `models`: those with `fold<k>` subfolders (level 2's own folder excluded)"
-    models = Path(models)
-    if not models.is_dir(): return []
-    return sorted(d for d in models.iterdir() if d.is_dir() and d.name != 'level2' and _fold_dirs(d))
-
 def load_run(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
              train:pd.DataFrame, # Stage 0's train table (`ID`, `fold`)
              test:pd.DataFrame # Stage 0's test table (`ID`)
             )->AttrDict:
     "A complete level-1 run: `name`, `oof` (all folds) and `test` (mean over folds) predictions, `info` (run.json of fold 0)"
     run_dir = Path(run_dir)
-    dirs = _fold_dirs(run_dir)
+    dirs = {fold_of(d): d for d in fold_dirs(run_dir)}
     infos = {f: json.loads((d/'run.json').read_text()) for f,d in dirs.items() if (d/'run.json').is_file()}
     n_folds = int(next(iter(infos.values()))['n_folds']) if infos else int(train['fold'].max())+1
     tr_folds = sorted(train['fold'].unique())
@@ -120,7 +111,7 @@ def load_run(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
     for f in range(n_folds):
         d = dirs[f]
         for fn, what in (('oof.parquet', 'out-of-fold'), ('test.parquet', 'test')):
-            if not (d/fn).is_file(): raise FileNotFoundError(f"model folder {d} has no {what} predictions: {fn} missing")
+            require(d/fn, 3, f"{what} predictions")
         info = infos.get(f, {})
         if info.get('folds_hash') not in (None, h):
             raise ValueError(f"mixed fold definitions: {d/'run.json'} has folds_hash {info['folds_hash']} but "
@@ -144,9 +135,12 @@ def gather_runs(models:Path|str, # Folder holding the level-1 run folders
                 runs:list|str|None=None # Run names to use (default: every run found)
                )->list[AttrDict]:
     "Every level-1 run under `models` (or those named in `runs`), each loaded and checked by `load_run`"
-    found = {d.name: d for d in find_runs(models)}
+    found = {d.name: d for d in level1_runs(models)}
     names = listify(runs) if runs else list(found)
-    if not names: raise FileNotFoundError(f"no level-1 runs (folders with fold<k>/oof.parquet) under {models}: train some with ihd_train")
+    if not names:
+        s = STAGES[3]
+        raise FileNotFoundError(f"no level-1 runs (folders with fold<k>/oof.parquet) under {models}: run `{s.command}` first "
+                                f"(stage {s.n}, nbs/{s.nb}.ipynb)")
     unknown = [n for n in names if n not in found]
     if unknown: raise FileNotFoundError(f"level-1 runs {unknown} not found under {models}; found {list(found)}")
     return [load_run(found[n], train, test) for n in names]
@@ -209,10 +203,8 @@ def slice_features(index:pd.DataFrame, # Header rows: `ID`, `SeriesInstanceUID`,
 _NOT_LGB = ('k', 'n_rounds', 'init_from_l1', 'early_stopping')
 
 def level2_params(**overrides)->AttrDict:
-    "`settings.ini`'s `[level2]` with `overrides` (None values ignored), plus the fixed LightGBM objective"
-    s = AttrDict(dict(k=3, n_rounds=100, init_from_l1=True, early_stopping=0), **settings('level2'))
-    s.update({a: b for a,b in overrides.items() if b is not None})
-    return s
+    "`settings.ini`'s `[level2]` (the only defaults) with `overrides` (None values ignored)"
+    return merge_settings('level2', **overrides)
 
 def _lgb_params(s):
     return dict({a: b for a,b in s.items() if a not in _NOT_LGB}, objective='binary', verbose=-1)
@@ -251,8 +243,7 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
                y:np.ndarray, # (n, 6) labels
                folds:np.ndarray, # (n,) fold of each row
                params:dict|None=None, # `level2_params()` (default: settings)
-               fit_folds:list|None=None, # Folds to fit (default: all; the others get NaN OOF)
-               log=None # Called with a progress line per fold
+               fit_folds:list|None=None # Folds to fit (default: all; the others get NaN OOF)
               )->AttrDict:
     "Cross-fitted level 2: `oof` (n, 6) probabilities and `boosters[fold][label]` (LightGBM Booster or None)"
     import lightgbm as lgb
@@ -278,8 +269,8 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
             raw = start_va[:, j] + (b.predict(X[va], raw_score=True) if b else 0)
             oof[va, j] = _sigmoid(raw)
             boosters[int(f)][l], rounds[int(f)][l] = b, (n if b else 0)
-        if log: log(f"[level2] fold {f}: {tr.sum()} train rows, {va.sum()} OOF rows, rounds per label "
-                    f"{list(rounds[int(f)].values())}, {time.time()-t0:.1f} s")
+        log.info(f"[level2] fold {f}: {tr.sum()} train rows, {va.sum()} OOF rows, rounds per label "
+                 f"{list(rounds[int(f)].values())}, {time.time()-t0:.1f} s")
     return AttrDict(oof=oof, boosters=boosters, rounds=rounds, params=s, prior_logit=list(_logit(y.mean(0))))
 
 def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
@@ -387,19 +378,15 @@ def write_submission(pred:pd.DataFrame, # `ID` (image) + the 6 `LABELS` probabil
     if missing and fill is None: raise ValueError(f"{len(missing)} sample images have no prediction, e.g. {missing[:3]}")
     if missing: wide = pd.concat([wide, pd.DataFrame([list(fill)]*len(missing), index=missing, columns=LABELS)])
     long = wide.to_numpy(np.float64)[wide.index.get_indexer(sample['image']), pd.Index(LABELS).get_indexer(sample['label'])]
-    tmp = path.with_name(path.name + '.tmp')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(dict(ID=sample['ID'], Label=np.clip(long, CLIP, 1-CLIP))).to_csv(tmp, index=False, float_format='%.7g')
-    os.replace(tmp, path)
+    with atomic_path(path) as t:
+        pd.DataFrame(dict(ID=sample['ID'], Label=np.clip(long, CLIP, 1-CLIP))).to_csv(t, index=False, float_format='%.7g')
     return AttrDict(validate_submission(path, sample_csv), filled=missing)
 
 # %% ../nbs/04a_level2.ipynb #7f470eaa
 def _read_tables(work:Path):
     out = []
     for n in ('train', 'test'):
-        f = work/f'{n}.parquet'
-        if not f.is_file(): raise FileNotFoundError(f"stage 0 table not found: {f} (run ihd_tables first)")
-        out.append(pd.read_parquet(f))
+        out.append(pd.read_parquet(require(work/f'{n}.parquet', 0, 'stage-0 table')))
     train, test = out
     for df, n, cols in ((train, 'train.parquet', LABELS+['fold', 'slice_idx', 'n_slices']), (test, 'test.parquet', ['slice_idx', 'n_slices'])):
         miss = [c for c in ['ID', 'SeriesInstanceUID']+cols if c not in df]
@@ -414,24 +401,24 @@ def _fingerprint(files, **kw)->str:
 
 def save_level2(fit:AttrDict, out:Path, meta:dict):
     "Write the boosters as LightGBM text models and `level2.json` (features, runs, settings, start values)"
-    out.mkdir(parents=True, exist_ok=True)
     files = {}
     for f, bs in fit.boosters.items():
         for l, b in bs.items():
             if b is None: continue
-            fn = f'fold{f}_{l}.txt'; b.save_model(out/fn); files[f'{f}/{l}'] = fn
+            fn = f'fold{f}_{l}.txt'
+            with atomic_path(out/fn) as t: b.save_model(t)
+            files[f'{f}/{l}'] = fn
     meta = dict(meta, params=dict(fit.params), prior_logit=[float(v) for v in fit.prior_logit],
                 folds=sorted(int(f) for f in fit.boosters), models=files,
                 rounds={str(f): r for f, r in (fit.get('rounds') or {}).items()})
-    (out/'level2.json').write_text(json.dumps(meta, indent=1, default=str))
+    write_json(meta, out/'level2.json')
 
 def load_level2(out:Path|str # A `models/level2` folder
                )->AttrDict:
     "The saved level 2: `boosters[fold][label]`, `params`, `prior_logit` and the `level2.json` metadata"
     import lightgbm as lgb
     out = Path(out)
-    if not (out/'level2.json').is_file(): raise FileNotFoundError(f"no level-2 model in {out} (run ihd_stack first)")
-    meta = json.loads((out/'level2.json').read_text())
+    meta = json.loads(require(out/'level2.json', 4, 'level-2 model').read_text())
     bs = {f: {l: (lgb.Booster(model_file=out/meta['models'][f'{f}/{l}']) if f'{f}/{l}' in meta['models'] else None)
               for l in LABELS} for f in meta['folds']}
     return AttrDict(boosters=bs, params=AttrDict(meta['params']), prior_logit=meta['prior_logit'], meta=meta)
@@ -449,6 +436,65 @@ def apply_level2(index:pd.DataFrame, # Header rows of the slices (`ID`, `SeriesI
     return pd.DataFrame(predict_level2(l2, x), columns=LABELS).assign(ID=index['ID'].to_numpy())[['ID']+LABELS]
 
 # %% ../nbs/04a_level2.ipynb #99ac49dd
+def _stack_inputs(data, work, models, k, runs, out, params)->AttrDict:
+    "Stage 4's folders, settings, stage-0 tables and level-1 runs, and a fingerprint of all of them"
+    sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
+    s = level2_params(k=k, **params)
+    out = Path(out) if out else level2_dir(models)
+    train, test = _read_tables(work)
+    rs = gather_runs(models, train, test, runs)
+    inputs = [work/'train.parquet', work/'test.parquet', sample_csv] + \
+             [f for r in rs for f in sorted(f for d in fold_dirs(r.dir) for f in d.iterdir())
+              if f.name in ('oof.parquet', 'test.parquet', 'run.json')]
+    fp = _fingerprint(inputs, s=dict(s), runs=[r.name for r in rs])
+    return AttrDict(sample_csv=sample_csv, s=s, out=out, sub=out.parent/'submission.csv', train=train, test=test, rs=rs, fp=fp)
+
+def _stack_done(i:AttrDict)->AttrDict|None:
+    "The last result when it was made from the same inputs and settings, else `None`"
+    if not all(f.is_file() for f in (i.out/'level2.json', i.sub, i.out/'report.csv')): return None
+    if json.loads((i.out/'level2.json').read_text()).get('fingerprint') != i.fp: return None
+    log.info(f"[level2] up to date in {i.out} (inputs unchanged; force=True redoes it)")
+    return AttrDict(report=pd.read_csv(i.out/'report.csv'), submission=i.sub, dir=i.out, skipped=True)
+
+def _stack_fit(i:AttrDict)->AttrDict:
+    "Features of the labelled slices that have OOF predictions of every run, the cross-fitted level 2 and its report"
+    t0, rs = time.time(), i.rs
+    log.info(f"[level2] {len(rs)} level-1 run(s): {', '.join(r.name for r in rs)}; k={i.s.k}")
+    x = slice_features(i.train, [r.oof for r in rs], i.s.k)
+    has = np.logical_and.reduce([i.train['ID'].isin(r.oof['ID']).to_numpy() for r in rs])
+    if not has.any(): raise ValueError("no labelled slice has out-of-fold predictions from every run")
+    if not has.all(): log.info(f"[level2] {(~has).sum()} of {len(i.train)} labelled slices lack OOF predictions of some run: left out")
+    tr, x = i.train[has].reset_index(drop=True), x[has].reset_index(drop=True)
+    y, folds = tr[LABELS].to_numpy(np.float64), tr['fold'].to_numpy()
+    log.info(f"[level2] features: {x.shape[1]} columns x {len(x)} rows ({time.time()-t0:.1f} s)")
+    fit = fit_level2(x, y, folds, i.s)
+    preds = {r.name: r.oof.set_index('ID').loc[tr['ID'], LABELS].to_numpy() for r in rs}  # the same rows for every set
+    preds.update({'L1 average': x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64), 'level 2': fit.oof,
+                  'prior baseline': oof_prior(y, folds)})
+    return AttrDict(fit=fit, report=report_table(y, preds), tr=tr, folds=folds, prior=y.mean(0), features=list(x.columns),
+                    n_used=int(has.sum()))
+
+def _stack_test(i:AttrDict, fit:AttrDict)->pd.DataFrame:
+    "Level-2 test predictions (`ID` + `LABELS`) of the test slices that have predictions of every run"
+    xt = slice_features(i.test, [r.test for r in i.rs], i.s.k)
+    ok = np.logical_and.reduce([i.test['ID'].isin(r.test['ID']).to_numpy() for r in i.rs])
+    return pd.DataFrame(predict_level2(fit, xt[ok]), columns=LABELS).assign(ID=i.test['ID'][ok].to_numpy())[['ID']+LABELS]
+
+def _stack_write(i:AttrDict, f:AttrDict, pt:pd.DataFrame)->AttrDict:
+    "Write the OOF and test predictions, the report (csv, png), `filled.csv` and the validated submission"
+    out = i.out
+    oof = pd.DataFrame(f.fit.oof, columns=LABELS).assign(ID=f.tr['ID'], fold=f.folds)[['ID']+LABELS+['fold']]
+    with atomic_path(out/'oof.parquet') as t: oof.to_parquet(t, index=False)
+    with atomic_path(out/'test.parquet') as t: pt.to_parquet(t, index=False)
+    with atomic_path(out/'report.csv') as t: f.report.to_csv(t, index=False)
+    with atomic_path(out/'report.png') as t: plot_report(f.report).savefig(t, dpi=90)
+    have, tids = set(pt['ID']), set(i.test['ID'])
+    fill_ids = [o for o in pd.unique(read_sample(i.sample_csv)['image']) if o not in have]
+    why = ['no level-1 test prediction' if o in tids else 'not in test.parquet (no readable DICOM)' for o in fill_ids]
+    with atomic_path(out/'filled.csv') as t: pd.DataFrame(dict(ID=fill_ids, reason=why)).to_csv(t, index=False)
+    if fill_ids: log.info(f"[level2] {len(fill_ids)} sample images without a prediction get the training prior (listed in {out/'filled.csv'})")
+    return AttrDict(write_submission(pt, i.sample_csv, i.sub, fill=f.prior), n_filled=len(fill_ids))
+
 def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submission)
           work:Path|str|None=None, # Stage 0's tables (default: per dataset)
           models:Path|str|None=None, # Level-1 runs (default: per dataset)
@@ -456,63 +502,25 @@ def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
           runs:list|str|None=None, # Level-1 run names (default: every run in `models`)
           out:Path|str|None=None, # Level-2 outputs (default: `models/level2`; the submission goes beside it)
           force:bool=False, # Redo even when the inputs are unchanged
-          log=print, # Progress lines
           **params # LightGBM and level-2 settings over `[level2]` (e.g. `n_rounds=100`)
          )->AttrDict:
     "Stage 4: features, cross-fitted LightGBM per label, report, test predictions and the validated `submission.csv`"
-    p = stage_paths(data, work, models, tiny_in_test=False)
-    s = level2_params(k=k, **params)
-    out = Path(out) if out else p.models/'level2'
-    sub_path = out.parent/'submission.csv'
-    train, test = _read_tables(p.work)
-    rs = gather_runs(p.models, train, test, runs)
-    inputs = [p.work/'train.parquet', p.work/'test.parquet', p.sample_csv] + \
-             [f for r in rs for f in sorted(r.dir.glob('fold*/*')) if f.name in ('oof.parquet', 'test.parquet', 'run.json')]
-    fp = _fingerprint(inputs, s=dict(s), runs=[r.name for r in rs])
-    if not force and (out/'level2.json').is_file() and sub_path.is_file() and (out/'report.csv').is_file() \
-       and json.loads((out/'level2.json').read_text()).get('fingerprint') == fp:
-        log(f"[level2] up to date in {out} (inputs unchanged; force=True redoes it)")
-        return AttrDict(report=pd.read_csv(out/'report.csv'), submission=sub_path, dir=out, skipped=True)
+    i = _stack_inputs(data, work, models, k, runs, out, params)
+    if not force and (done := _stack_done(i)) is not None: return done
     t0 = time.time()
-    log(f"[level2] {len(rs)} level-1 run(s): {', '.join(r.name for r in rs)}; k={s.k}")
-    x = slice_features(train, [r.oof for r in rs], s.k)
-    has = np.logical_and.reduce([train['ID'].isin(r.oof['ID']).to_numpy() for r in rs])
-    if not has.any(): raise ValueError("no labelled slice has out-of-fold predictions from every run")
-    if not has.all(): log(f"[level2] {(~has).sum()} of {len(train)} labelled slices lack OOF predictions of some run: left out")
-    tr, x = train[has].reset_index(drop=True), x[has].reset_index(drop=True)
-    y, folds = tr[LABELS].to_numpy(np.float64), tr['fold'].to_numpy()
-    log(f"[level2] features: {x.shape[1]} columns x {len(x)} rows ({time.time()-t0:.1f} s)")
-    fit = fit_level2(x, y, folds, s, log=log)
-    # the report, on the same rows for every prediction set
-    preds = {r.name: r.oof.set_index('ID').loc[tr['ID'], LABELS].to_numpy() for r in rs}
-    preds.update({'L1 average': x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64), 'level 2': fit.oof,
-                  'prior baseline': oof_prior(y, folds)})
-    rep = report_table(y, preds)
-    # test predictions
-    xt = slice_features(test, [r.test for r in rs], s.k)
-    ok = np.logical_and.reduce([test['ID'].isin(r.test['ID']).to_numpy() for r in rs])
-    pt = pd.DataFrame(predict_level2(fit, xt[ok]), columns=LABELS).assign(ID=test['ID'][ok].to_numpy())[['ID']+LABELS]
-    prior = y.mean(0)
-    # outputs
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(fit.oof, columns=LABELS).assign(ID=tr['ID'], fold=folds)[['ID']+LABELS+['fold']].to_parquet(out/'oof.parquet', index=False)
-    pt.to_parquet(out/'test.parquet', index=False)
-    rep.to_csv(out/'report.csv', index=False)
-    plot_report(rep).savefig(out/'report.png', dpi=90)
-    smp_images = pd.unique(read_sample(p.sample_csv)['image'])
-    fill_ids = [i for i in smp_images if i not in set(pt['ID'])]
-    tids = set(test['ID'])
-    pd.DataFrame(dict(ID=fill_ids, reason=['no level-1 test prediction' if i in tids else 'not in test.parquet (no readable DICOM)'
-                                          for i in fill_ids])).to_csv(out/'filled.csv', index=False)
-    if fill_ids: log(f"[level2] {len(fill_ids)} sample images without a prediction get the training prior (listed in {out/'filled.csv'})")
-    res = write_submission(pt, p.sample_csv, sub_path, fill=prior)
-    save_level2(fit, out, dict(runs=[r.name for r in rs], k=int(s.k), features=list(x.columns), n_train=int(len(train)),
-                               n_used=int(has.sum()), n_test=int(len(test)), n_filled=len(fill_ids), fingerprint=fp,
-                               weighted=rep.set_index('model')['weighted'].to_dict(), seconds=round(time.time()-t0, 1)))
+    f = _stack_fit(i)
+    pt = _stack_test(i, f.fit)
+    res = _stack_write(i, f, pt)
+    rep = f.report
+    save_level2(f.fit, i.out, dict(runs=[r.name for r in i.rs], k=int(i.s.k), features=f.features, n_train=int(len(i.train)),
+                                   n_used=f.n_used, n_test=int(len(i.test)), n_filled=res.n_filled, fingerprint=i.fp,
+                                   weighted=rep.set_index('model')['weighted'].to_dict(), seconds=round(time.time()-t0, 1)))
     w = rep.set_index('model')['weighted']
-    log(f"[level2] weighted log loss: L1 average {w['L1 average']:.4f}, level 2 {w['level 2']:.4f}, prior {w['prior baseline']:.4f}")
-    log(f"[level2] submission {sub_path}: {res.rows} rows, valid ({time.time()-t0:.1f} s)")
-    return AttrDict(report=rep, submission=sub_path, dir=out, skipped=False, fit=fit, oof=tr[['ID']].assign(**dict(zip(LABELS, fit.oof.T))), test=pt)
+    log.info(f"[level2] weighted log loss: L1 average {w['L1 average']:.4f}, level 2 {w['level 2']:.4f}, prior {w['prior baseline']:.4f}")
+    log.info(f"[level2] submission {i.sub}: {res.rows} rows, valid ({time.time()-t0:.1f} s)")
+    return AttrDict(report=rep, submission=i.sub, dir=i.out, skipped=False, fit=f.fit, test=pt,
+                    oof=f.tr[['ID']].assign(**dict(zip(LABELS, f.fit.oof.T))))
+
 
 # %% ../nbs/04a_level2.ipynb #f740f1bf
 def _peak_mb()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
@@ -564,16 +572,16 @@ def bench_stack(n_rows:int=752_803, # Slices (752,803 = the full stage-2 train s
                 n_folds:int=5, # Folds of the table
                 folds:int|None=None, # Folds to fit (default: all)
                 reference:bool=True, # Also time the plain-pandas feature reference
-                log=print, **params)->AttrDict:
+                **params)->AttrDict:
     "Time and peak memory of level 2's features and LightGBM fit on a synthetic table of `n_rows` slices"
     s = level2_params(k=k, **params)
     t0 = time.time(); tab = bench_table(n_rows, n_folds); t_tab = time.time()-t0
     prior = tab[LABELS].to_numpy().mean(0).clip(.01, .99)
     preds = [fake_preds(tab['ID'], tab[LABELS].to_numpy(), prior, seed=i) for i in range(n_models)]
-    log(f"[bench] table: {n_rows:,} slices in {tab.SeriesInstanceUID.nunique():,} series, {n_models} models, k={s.k} "
+    log.info(f"[bench] table: {n_rows:,} slices in {tab.SeriesInstanceUID.nunique():,} series, {n_models} models, k={s.k} "
         f"(synthetic in {t_tab:.1f} s); peak memory so far {_peak_mb():,.0f} MB")
     t0, c0 = time.time(), _cpu_s(); x = slice_features(tab, preds, s.k); t_feat, c_feat = time.time()-t0, _cpu_s()-c0
-    log(f"[bench] features: {x.shape[1]} columns, {x.memory_usage().sum()/2**20:,.0f} MB float32, {t_feat:.2f} s "
+    log.info(f"[bench] features: {x.shape[1]} columns, {x.memory_usage().sum()/2**20:,.0f} MB float32, {t_feat:.2f} s "
         f"(CPU {c_feat:.1f} s; {n_rows/t_feat:,.0f} rows/s)")
     r = AttrDict(n_rows=n_rows, n_features=x.shape[1], t_features=t_feat)
     y, fo = tab[LABELS].to_numpy(), tab['fold'].to_numpy()
@@ -584,14 +592,14 @@ def bench_stack(n_rows:int=752_803, # Slices (752,803 = the full stage-2 train s
         fit = fit_level2(x, y, fo, s, fit_folds=[f])
         times.append(time.time()-t1); cpus.append(_cpu_s()-c1)
         oof[fo == f] = fit.oof[fo == f]
-        log(f"[bench] fold {f}: fit 6 labels x {int(s.n_rounds)} rounds on {(fo != f).sum():,} rows + predict "
+        log.info(f"[bench] fold {f}: fit 6 labels x {int(s.n_rounds)} rounds on {(fo != f).sum():,} rows + predict "
             f"{(fo == f).sum():,}: {times[-1]:.1f} s (CPU {_cpu_s()-c1:.1f} s); peak memory {_peak_mb():,.0f} MB")
     held = np.isin(fo, use)
     r.update(t_fold=float(np.mean(times)), t_fit=float(sum(times)), cpu_fit=float(sum(cpus)), folds=len(use), peak_mb=_peak_mb(),
              wll_l2=weighted_log_loss(y[held], oof[held]),
              wll_l1avg=weighted_log_loss(y[held], x.loc[held, [f'avg_{l}' for l in LABELS]].to_numpy()))
-    log(f"[bench] held-out weighted log loss (synthetic): L1 average {r.wll_l1avg:.4f}, level 2 {r.wll_l2:.4f}")
-    log(f"[bench] level-2 fit: {r.t_fit:.1f} s (CPU {r.cpu_fit:.1f} s) for {len(use)} fold(s); all {n_folds} folds "
+    log.info(f"[bench] held-out weighted log loss (synthetic): L1 average {r.wll_l1avg:.4f}, level 2 {r.wll_l2:.4f}")
+    log.info(f"[bench] level-2 fit: {r.t_fit:.1f} s (CPU {r.cpu_fit:.1f} s) for {len(use)} fold(s); all {n_folds} folds "
         f"would take about {r.t_fold*n_folds:.0f} s (CPU {r.cpu_fit/len(use)*n_folds:.0f} s); features + fit of all folds about {t_feat + r.t_fold*n_folds:.0f} s; "
         f"peak memory of the process {r.peak_mb:,.0f} MB; {os.cpu_count()} CPU cores, num_threads={s.get('num_threads')}, "
         f"load average {os.getloadavg()[0]:.1f}")
@@ -599,7 +607,7 @@ def bench_stack(n_rows:int=752_803, # Slices (752,803 = the full stage-2 train s
         t0, c0 = time.time(), _cpu_s(); ref = _reference_features(tab, preds, s.k); r.t_reference, c_ref = time.time()-t0, _cpu_s()-c0
         np.testing.assert_allclose(ref.to_numpy(), x.to_numpy(), atol=1e-5, rtol=0)  # same values, NaN where NaN
         del ref
-        log(f"[bench] plain-pandas reference (merge + groupby-shift), same values: {r.t_reference:.2f} s (CPU {c_ref:.1f} s); "
+        log.info(f"[bench] plain-pandas reference (merge + groupby-shift), same values: {r.t_reference:.2f} s (CPU {c_ref:.1f} s); "
             f"ihd's vectorised builder is {r.t_reference/t_feat:.2f}x as fast in wall time, {c_ref/max(c_feat, 1e-3):.2f}x in CPU time")
     return r
 
@@ -625,7 +633,6 @@ def ihd_validate(sub:str, # Submission CSV to check
                  any_order:store_true=False # Accept rows in another order than the sample's
                 ):
     "Validate a submission CSV against the competition's sample submission; exit status 1 when invalid"
-    from ihd.core import kaggle_layout
     sample = sample or kaggle_layout(data).sample_csv
     try: r = validate_submission(sub, sample, order=not any_order)
     except (ValueError, FileNotFoundError) as e:
