@@ -256,7 +256,9 @@ def folds_hash(df:pd.DataFrame # Has `ID` and `fold` columns
     return hashlib.sha1('\n'.join(lines).encode()).hexdigest()[:12]
 
 # %% ../nbs/00a_core.ipynb #acca95c9
-_ID_RE = re.compile(r'^(ID_[0-9a-fA-F]+)_([A-Za-z]+)$')
+# `<image>_<subtype>`: the image ID is whatever precedes the last underscore (hospital files are not always
+# `ID_<hex>`); whether that image exists is checked against the files in stage 0
+_ID_RE = re.compile(r'^(\S+)_([A-Za-z]+)$')
 
 def read_long(path:Path|str, # A long `ID,Label` CSV: labels, a sample submission or a submission
               what:str='label CSV' # What the file is, for the messages
@@ -282,7 +284,7 @@ def read_labels(path:Path|str # A long `ID,Label` CSV (e.g. `stage_2_train.csv`)
     lab = pd.to_numeric(df['Label'], errors='coerce')
     bad_id, bad_sub = df['image'].isna(), df['image'].notna() & ~df['label'].isin(LABELS)
     bad_val = ~bad_id & ~bad_sub & ~lab.isin([0, 1])
-    reps = [_problems(df, bad_id, 'malformed ID (expected ID_<hex>_<subtype>)'),
+    reps = [_problems(df, bad_id, 'malformed ID (expected <image>_<subtype>)'),
             _problems(df, bad_sub, 'unknown subtype'), _problems(df, bad_val, 'label is not 0 or 1')]
     ok = ~(bad_id | bad_sub | bad_val)
     df = df[ok].assign(Label=lab[ok].astype(np.int8))
