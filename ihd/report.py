@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_report.ipynb #1bee6750
 from __future__ import annotations
-import json, html
+import json, html, logging, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib
@@ -12,13 +12,17 @@ from matplotlib import pyplot as plt
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
 from sklearn.metrics import roc_curve, roc_auc_score
-from .core import (LABELS, SUBTYPES, LABEL_WEIGHTS, CLIP, settings, label_log_loss,
-                      weighted_log_loss, prior_baseline, is_test)
-from .synth import stage_paths
+from .core import (LABELS, SUBTYPES, STAGES, label_log_loss, weighted_log_loss, prior_baseline, data_root, work_dir,
+                      models_dir, require, atomic_path, write_text, level1_runs, fold_dirs, level2_dir)
+from .pixels import Recipe, preprocess
+from .cache import SliceCache
+
+log = logging.getLogger(__name__)
+
 
 # %% auto #0
-__all__ = ['metrics_table', 'md_table', 'plot_roc', 'calibration_table', 'plot_calibration', 'pick_examples', 'slice_title',
-           'plot_montage', 'collect_predictions', 'load_examples', 'build_report', 'ihd_report']
+__all__ = ['log', 'metrics_table', 'md_table', 'plot_roc', 'calibration_table', 'plot_calibration', 'pick_examples',
+           'slice_title', 'plot_montage', 'collect_predictions', 'load_examples', 'build_report', 'ihd_report']
 
 # %% ../nbs/04b_report.ipynb #f06a738b
 def metrics_table(y, # (n, 6) targets
@@ -156,17 +160,16 @@ def collect_predictions(work:Path|str, # Stage-0 folder with `train.parquet` (la
                        )->AttrDict:
     "Labels and out-of-fold predictions (ID + LABELS frames, same rows) of each run, the level-1 average and level 2"
     work, models = Path(work), Path(models)
-    if not (work/'train.parquet').is_file(): raise FileNotFoundError(f"labels not found: {work/'train.parquet'} (run stage 0)")
-    y = pd.read_parquet(work/'train.parquet', columns=['ID']+LABELS+['fold'])
-    runs = {}
-    for f in sorted(models.glob('*/fold*/oof.parquet')):
-        if f.parent.parent.name != 'level2': runs.setdefault(f.parent.parent.name, []).append(f)
-    if not runs: raise FileNotFoundError(f"no level-1 out-of-fold predictions under {models} (run stage 3)")
+    y = pd.read_parquet(require(work/'train.parquet', 0, 'labels'), columns=['ID']+LABELS+['fold'])
+    runs = {r.name: fs for r in level1_runs(models) if (fs := [d/'oof.parquet' for d in fold_dirs(r) if (d/'oof.parquet').is_file()])}
+    if not runs:
+        s = STAGES[3]
+        raise FileNotFoundError(f"no level-1 out-of-fold predictions under {models}: run `{s.command}` first (stage {s.n}, nbs/{s.nb}.ipynb)")
     preds = {k: _read_oof(v) for k,v in runs.items()}
     ids = set(y.ID)
     for p in preds.values(): ids &= set(p.ID)
-    if (models/'level2'/'oof.parquet').is_file():
-        preds['level 2'] = _read_oof([models/'level2'/'oof.parquet']); ids &= set(preds['level 2'].ID)
+    if (level2_dir(models)/'oof.parquet').is_file():
+        preds['level 2'] = _read_oof([level2_dir(models)/'oof.parquet']); ids &= set(preds['level 2'].ID)
     order = [i for i in y.ID if i in ids]
     al = {k: p.set_index('ID').loc[order, LABELS].reset_index() for k,p in preds.items()}
     l1 = [k for k in al if k != 'level 2']
@@ -174,53 +177,43 @@ def collect_predictions(work:Path|str, # Stage-0 folder with `train.parquet` (la
     al = {**{k: al[k] for k in l1}, 'L1 average': avg, **({'level 2': al['level 2']} if 'level 2' in al else {})}
     return AttrDict(y=y.set_index('ID').loc[order].reset_index(), y_train=y, preds=al, runs=l1)
 
-# %% ../nbs/04b_report.ipynb #287ad656
-def _fake_run(tmp:Path, n:int=120, seed:int=0)->AttrDict:
-    "Folders shaped like stage 0/3/4 outputs (labels, 2 runs x 2 folds of OOF, level 2), for tests"
-    rng = np.random.default_rng(seed)
-    work, models = tmp/'work', tmp/'models'
-    y = (rng.random((n, 6)) < [.05, .1, .1, .15, .2, 0]).astype(np.int8); y[:, 5] = y[:, :5].max(1)
-    ids = [f'ID_{i:05x}' for i in range(n)]
-    tr = pd.DataFrame(y, columns=LABELS).assign(ID=ids, fold=np.arange(n) % 2)[['ID']+LABELS+['fold']]
-    work.mkdir(parents=True); tr.to_parquet(work/'train.parquet')
-    for r, noise in [('resnet18_x', .25), ('resnet34_x', .3), ('level2', .15)]:
-        p = np.clip(.1 + .7*y + rng.normal(0, noise, y.shape), .01, .99).astype(np.float32)
-        df = pd.DataFrame(p, columns=LABELS).assign(ID=ids)[['ID']+LABELS]
-        if r == 'level2':
-            (models/r).mkdir(parents=True); df.to_parquet(models/r/'oof.parquet')
-        else:
-            for k in range(2):
-                (models/r/f'fold{k}').mkdir(parents=True); df[tr.fold == k].to_parquet(models/r/f'fold{k}'/'oof.parquet')
-    pd.DataFrame(dict(model=['resnet18_x', 'L1 average', 'level 2', 'prior baseline'], weighted=[.2, .18, .12, .3])
-                ).to_csv(models/'level2'/'report.csv', index=False)
-    return AttrDict(work=work, models=models, y=tr)
-
 # %% ../nbs/04b_report.ipynb #0a4e0096
+def _example_recipe(models:Path)->Recipe:
+    "The pixel recipe of the first level-1 run's first fold (`run.json`), without neighbours; else the settings'"
+    rj = next((d/'run.json' for r in level1_runs(models) for d in fold_dirs(r) if (d/'run.json').is_file()), None)
+    return Recipe.from_dict({**json.loads(rj.read_text())['recipe'], 'neighbours': 0}) if rj else Recipe.from_settings(neighbours=0)
+
+def _cached_examples(ids, work, rec)->dict:
+    "The slices of `ids` that stage 2's cache holds (none when there is no cache of `rec`)"
+    try: sc = SliceCache(work, rec)
+    except FileNotFoundError as e:
+        log.info(f"[report] example slices are decoded from DICOM: {e}"); return {}
+    except ValueError as e:
+        warnings.warn(f"example slices are decoded from DICOM, the cache does not match the run's recipe: {e}"); return {}
+    return {i: sc[i] for i in ids if i in sc}
+
+def _decoded_examples(ids, work, rec, data)->dict:
+    "The slices of `ids` decoded from the DICOM files that stage 0's header table names (a warning for each that fails)"
+    if not ids or not (work/'headers.parquet').is_file(): return {}
+    h, out = pd.read_parquet(work/'headers.parquet', columns=['ID', 'path']).set_index('ID'), {}
+    for i in ids:
+        if i not in h.index: warnings.warn(f"example slice {i} is not in {work/'headers.parquet'}"); continue
+        try: out[i] = preprocess(data_root(data)/h.loc[i, 'path'], rec)
+        except Exception as e: warnings.warn(f"example slice {i} ({h.loc[i, 'path']}) could not be decoded: {type(e).__name__}: {e}")
+    return out
+
 def load_examples(ids:list, # Image IDs
                   work:Path|str, # Stage-0/2 folder (header table, cache)
                   models:Path|str, # Level-1 runs (for the recipe)
                   data:Path|str|None=None # Kaggle-layout root, for decoding DICOM when the cache misses
                  )->list:
     "uint8 (sz, sz, n_windows) arrays of `ids` (the centre slice only), `None` where a slice cannot be had"
-    from ihd.pixels import Recipe, preprocess
     work, models = Path(work), Path(models)
-    rj = next(iter(sorted(f for f in models.glob('*/fold*/run.json') if f.parent.parent.name != 'level2')), None)
-    rec = Recipe.from_dict({**json.loads(rj.read_text())['recipe'], 'neighbours': 0}) if rj else Recipe.from_settings(neighbours=0)
-    out = {}
-    try:
-        from ihd.cache import SliceCache
-        sc = SliceCache(work, rec)
-        for i in ids:
-            if i in sc: out[i] = sc[i]
-    except Exception: pass
-    missing = [i for i in ids if i not in out]
-    if missing and (work/'headers.parquet').is_file():
-        from ihd.core import data_root
-        h = pd.read_parquet(work/'headers.parquet', columns=['ID', 'path']).set_index('ID')
-        for i in missing:
-            try: out[i] = preprocess(data_root(data)/h.loc[i, 'path'], rec)
-            except Exception: pass
+    rec = _example_recipe(models)
+    out = _cached_examples(ids, work, rec)
+    out.update(_decoded_examples([i for i in ids if i not in out], work, rec, data))
     return [out.get(i) for i in ids]
+
 
 # %% ../nbs/04b_report.ipynb #23459ba8
 def _html(md_parts:list)->str:
@@ -245,6 +238,39 @@ def _md(md_parts:list)->str:
         elif kind == 'img': out.append(f'![{Path(c).stem}]({c})')
     return '\n\n'.join(out) + '\n'
 
+def _save_fig(fig, path:Path):
+    "Save `fig` as a PNG, atomically, and close it"
+    with atomic_path(path) as t: fig.savefig(t, dpi=90)
+    plt.close(fig)
+
+def _metric_parts(cp:AttrDict, models:Path, out:Path)->list:
+    "Report parts of the metrics (stage 4's table, `metrics.csv`), ROC curves and calibration; writes their files"
+    y, P = cp.y[LABELS].to_numpy(), {k: v[LABELS].to_numpy() for k,v in cp.preds.items()}
+    parts, rep = [], level2_dir(models)/'report.csv'
+    if rep.is_file(): parts += [('h2', 'Metrics per model and level (stage 4 report)'), ('table', pd.read_csv(rep))]
+    mt = metrics_table(y, P, folds=cp.y['fold'].to_numpy())
+    with atomic_path(out/'metrics.csv') as t: mt.to_csv(t, index=False)
+    parts += [('h2', 'Out-of-fold log loss and AUC per model, against the prior-only baseline'),
+              ('p', 'Weighted log loss is the competition metric (any x2, clipped at 1e-6); lower is better. '
+                    'mean_auc averages the labels that have positives.'), ('table', mt)]
+    curves = {k: P[k] for k in ('L1 average', 'level 2') if k in P}
+    _save_fig(plot_roc(y, curves), out/'roc.png'); _save_fig(plot_calibration(y, curves), out/'calibration.png')
+    return parts + [('h2', 'ROC curves per label'), ('img', 'roc.png'), ('h2', 'Calibration'), ('img', 'calibration.png')]
+
+def _example_parts(cp:AttrDict, out:Path, n_examples:int, load_images)->list:
+    "Report parts of the example montage (best predictions: level 2, else the level-1 average); writes `montage.png`"
+    which = 'level 2' if 'level 2' in cp.preds else 'L1 average'
+    best, parts = cp.preds[which], []
+    ids = pick_examples(cp.y, best, n_examples)
+    ok = [(i, im) for i, im in zip(ids, load_images(ids)) if im is not None]
+    yi, pi = cp.y.set_index('ID'), best.set_index('ID')
+    if ok:
+        _save_fig(plot_montage([im for _, im in ok], [slice_title(i, yi.loc[i], pi.loc[i]) for i, _ in ok]), out/'montage.png')
+        parts += [('h2', 'Example slices: true labels and predicted probabilities ('
+                   + ('level 2' if which == 'level 2' else 'level-1 average') + ')'), ('img', 'montage.png')]
+    if len(ok) < len(ids): parts.append(('p', f'{len(ids)-len(ok)} example slice(s) could not be loaded from the cache or DICOM.'))
+    return parts
+
 def build_report(data:Path|str|None=None, # Kaggle-layout root (for decoding example slices)
                  work:Path|str|None=None, # Stage 0/2 folder (default: per dataset)
                  models:Path|str|None=None, # Level-1 runs and level 2 (default: per dataset)
@@ -253,42 +279,17 @@ def build_report(data:Path|str|None=None, # Kaggle-layout root (for decoding exa
                  load_images=None # `ids -> list of arrays` (default: `load_examples`)
                 )->Path:
     "Write the results report (Markdown + HTML + PNGs) of the runs in `models`; returns `report.md`"
-    from ihd.core import work_dir, models_dir
     work, models = work_dir(data, work), models_dir(data, models)
     out = Path(out) if out else models/'report'
-    out.mkdir(parents=True, exist_ok=True)
     cp = collect_predictions(work, models)
-    y = cp.y[LABELS].to_numpy()
-    P = {k: v[LABELS].to_numpy() for k,v in cp.preds.items()}
-    from ihd.core import data_root
     parts = [('h1', f'ihd report: {data_root(data).name}'),
              ('p', f'{len(cp.y)} labelled slices with out-of-fold predictions from {len(cp.runs)} level-1 run(s): '
-                   f'{", ".join(cp.runs)}' + ('; level 2 present.' if 'level 2' in P else '; no level 2.'))]
-    rep = models/'level2'/'report.csv'
-    if rep.is_file():
-        parts += [('h2', 'Metrics per model and level (stage 4 report)'), ('table', pd.read_csv(rep))]
-    mt = metrics_table(y, P, folds=cp.y['fold'].to_numpy())
-    mt.to_csv(out/'metrics.csv', index=False)
-    parts += [('h2', 'Out-of-fold log loss and AUC per model, against the prior-only baseline'),
-              ('p', 'Weighted log loss is the competition metric (any x2, clipped at 1e-6); lower is better. '
-                    'mean_auc averages the labels that have positives.'), ('table', mt)]
-    curves = {k: P[k] for k in ('L1 average', 'level 2') if k in P}
-    plot_roc(y, curves).savefig(out/'roc.png', dpi=90); plt.close('all')
-    plot_calibration(y, curves).savefig(out/'calibration.png', dpi=90); plt.close('all')
-    parts += [('h2', 'ROC curves per label'), ('img', 'roc.png'), ('h2', 'Calibration'), ('img', 'calibration.png')]
-    best = cp.preds['level 2' if 'level 2' in P else 'L1 average']
-    ids = pick_examples(cp.y, best, n_examples)
-    ims = (load_images or (lambda i: load_examples(i, work, models, data)))(ids)
-    ok = [(i, im) for i, im in zip(ids, ims) if im is not None]
-    yi, pi = cp.y.set_index('ID'), best.set_index('ID')
-    if ok:
-        plot_montage([im for _, im in ok], [slice_title(i, yi.loc[i], pi.loc[i]) for i, _ in ok]).savefig(out/'montage.png', dpi=90)
-        plt.close('all')
-        parts += [('h2', 'Example slices: true labels and predicted probabilities ('
-                   + ('level 2' if 'level 2' in P else 'level-1 average') + ')'), ('img', 'montage.png')]
-    if len(ok) < len(ids): parts.append(('p', f'{len(ids)-len(ok)} example slice(s) could not be loaded from the cache or DICOM.'))
-    (out/'report.md').write_text(_md(parts)); (out/'report.html').write_text(_html(parts))
+                   f'{", ".join(cp.runs)}' + ('; level 2 present.' if 'level 2' in cp.preds else '; no level 2.'))]
+    parts += _metric_parts(cp, models, out)
+    parts += _example_parts(cp, out, n_examples, load_images or (lambda i: load_examples(i, work, models, data)))
+    write_text(_md(parts), out/'report.md'); write_text(_html(parts), out/'report.html')
     return out/'report.md'
+
 
 # %% ../nbs/04b_report.ipynb #c23a23c8
 @call_parse
