@@ -4,7 +4,7 @@
 
 # %% ../nbs/00c_tables.ipynb #0792303d
 from __future__ import annotations
-import os, re, json, time, struct, warnings, resource, hashlib
+import os, re, json, time, struct, logging, warnings, resource, hashlib
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -16,15 +16,16 @@ from pydicom import dcmread, config as dcm_config
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from sklearn.model_selection import StratifiedGroupKFold
-from .core import (LABELS, SUBTYPES, settings, kaggle_layout, work_dir, read_labels, folds_hash,
-                      rsna_sample)
+from .core import (LABELS, SUBTYPES, merge_settings, kaggle_layout, work_dir, read_labels, folds_hash, require,
+                      atomic_path, write_json)
 from .synth import stage_paths
 
+log = logging.getLogger('ihd.tables')  # not __name__: that is '__main__' when this cell runs in the notebook
+
 # %% auto #0
-__all__ = ['CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'FULL_SET', 'quiet_pydicom', 'clean_id',
+__all__ = ['log', 'CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'quiet_pydicom', 'clean_id',
            'read_header', 'list_dicoms', 'n_cores', 'read_headers', 'add_slice_order', 'join_labels', 'make_folds',
-           'data_signature', 'load_tables', 'say_bad', 'make_tables', 'ihd_tables', 'check_slice_order',
-           'bench_headers']
+           'data_signature', 'load_tables', 'say_bad', 'make_tables', 'ihd_tables', 'check_slice_order']
 
 # %% ../nbs/00c_tables.ipynb #cf462f96
 CHECKS = dict(  # check code: (severity, what it means)
@@ -97,28 +98,76 @@ def clean_id(name:str)->str:
     return name[:-4].strip() if name.lower().endswith('.dcm') else Path(name).stem.strip()
 
 # %% ../nbs/00c_tables.ipynb #e76608ff
+def _name_problems(path:Path, ID:str)->list:
+    "Warnings about a file name: whitespace, or not `ID_<hex>.dcm`"
+    probs = []
+    if any(c.isspace() for c in path.name):
+        probs.append(_problem('whitespace', f"file name {path.name!r} has whitespace: ID taken as {ID!r}"))
+    if not _NAME_RE.match(ID): probs.append(_problem('name', f"file name is not ID_<hex>.dcm (ID {ID!r})"))
+    return probs
+
+def _read_tags(path:Path)->tuple[dict, tuple|None]:
+    "The `REQUIRED` and optional tag values of a DICOM header, and where its PixelData element is"
+    with quiet_pydicom(), open(path, 'rb') as fp:
+        ds = dcmread(fp, stop_before_pixels=True)
+        px = _pixel_element(fp, ds)
+        return {k: ds.get(k) for k in REQUIRED + _OPTIONAL}, px
+
+def _geometry(vals:dict)->tuple[np.ndarray, np.ndarray]:
+    "ImagePositionPatient and the slice normal; `ValueError` when either tag is malformed"
+    try:
+        ipp = np.array([float(o) for o in vals['ImagePositionPatient']])
+        iop = np.array([float(o) for o in vals['ImageOrientationPatient']])
+    except (TypeError, ValueError) as e: raise ValueError(f"non-numeric position or orientation: {e}") from e
+    if ipp.shape != (3,) or iop.shape != (6,): raise ValueError(f"{ipp.shape[0]} position and {iop.shape[0]} orientation values")
+    normal = np.cross(iop[:3], iop[3:])
+    if not np.linalg.norm(normal) > 0.5: raise ValueError("orientation cosines do not span a plane")
+    return ipp, normal
+
+def _pixel_problem(px, vals:dict, rows:int, cols:int, size:int, probs:list)->tuple|None:
+    "The fatal `(check, reason)` of the PixelData element, or `None` (its warnings are added to `probs`)"
+    if px is None: return 'no_pixels', "no PixelData (7FE0,0010)"
+    start, length, vr = px
+    if length == 0xFFFFFFFF:
+        probs.append(_problem('compressed', "compressed (encapsulated) PixelData: length not checked")); return None
+    bits = int(vals['BitsAllocated'] or 16)
+    need = rows*cols*int(vals['SamplesPerPixel'] or 1)*bits//8
+    if length < 0 or start + length > size:
+        return 'truncated', f"truncated: PixelData declares {max(length, 0)} bytes, the file holds {max(size - start, 0)}"
+    if length < need: return 'pixel_length', f"PixelData has {length} bytes, {rows}x{cols} at {bits} bits needs {need}"
+    if length > need + 1: probs.append(_problem('extra_bytes', f"PixelData has {length - need} bytes more than {rows}x{cols} needs"))
+    return None
+
+def _header_row(path:Path, root, split, ID, vals, ipp, normal, rows, cols, sop)->dict:
+    "The header-table row of one readable file"
+    ps = vals['PixelSpacing'] or [np.nan, np.nan]
+    root = Path(root) if root else path.parent.parent
+    return dict(ID=ID, split=split, path=path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path),
+                PatientID=str(vals['PatientID']), StudyInstanceUID=str(vals['StudyInstanceUID']),
+                SeriesInstanceUID=str(vals['SeriesInstanceUID']), SOPInstanceUID=sop,
+                z=float(ipp @ normal), Rows=rows, Columns=cols,
+                PixelSpacing_r=_first(ps[0]), PixelSpacing_c=_first(ps[1]) if len(ps) > 1 else np.nan,
+                BitsStored=int(vals['BitsStored']), PixelRepresentation=int(vals['PixelRepresentation']),
+                RescaleSlope=_first(vals['RescaleSlope']), RescaleIntercept=_first(vals['RescaleIntercept']),
+                WindowCenter=_first(vals['WindowCenter']), WindowWidth=_first(vals['WindowWidth']),
+                Modality=str(vals['Modality'] or 'CT'), BitsAllocated=int(vals['BitsAllocated'] or 16),
+                tilt=float(np.degrees(np.arccos(np.clip(abs(normal[2])/np.linalg.norm(normal), 0, 1)))))
+
 def read_header(path:Path|str, # A `.dcm` file
                 root:Path|str|None=None, # Data root: `path` is stored relative to it
                 split:str|None=None # 'train' or 'test'
                )->tuple[dict|None, list]:
     "One file's header row (`None` when the file is unusable) and its problems `[(check, reason, severity)]`"
     path = Path(path)
-    probs = []
-    def err(check, reason): return None, probs + [_problem(check, reason)]
     ID = clean_id(path.name)
-    if any(c.isspace() for c in path.name):
-        probs.append(_problem('whitespace', f"file name {path.name!r} has whitespace: ID taken as {ID!r}"))
-    if not _NAME_RE.match(ID): probs.append(_problem('name', f"file name is not ID_<hex>.dcm (ID {ID!r})"))
+    probs = _name_problems(path, ID)
+    def err(check, reason): return None, probs + [_problem(check, reason)]
     try: size = path.stat().st_size
     except OSError as e: return err('header', f"cannot open: {e.strerror}")
     if size == 0: return err('empty', "empty file (0 bytes)")
-    try:
-        with quiet_pydicom(), open(path, 'rb') as fp:
-            ds = dcmread(fp, stop_before_pixels=True)
-            px = _pixel_element(fp, ds)
-            vals = {k: ds.get(k) for k in REQUIRED + _OPTIONAL}
+    try: vals, px = _read_tags(path)
     except InvalidDicomError: return err('not_dicom', "not a DICOM file (no 'DICM' marker)")
-    except Exception as e: return err('header', f"unreadable DICOM header ({type(e).__name__}: {e})")
+    except Exception as e: return err('header', f"unreadable DICOM header ({type(e).__name__}: {e})")  # reported, not silent
     mod = vals['Modality']
     if mod in (None, ''): probs.append(_problem('no_modality', "no Modality tag (taken as CT)"))
     elif str(mod).upper() != 'CT': return err('modality', f"Modality {mod}, not CT")
@@ -126,41 +175,17 @@ def read_header(path:Path|str, # A `.dcm` file
     if missing and px is None:
         return err('header', f"header incomplete: the file ({size} bytes) ends with no PixelData and no {', '.join(missing)}")
     if missing: return err('missing_tags', f"missing required tag(s): {', '.join(missing)}")
-    try:
-        ipp = np.array([float(o) for o in vals['ImagePositionPatient']])
-        iop = np.array([float(o) for o in vals['ImageOrientationPatient']])
-        assert ipp.shape == (3,) and iop.shape == (6,)
-        normal = np.cross(iop[:3], iop[3:])
-        assert np.linalg.norm(normal) > 0.5
-    except Exception: return err('geometry', "malformed ImagePositionPatient / ImageOrientationPatient")
+    try: ipp, normal = _geometry(vals)
+    except ValueError: return err('geometry', "malformed ImagePositionPatient / ImageOrientationPatient")
     rows, cols = int(vals['Rows']), int(vals['Columns'])
     if min(rows, cols) < MIN_SIZE: return err('too_small', f"image size {rows}x{cols} is below {MIN_SIZE} pixels")
-    if px is None: return err('no_pixels', "no PixelData (7FE0,0010)")
-    start, length, vr = px
-    if length == 0xFFFFFFFF: probs.append(_problem('compressed', "compressed (encapsulated) PixelData: length not checked"))
-    else:
-        bits = int(vals['BitsAllocated'] or 16)
-        need = rows*cols*int(vals['SamplesPerPixel'] or 1)*bits//8
-        if length < 0 or start + length > size:
-            return err('truncated', f"truncated: PixelData declares {max(length, 0)} bytes, the file holds {max(size - start, 0)}")
-        if length < need: return err('pixel_length', f"PixelData has {length} bytes, {rows}x{cols} at {bits} bits needs {need}")
-        if length > need + 1: probs.append(_problem('extra_bytes', f"PixelData has {length - need} bytes more than {rows}x{cols} needs"))
+    fatal = _pixel_problem(px, vals, rows, cols, size, probs)
+    if fatal: return err(*fatal)
     if (rows, cols) != (512, 512): probs.append(_problem('size', f"image size {rows}x{cols}, not 512x512 (kept: stage 1 resizes)"))
     sop = str(vals['SOPInstanceUID'] or '')
     if sop != ID: probs.append(_problem('sop', f"SOPInstanceUID {sop!r} differs from the file name ID"))
-    ps = vals['PixelSpacing'] or [np.nan, np.nan]
-    root = Path(root) if root else path.parent.parent
-    row = dict(ID=ID, split=split, path=path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path),
-               PatientID=str(vals['PatientID']), StudyInstanceUID=str(vals['StudyInstanceUID']),
-               SeriesInstanceUID=str(vals['SeriesInstanceUID']), SOPInstanceUID=sop,
-               z=float(ipp @ normal), Rows=rows, Columns=cols,
-               PixelSpacing_r=_first(ps[0]), PixelSpacing_c=_first(ps[1]) if len(ps) > 1 else np.nan,
-               BitsStored=int(vals['BitsStored']), PixelRepresentation=int(vals['PixelRepresentation']),
-               RescaleSlope=_first(vals['RescaleSlope']), RescaleIntercept=_first(vals['RescaleIntercept']),
-               WindowCenter=_first(vals['WindowCenter']), WindowWidth=_first(vals['WindowWidth']),
-               Modality=str(mod or 'CT'), BitsAllocated=int(vals['BitsAllocated'] or 16),
-               tilt=float(np.degrees(np.arccos(np.clip(abs(normal[2])/np.linalg.norm(normal), 0, 1)))))
-    return row, probs
+    return _header_row(path, root, split, ID, vals, ipp, normal, rows, cols, sop), probs
+
 
 # %% ../nbs/00c_tables.ipynb #293dc817
 def list_dicoms(root:Path|str # Kaggle-layout root
@@ -284,20 +309,14 @@ def make_folds(train:pd.DataFrame, # Labelled rows with `PatientID` and the 6 la
     with warnings.catch_warnings():  # a stratum with fewer members than folds is expected for rare subtypes
         warnings.filterwarnings('ignore', message='The least populated class', category=UserWarning)
         for k, (_, va) in enumerate(sgkf.split(np.zeros(len(train)), key, train['PatientID'])): fold[va] = k
-    assert (fold >= 0).all() and len(set(fold)) == n_folds, f"empty fold: sizes {np.bincount(fold, minlength=n_folds)}"
+    if not ((fold >= 0).all() and len(set(fold)) == n_folds):
+        raise RuntimeError(f"make_folds: empty fold, sizes {np.bincount(fold[fold >= 0], minlength=n_folds)}")
     spans = train.assign(fold=fold).groupby('PatientID')['fold'].nunique()
-    assert spans.max() == 1, f"patients in two folds: {list(spans[spans > 1].index[:5])}"
+    if spans.max() != 1: raise RuntimeError(f"make_folds: patients in two folds: {list(spans[spans > 1].index[:5])}")
     return fold
 
 # %% ../nbs/00c_tables.ipynb #7a684110
 OUTPUTS = ['headers.parquet', 'train.parquet', 'test.parquet', 'bad_files.csv', 'label_report.csv', 'tables.json']
-
-def _atomic(path:Path, write):
-    "Call `write(tmp)` on a temporary name beside `path`, then rename it to `path`"
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try: write(tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
 
 def _done(work:Path)->bool: return all((work/o).is_file() for o in OUTPUTS)
 
@@ -315,7 +334,7 @@ def load_tables(work:Path|str # Folder `make_tables` wrote to
                )->AttrDict:
     "The stage-0 tables: `train`, `test`, `headers`, plus `bad`, `label_report` and the `info` manifest"
     work = Path(work)
-    if not _done(work): raise FileNotFoundError(f"stage-0 tables not (all) found in {work}: run make_tables / ihd_tables first")
+    for o in OUTPUTS: require(work/o, 0, 'stage-0 table')
     return AttrDict(train=pd.read_parquet(work/'train.parquet'), test=pd.read_parquet(work/'test.parquet'),
                     headers=pd.read_parquet(work/'headers.parquet'),
                     bad=pd.read_csv(work/'bad_files.csv', dtype=str, keep_default_na=False).reindex(columns=BAD_COLUMNS),
@@ -324,17 +343,78 @@ def load_tables(work:Path|str # Folder `make_tables` wrote to
 
 # %% ../nbs/00c_tables.ipynb #023af308
 def _say(lines, n=20):
-    for l in lines[:n]: print('  ' + l)
-    if len(lines) > n: print(f"  ... {len(lines) - n} more")
+    for l in lines[:n]: log.info('  ' + l)
+    if len(lines) > n: log.info(f"  ... {len(lines) - n} more")
 
 def say_bad(bad:pd.DataFrame, # A bad-files report
-            n:int=50 # Most error lines to print
+            n:int=50 # Most error lines to log
            ):
-    "Print one line per unreadable file, and the warnings grouped by check with an example each (all are in the CSV)"
+    "Log one line per unreadable file, and the warnings grouped by check with an example each (all are in the CSV)"
     err = bad[bad.severity == 'error']
     _say([f"ERROR: {o.file!r}: {o.reason}" for o in err.itertuples()], n)
     for c, g in bad[bad.severity == 'warning'].groupby('check', sort=False):
-        print(f"  WARNING ({len(g)} file{'s'*(len(g) > 1)}) {CHECKS[c][1]}; e.g. {g.file.iloc[0]!r}: {g.reason.iloc[0]}")
+        log.info(f"  WARNING ({len(g)} file{'s'*(len(g) > 1)}) {CHECKS[c][1]}; e.g. {g.file.iloc[0]!r}: {g.reason.iloc[0]}")
+
+def _existing(lay, work:Path, sig:str, n_folds:int, seed:int)->AttrDict|None:
+    "The tables already in `work` when they are complete and made from the same data, else `None`"
+    if not _done(work): return None
+    if json.loads((work/'tables.json').read_text()).get('data_signature') != sig:
+        log.info(f"The data under {lay.root} changed since the stage-0 tables in {work} were made: recomputing them")
+        return None
+    res = load_tables(work)
+    old = res.info['folds']
+    if (old['n_folds_requested'], old['seed']) != (n_folds, seed):
+        warnings.warn(f"the existing folds in {work} were made with n_folds={old['n_folds_requested']}, seed={old['seed']}, "
+                      f"not n_folds={n_folds}, seed={seed}: pass force=True to recompute them")
+    log.info(f"Stage-0 tables found in {work}: skipped (force=True recomputes)")
+    return res
+
+def _read_checked(lay, n_workers, progress)->tuple:
+    "Read every header; the read result, the slice-ordered headers, the bad-files report (with `same_z`) and its errors"
+    r = read_headers(lay.root, n_workers, progress)
+    hd, bad = add_slice_order(r.headers), r.bad
+    dupz = hd[(hd.dz_prev == 0) | (hd.dz_next == 0)]
+    bad = pd.concat([bad, pd.DataFrame(dict(file=dupz.path, severity='warning', check='same_z', reason=[
+        f"same z ({o.z:.3f}) as another slice of series {o.SeriesInstanceUID}: ordered by ID between them"
+        for o in dupz.itertuples()]))], ignore_index=True)
+    fatal = bad[bad.severity == 'error']
+    if len(hd) + fatal.file.nunique() != r.n_files or set(fatal.file) & set(hd.path):
+        raise RuntimeError(f"{lay.root}: {r.n_files} files, but {len(hd)} headers and {fatal.file.nunique()} unreadable "
+                           "(every file must be in exactly one of them)")
+    return r, hd, bad, fatal
+
+def _tables_info(lay, sig, r, hd, bad, fatal, lab, train, n_folds, seed)->dict:
+    "The contents of `tables.json`"
+    return dict(root=lay.root.name, data_signature=sig, files=r.n_files, headers=len(hd), unreadable=int(fatal.file.nunique()),
+                warnings=int((bad.severity == 'warning').sum()), train=len(train), test=len(lab.test),
+                series=dict(train=int(train.SeriesInstanceUID.nunique()), test=int(lab.test.SeriesInstanceUID.nunique())),
+                patients=dict(train=int(train.PatientID.nunique()), test=int(lab.test.PatientID.nunique())),
+                labels=lab.counts, label_report_rows=len(lab.report),
+                folds=dict(n_folds_requested=int(n_folds), n_folds=int(train.fold.max()) + 1, seed=int(seed),
+                           hash=folds_hash(train), sizes=train.fold.value_counts().sort_index().tolist()),
+                read=dict(seconds=round(r.seconds, 3), cpu_seconds=round(r.cpu_seconds, 3), files_per_s=round(r.rate, 1),
+                          n_workers=r.n_workers))
+
+def _write_tables(work:Path, hd, train, lab, bad, info):
+    "Write the outputs, `tables.json` last (it marks the stage finished)"
+    for name, df in (('headers.parquet', hd), ('train.parquet', train), ('test.parquet', lab.test)):
+        with atomic_path(work/name) as t: df.to_parquet(t, index=False)
+    for name, df in (('bad_files.csv', bad), ('label_report.csv', lab.report)):
+        with atomic_path(work/name) as t: df.to_csv(t, index=False)
+    write_json(info, work/'tables.json')
+
+def _log_tables(r, hd, bad, lab, info, work):
+    "A summary of what stage 0 read and wrote"
+    log.info(f"Read {r.n_files} files in {r.seconds:.2f} s ({r.rate:.0f} files/s, {r.n_workers} process(es)): "
+             f"{len(hd)} headers, {info['unreadable']} unreadable, {info['warnings']} warnings")
+    say_bad(bad)
+    log.info(f"Labels: {lab.counts['labelled']} labelled train images, {lab.counts['images_without_labels']} without labels, "
+             f"{lab.counts['labels_without_images']} labelled IDs without an image; {len(lab.report)} label-report rows")
+    _say([f"{o.file}: {o.ID}: {o.reason}" for o in lab.report.itertuples()])
+    log.info(f"Train: {info['train']} slices, {info['series']['train']} series, {info['patients']['train']} patients, "
+             f"{info['folds']['n_folds']} folds of {info['folds']['sizes']} slices; test: {len(lab.test)} slices, "
+             f"{info['series']['test']} series")
+    log.info(f"Wrote {', '.join(OUTPUTS)} to {work}")
 
 def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DATA` or settings)
                 work:Path|str|None=None, # Output folder (default: `work_dir(data)`)
@@ -346,62 +426,21 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
                )->AttrDict:
     "Stage 0: header table, wide labels, folds and reports, written to `work`; skipped when already there"
     lay, work = kaggle_layout(data), work_dir(data, work)
-    s = settings('tables')
-    n_folds = n_folds or s.get('n_folds', 5)
-    seed = s.get('seed', 42) if seed is None else seed
+    s = merge_settings('tables', n_folds=n_folds, seed=seed)
     sig = data_signature(lay.root)
-    if _done(work) and not force and json.loads((work/'tables.json').read_text()).get('data_signature') != sig:
-        print(f"The data under {lay.root} changed since the stage-0 tables in {work} were made: recomputing them")
-        force = True
-    if _done(work) and not force:
-        res = load_tables(work)
-        old = res.info['folds']
-        if (old['n_folds_requested'], old['seed']) != (n_folds, seed):
-            print(f"Warning: the existing folds were made with n_folds={old['n_folds_requested']}, seed={old['seed']}, "
-                  f"not n_folds={n_folds}, seed={seed}: pass force=True to recompute them")
-        print(f"Stage-0 tables found in {work}: skipped (force=True recomputes)")
-        return res
+    if not force and (res := _existing(lay, work, sig, s.n_folds, s.seed)) is not None: return res
     if not lay.train_dir.is_dir(): raise FileNotFoundError(f"no {lay.train_dir.name} folder in {lay.root}")
     work.mkdir(parents=True, exist_ok=True)
     (work/'tables.json').unlink(missing_ok=True)  # not finished until rewritten
-    r = read_headers(lay.root, n_workers, progress)
-    hd, bad = add_slice_order(r.headers), r.bad
-    dupz = hd[(hd.dz_prev == 0) | (hd.dz_next == 0)]
-    bad = pd.concat([bad, pd.DataFrame(dict(file=dupz.path, severity='warning', check='same_z', reason=[
-        f"same z ({o.z:.3f}) as another slice of series {o.SeriesInstanceUID}: ordered by ID between them"
-        for o in dupz.itertuples()]))], ignore_index=True)
-    fatal = bad[bad.severity == 'error']
-    assert len(hd) + fatal.file.nunique() == r.n_files, "every file must be in the headers or an error line"
-    assert not set(fatal.file) & set(hd.path)
+    r, hd, bad, fatal = _read_checked(lay, n_workers, progress)
     lab = join_labels(hd, lay.root, bad)
     train = lab.train
-    train['fold'] = make_folds(train, n_folds, seed)
-    used = int(train.fold.max()) + 1
-    info = dict(root=lay.root.name, data_signature=sig, files=r.n_files, headers=len(hd), unreadable=int(fatal.file.nunique()),
-                warnings=int((bad.severity == 'warning').sum()), train=len(train), test=len(lab.test),
-                series=dict(train=int(train.SeriesInstanceUID.nunique()), test=int(lab.test.SeriesInstanceUID.nunique())),
-                patients=dict(train=int(train.PatientID.nunique()), test=int(lab.test.PatientID.nunique())),
-                labels=lab.counts, label_report_rows=len(lab.report),
-                folds=dict(n_folds_requested=int(n_folds), n_folds=used, seed=int(seed), hash=folds_hash(train),
-                           sizes=train.fold.value_counts().sort_index().tolist()),
-                read=dict(seconds=round(r.seconds, 3), cpu_seconds=round(r.cpu_seconds, 3), files_per_s=round(r.rate, 1),
-                          n_workers=r.n_workers))
-    _atomic(work/'headers.parquet', lambda t: hd.to_parquet(t, index=False))
-    _atomic(work/'train.parquet', lambda t: train.to_parquet(t, index=False))
-    _atomic(work/'test.parquet', lambda t: lab.test.to_parquet(t, index=False))
-    _atomic(work/'bad_files.csv', lambda t: bad.to_csv(t, index=False))
-    _atomic(work/'label_report.csv', lambda t: lab.report.to_csv(t, index=False))
-    _atomic(work/'tables.json', lambda t: t.write_text(json.dumps(info, indent=1)))
-    print(f"Read {r.n_files} files in {r.seconds:.2f} s ({r.rate:.0f} files/s, {r.n_workers} process(es)): "
-          f"{len(hd)} headers, {info['unreadable']} unreadable, {info['warnings']} warnings")
-    say_bad(bad)
-    print(f"Labels: {lab.counts['labelled']} labelled train images, {lab.counts['images_without_labels']} without labels, "
-          f"{lab.counts['labels_without_images']} labelled IDs without an image; {len(lab.report)} label-report rows")
-    _say([f"{o.file}: {o.ID}: {o.reason}" for o in lab.report.itertuples()])
-    print(f"Train: {len(train)} slices, {info['series']['train']} series, {info['patients']['train']} patients, "
-          f"{used} folds of {info['folds']['sizes']} slices; test: {len(lab.test)} slices, {info['series']['test']} series")
-    print(f"Wrote {', '.join(OUTPUTS)} to {work}")
+    train['fold'] = make_folds(train, s.n_folds, s.seed)
+    info = _tables_info(lay, sig, r, hd, bad, fatal, lab, train, s.n_folds, s.seed)
+    _write_tables(work, hd, train, lab, bad, info)
+    _log_tables(r, hd, bad, lab, info, work)
     return load_tables(work)
+
 
 # %% ../nbs/00c_tables.ipynb #84a312ef
 @call_parse
@@ -419,31 +458,15 @@ def ihd_tables(data:str=None, # Kaggle-layout root (default: IHD_DATA or setting
 # %% ../nbs/00c_tables.ipynb #148fbd97
 def check_slice_order(h:pd.DataFrame # A header table
                      )->pd.Series:
-    "Assert `slice_idx` runs 0..n-1 with z non-decreasing in every series; return the count of equal-z steps per series"
+    "Check that `slice_idx` runs 0..n-1 with z non-decreasing in every series (`ValueError` if not); the count of equal-z steps per series"
     h = h.sort_values(['SeriesInstanceUID', 'slice_idx'])
     g = h.groupby('SeriesInstanceUID')
-    assert (g.slice_idx.diff().dropna() == 1).all() and (g.slice_idx.min() == 0).all()
-    assert (g.n_slices.first() == g.size()).all()
+    if not ((g.slice_idx.diff().dropna() == 1).all() and (g.slice_idx.min() == 0).all()):
+        raise ValueError("header table: slice_idx does not run 0..n-1 in every series")
+    if not (g.n_slices.first() == g.size()).all(): raise ValueError("header table: n_slices differs from the slices of a series")
     dz = g.z.diff()
-    assert (dz.dropna() >= 0).all(), f"z decreasing in {h.loc[dz.index[dz < 0], 'SeriesInstanceUID'].unique()[:5]}"
-    np.testing.assert_allclose(h.dz_prev.fillna(-1), dz.fillna(-1))
+    if not (dz.dropna() >= 0).all():
+        raise ValueError(f"header table: z decreasing in {h.loc[dz.index[dz < 0], 'SeriesInstanceUID'].unique()[:5]}")
+    if not np.allclose(h.dz_prev.fillna(-1), dz.fillna(-1), rtol=1e-7, atol=0):
+        raise ValueError("header table: dz_prev disagrees with the z steps")
     return (dz == 0).groupby(h.SeriesInstanceUID).sum().astype(int)
-
-# %% ../nbs/00c_tables.ipynb #06bfe085
-FULL_SET = 752_802 + 121_232  # stage 2 train + test slices
-
-def bench_headers(root:Path|str, # Kaggle-layout root
-                  n_workers:int|None=None, # Pool size (default: all cores)
-                  project_cores:int=16 # Cores for the full-set projection
-                 )->dict:
-    "Print and return header-reading rates (wall and CPU) in-process and with a process pool, and a full-set projection"
-    one = read_headers(root, n_workers=0, progress=False)
-    n_workers = n_workers or n_cores()
-    many = read_headers(root, n_workers=n_workers, progress=False) if one.n_files >= 64*n_workers else one
-    res = dict(files=one.n_files, serial=one.rate, pool=many.rate, n_workers=many.n_workers, ratio=many.rate/one.rate,
-               serial_cpu=one.n_files/one.cpu_seconds, pool_cpu=many.n_files/many.cpu_seconds)
-    res['full_set_s'] = FULL_SET/(res['pool_cpu']*project_cores)
-    print(f"{Path(root).name}: {one.n_files} files; wall: in-process {one.rate:.0f} files/s, {many.n_workers} processes "
-          f"{many.rate:.0f} files/s ({res['ratio']:.2f}x); CPU: {res['serial_cpu']:.0f} vs {res['pool_cpu']:.0f} files per "
-          f"CPU-second; full set on {project_cores} free cores: about {res['full_set_s']:.0f} s")
-    return res
