@@ -4,17 +4,25 @@
 
 # %% ../nbs/04c_predict.ipynb #2bef7eaf
 from __future__ import annotations
-import json, time, shutil
+import json, time, logging, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
-from fastcore.basics import AttrDict, listify
+from fastcore.basics import AttrDict
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
-from .core import LABELS, SUBTYPES, settings, models_dir, is_test, rsna_sample
-from .synth import stage_paths
+from matplotlib import pyplot as plt
+from .core import LABELS, merge_settings, models_dir, atomic_path, write_json, level1_runs, fold_dirs, level2_dir
+from .tables import read_header, add_slice_order
+from .pixels import Recipe, preprocess, stack_neighbours
+from .level1 import load_run, predict_arrays
+from .level2 import apply_level2
+from .report import plot_montage, slice_title
+
+log = logging.getLogger(__name__)
+
 
 # %% auto #0
-__all__ = ['STD_COLS', 'list_files', 'scan_folder', 'find_fold_dirs', 'preprocess_slices', 'model_input', 'level1_predict',
+__all__ = ['log', 'STD_COLS', 'list_files', 'scan_folder', 'find_fold_dirs', 'preprocess_slices', 'model_input', 'level1_predict',
            'level2_predict', 'slice_ranges', 'series_summary', 'prediction_montage', 'predict_folder', 'ihd_predict']
 
 # %% ../nbs/04c_predict.ipynb #c3e3bf3e
@@ -31,7 +39,6 @@ def scan_folder(folder:Path|str, # Folder of DICOM files (any layout)
                 progress:bool=True # Show a progress bar
                )->AttrDict:
     "Header rows of the usable slices (`slices`, in series then z order) and the problems (`bad`: file, reason, severity)"
-    from ihd.tables import read_header, add_slice_order
     folder = Path(folder)
     files = list_files(folder)
     rows, bad = [], []
@@ -54,11 +61,8 @@ def scan_folder(folder:Path|str, # Folder of DICOM files (any layout)
 def find_fold_dirs(models:Path|str # Folder of the level-1 runs
                   )->dict:
     "`{run_name: [fold folders]}` of every level-1 fold folder with weights and `run.json`"
-    res = {}
-    for d in sorted(Path(models).glob('*/fold*')):
-        if d.parent.name != 'level2' and (d/'model.pth').is_file() and (d/'run.json').is_file():
-            res.setdefault(d.parent.name, []).append(d)
-    return res
+    res = {r.name: [d for d in fold_dirs(r) if (d/'model.pth').is_file() and (d/'run.json').is_file()] for r in level1_runs(models)}
+    return {k: v for k,v in res.items() if v}
 
 # %% ../nbs/04c_predict.ipynb #c7518242
 def preprocess_slices(slices:pd.DataFrame, # `scan_folder`'s slices (series then z order)
@@ -66,7 +70,6 @@ def preprocess_slices(slices:pd.DataFrame, # `scan_folder`'s slices (series then
                       recipe, # `ihd.pixels.Recipe` (windows, size, crop; neighbours ignored here)
                       progress:bool=True)->tuple[dict, list]:
     "`{ID: uint8 (sz, sz, n_windows)}` for the slices that decode, and `[(file, reason)]` for those that do not"
-    from ihd.pixels import preprocess
     arrays, bad = {}, []
     for r in progress_bar(list(slices.itertuples()), display=progress and len(slices) > 50, leave=False):
         try: arrays[r.ID] = preprocess(Path(root)/r.path, recipe)
@@ -78,7 +81,6 @@ def model_input(slices:pd.DataFrame, # Slices sorted by series then `slice_idx` 
                 neighbours:int # Neighbour slices on each side
                )->np.ndarray:
     "uint8 (n, sz, sz, n_windows*(2k+1)) in the row order of `slices`, neighbours taken within each series"
-    from ihd.pixels import stack_neighbours
     ser, si = slices['SeriesInstanceUID'].to_numpy(), slices['slice_idx'].to_numpy()
     new = np.r_[True, ser[1:] != ser[:-1]]
     if len(set(ser[new])) != new.sum() or (np.diff(si)[~new[1:]] <= 0).any():
@@ -93,7 +95,6 @@ STD_COLS = [f'{l}_std' for l in LABELS]
 
 def _recipes(fold_dirs:dict)->dict:
     "`{fold folder: ihd.pixels.Recipe}` as recorded in each fold's `run.json`"
-    from ihd.pixels import Recipe
     res = {}
     for dirs in fold_dirs.values():
         for d in dirs:
@@ -105,18 +106,15 @@ def _recipes(fold_dirs:dict)->dict:
 def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
                    root:Path|str, # Folder the `path` column is relative to
                    models:Path|str, # Folder of the level-1 runs
-                   progress:bool=True, log=print)->AttrDict:
+                   progress:bool=True)->AttrDict:
     "Per-run predictions (`runs`: `{name: ID + LABELS + STD_COLS}`, folds averaged), the slices used, and the slices that failed"
-    from ihd.level1 import load_run, predict_arrays
-    from ihd.pixels import Recipe
-    from ihd.tables import add_slice_order
     folds = find_fold_dirs(models)
     if not folds: raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {models}")
     recs = _recipes(folds)
     base = {d: Recipe.from_dict({**r.to_dict(), 'neighbours': 0}) for d, r in recs.items()}
     arrays, bad = {}, []
     for b in {b.name: b for b in base.values()}.values():
-        log(f"[predict] preprocessing {len(slices)} slices with recipe {b.base_name}")
+        log.info(f"[predict] preprocessing {len(slices)} slices with recipe {b.base_name}")
         arrays[b.name], bd = preprocess_slices(slices, root, b, progress)
         bad += [x for x in bd if x[0] not in {y[0] for y in bad}]
     good = set.intersection(*[set(a) for a in arrays.values()])
@@ -134,7 +132,7 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
             x = model_input(used, arrays[base[d].name], recs[d].neighbours)
             m, s = predict_arrays(model, info, x)
             ms.append(np.asarray(m, np.float64)); ss.append(np.asarray(s, np.float64))
-            log(f"[predict] {name}/{d.name}: {len(x)} slices in {time.time()-t0:.1f} s")
+            log.info(f"[predict] {name}/{d.name}: {len(x)} slices in {time.time()-t0:.1f} s")
         m, s = np.mean(ms, 0), np.mean(ss, 0)
         runs[name] = pd.DataFrame({'ID': used.ID.to_numpy(), **{l: m[:, j].astype(np.float32) for j,l in enumerate(LABELS)},
                                    **{c: s[:, j].astype(np.float32) for j,c in enumerate(STD_COLS)}})
@@ -142,16 +140,15 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
 
 def level2_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`
                    runs:dict, # `level1_predict`'s per-run predictions
-                   models:Path|str, # Folder holding `level2/`
-                   log=print)->np.ndarray|None:
+                   models:Path|str # Folder holding `level2/`
+                  )->np.ndarray|None:
     "(n, 6) level-2 probabilities in the order of `slices` (stage 4's `apply_level2`), or `None` when there is no level 2"
-    from ihd.level2 import apply_level2
-    l2 = Path(models)/'level2'
+    l2 = level2_dir(models)
     if not (l2/'level2.json').is_file(): return None
     need = json.loads((l2/'level2.json').read_text()).get('runs', [])
     missing = [n for n in need if n not in runs]
     if missing:
-        log(f"[predict] level 2 needs level-1 runs {missing} that have no weights here: level 2 skipped"); return None
+        warnings.warn(f"level 2 needs level-1 runs {missing} that have no weights here: level 2 skipped"); return None
     pr = apply_level2(slices, runs, l2)
     return pr.set_index('ID').loc[slices.ID, LABELS].to_numpy(np.float64)
 
@@ -188,60 +185,71 @@ def prediction_montage(res:pd.DataFrame, # Per-slice results (`ID`, `series`, `s
                        n:int=16, # Tiles at most
                        ncols:int=4):
     "Figure: per series, the slices with the highest `any` first, titled with series, slice and probabilities"
-    from ihd.report import plot_montage, slice_title
     per = max(1, n // max(res.series.nunique(), 1))
     pick = res.sort_values('any', ascending=False).groupby('series', sort=False).head(per).head(n)
     pick = pick.sort_values(['series', 'slice_idx'])
     titles = [slice_title(f'…{r.series[-8:]} slice {r.slice_idx}', None, r[LABELS]).replace('\ntrue: ?', '') for _, r in pick.iterrows()]
     return plot_montage([arrays[i] for i in pick.ID], titles, ncols=ncols)
 
-def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many mixed series, any layout
-                   models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the default dataset's)
-                   out:Path|str|None=None, # Output folder (default: `<folder>_ihd` beside the input)
-                   threshold:float|None=None, # Positive-slice threshold of the series summary (`[run] threshold`, else 0.5)
-                   montage:bool=True, # Write `montage.png`
-                   use_level2:bool=True, # Apply level 2 when its models are present
-                   progress:bool=True, log=print)->AttrDict:
-    "Predict every slice of `folder`; write slices.csv, series.csv, bad_files.csv (and montage.png); return the frames"
-    folder = Path(folder).resolve()
-    models = Path(models) if models else models_dir()
-    out = Path(out) if out else folder.parent/f'{folder.name}_ihd'
-    threshold = threshold if threshold is not None else settings('run').get('threshold', 0.5)
-    t0 = time.time()
-    sc = scan_folder(folder, progress)
-    log(f"[predict] {sc.n_files} files: {len(sc.slices)} slices in {sc.slices.SeriesInstanceUID.nunique() if len(sc.slices) else 0} "
-        f"series, {(sc.bad.severity == 'error').sum()} unusable")
+def _predict_slices(sc:AttrDict, folder:Path, models:Path, use_level2:bool, progress:bool)->AttrDict:
+    "Level 1 (and level 2 when present and wanted) on `scan_folder`'s slices: the slices used, probabilities, level, problems"
     bad, l1, level = sc.bad, None, 'none'
     used, p = pd.DataFrame(columns=_SLICE_COLS), np.zeros((0, 6))
     if len(sc.slices):
-        l1 = level1_predict(sc.slices, folder, models, progress, log)
+        l1 = level1_predict(sc.slices, folder, models, progress)
         if l1.bad: bad = pd.concat([bad, pd.DataFrame([dict(file=f, reason=r, severity='error') for f, r in l1.bad])], ignore_index=True)
         if l1.runs:
             used, level = l1.slices, 'level1'
             p = np.mean([r.set_index('ID').loc[used.ID, LABELS].to_numpy(np.float64) for r in l1.runs.values()], 0)
-            p2 = level2_predict(used, l1.runs, models, log) if use_level2 else None
+            p2 = level2_predict(used, l1.runs, models) if use_level2 else None
             if p2 is not None: p, level = np.asarray(p2, np.float64), 'level2'
     res = pd.DataFrame({'ID': used.ID.to_numpy(), 'file': used.file.to_numpy(),
                         'series': used.SeriesInstanceUID.to_numpy(), 'study': used.StudyInstanceUID.to_numpy(),
                         'patient': used.PatientID.to_numpy(), 'slice_idx': used.slice_idx.to_numpy(), 'z': used.z.to_numpy(),
                         **{l: p[:, j] for j,l in enumerate(LABELS)}, 'level': level})
+    return AttrDict(res=res, bad=bad, level=level, runs=list(l1.runs) if l1 else [], arrays=l1.arrays if l1 else {})
+
+def _write_predictions(out:Path, res:pd.DataFrame, summ:pd.DataFrame, bad:pd.DataFrame, arrays:dict, montage:bool, info:dict):
+    "Write `slices.csv`, `series.csv`, `bad_files.csv`, `montage.png` (if wanted) and `predict.json`, each atomically"
+    with atomic_path(out/'slices.csv') as t: res.to_csv(t, index=False, float_format='%.6f')
+    with atomic_path(out/'series.csv') as t: summ.to_csv(t, index=False, float_format='%.6f')
+    with atomic_path(out/'bad_files.csv') as t: bad.to_csv(t, index=False)
+    if montage and len(res):
+        fig = prediction_montage(res, arrays)
+        with atomic_path(out/'montage.png') as t: fig.savefig(t, dpi=90)
+        plt.close(fig)
+    write_json(info, out/'predict.json')
+
+def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many mixed series, any layout
+                   models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the default dataset's)
+                   out:Path|str|None=None, # Output folder (default: `<folder>_ihd` beside the input)
+                   threshold:float|None=None, # Positive-slice threshold of the series summary (`[run] threshold`)
+                   montage:bool=True, # Write `montage.png`
+                   use_level2:bool=True, # Apply level 2 when its models are present
+                   progress:bool=True # Progress bars while reading and preprocessing
+                  )->AttrDict:
+    "Predict every slice of `folder`; write slices.csv, series.csv, bad_files.csv (and montage.png); return the frames"
+    folder = Path(folder).resolve()
+    models = Path(models) if models else models_dir()
+    out = Path(out) if out else folder.parent/f'{folder.name}_ihd'
+    threshold = merge_settings('run', threshold=threshold).threshold
+    t0 = time.time()
+    sc = scan_folder(folder, progress)
+    log.info(f"[predict] {sc.n_files} files: {len(sc.slices)} slices in {sc.slices.SeriesInstanceUID.nunique() if len(sc.slices) else 0} "
+             f"series, {(sc.bad.severity == 'error').sum()} unusable")
+    r = _predict_slices(sc, folder, models, use_level2, progress)
+    res, bad = r.res, r.bad
     errs = set(bad.loc[bad.severity == 'error', 'file'])
     lost = set(f.relative_to(folder).as_posix() for f in list_files(folder)) - set(res.file) - errs
     if lost: raise RuntimeError(f"internal error: {len(lost)} input files neither predicted nor reported, e.g. {sorted(lost)[:3]}")
-    out.mkdir(parents=True, exist_ok=True)
-    res.to_csv(out/'slices.csv', index=False, float_format='%.6f')
     summ = series_summary(res, threshold)
-    summ.to_csv(out/'series.csv', index=False, float_format='%.6f')
-    bad.to_csv(out/'bad_files.csv', index=False)
-    if montage and len(res):
-        import matplotlib; from matplotlib import pyplot as plt
-        prediction_montage(res, l1.arrays).savefig(out/'montage.png', dpi=90); plt.close('all')
-    info = dict(folder=str(folder), models=str(models), level=level, runs=list(l1.runs) if l1 else [],
+    info = dict(folder=str(folder), models=str(models), level=r.level, runs=r.runs,
                 n_files=sc.n_files, n_slices=len(res), n_series=int(res.series.nunique()), n_bad=len(errs),
                 threshold=threshold, seconds=round(time.time()-t0, 2))
-    (out/'predict.json').write_text(json.dumps(info, indent=1))
-    log(f"[predict] {len(res)} slices ({level}), {len(summ)} series, {len(errs)} unusable files -> {out} ({info['seconds']} s)")
+    _write_predictions(out, res, summ, bad, r.arrays, montage, info)
+    log.info(f"[predict] {len(res)} slices ({r.level}), {len(summ)} series, {len(errs)} unusable files -> {out} ({info['seconds']} s)")
     return AttrDict(slices=res, series=summ, bad=bad, out=out, info=info)
+
 
 # %% ../nbs/04c_predict.ipynb #b88dc536
 @call_parse
