@@ -4,21 +4,24 @@
 
 # %% ../nbs/01_pixels.ipynb #d3b99e6f
 from __future__ import annotations
-import os, json, warnings, struct
+import warnings, struct
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 import numpy as np, pydicom, torch, torch.nn.functional as F
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, CTImageStorage, generate_uid
 from scipy import ndimage
-from fastcore.basics import AttrDict, listify
+from fastcore.basics import listify
 from fastcore.script import call_parse
-from .core import settings, rsna_sample, kaggle_layout
+from .core import merge_settings, as_bool, atomic_path
 from .synth import stage_paths
+
 
 # %% auto #0
 __all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'Recipe', 'read_dcm', 'dcm_tag', 'raw_pixels', 'hu_params', 'read_hu',
            'window', 'write_ct', 'fast_slice', 'read_slice', 'windowed_u8', 'binary_open3', 'head_box', 'single_thread',
-           'preprocess', 'stack_neighbours', 'slice_z', 'preprocess_series', 'montages', 'ihd_pixels']
+           'preprocess', 'stack_neighbours', 'slice_z', 'montages', 'ihd_pixels']
 
 # %% ../nbs/01_pixels.ipynb #1925cd26
 WINDOWS = dict(brain=(40, 80), subdural=(80, 200), soft=(40, 380), bone=(600, 2800))  # (centre, width) in HU
@@ -38,7 +41,7 @@ class Recipe:
         if bad or not ws: raise ValueError(f"unknown window(s) {bad or ws}; choose from {list(WINDOWS)}")
         if int(self.sz) < 8: raise ValueError(f"sz must be at least 8, got {self.sz}")
         if int(self.neighbours) < 0: raise ValueError(f"neighbours must be >= 0, got {self.neighbours}")
-        for k, v in dict(windows=ws, sz=int(self.sz), crop=bool(self.crop), neighbours=int(self.neighbours)).items():
+        for k, v in dict(windows=ws, sz=int(self.sz), crop=bool(as_bool(self.crop)), neighbours=int(self.neighbours)).items():
             object.__setattr__(self, k, v)
     @property
     def base_name(self)->str:
@@ -54,9 +57,7 @@ class Recipe:
     @classmethod
     def from_settings(cls, **overrides):
         "The `[pixels]` section of `settings.ini`, with `overrides` that are not `None` on top"
-        d = {k: v for k, v in settings('pixels').items() if k in {f.name for f in fields(cls)}}
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d)
+        return cls.from_dict(merge_settings('pixels', **overrides))
 
 # %% ../nbs/01_pixels.ipynb #a44c2b0b
 def read_dcm(src:Path|str|pydicom.Dataset # A DICOM file, or an already read dataset
@@ -133,8 +134,6 @@ def write_ct(path:Path|str, # Where to write
              **tags # Extra DICOM attributes (e.g. `Modality='MR'`, `ImagePositionPatient=[0,0,z]`)
             )->Path:
     "Write `hu` as a minimal CT DICOM slice (for tests and benchmarks)"
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, CTImageStorage, generate_uid
     hu = np.asarray(hu)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
@@ -157,7 +156,7 @@ def write_ct(path:Path|str, # Where to write
     ds.RescaleSlope = 1
     for k, v in tags.items(): setattr(ds, k, v)
     ds.PixelData = px.tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    with atomic_path(path) as t: ds.save_as(t, enforce_file_format=True)
     return Path(path)
 
 # %% ../nbs/01_pixels.ipynb #4c2a7ad5
@@ -351,15 +350,6 @@ def slice_z(ds:pydicom.Dataset)->float:
     pos = np.asarray(ds.get('ImagePositionPatient', [0, 0, 0]), float)
     return float(pos @ np.cross(o[:3], o[3:]))
 
-def preprocess_series(srcs:list, # DICOM files of one series, any order
-                      recipe:Recipe|None=None # Windows, size, crop and neighbours
-                     )->tuple:
-    "`(files in z order, uint8 (n, sz, sz, recipe.n_channels))` for one series"
-    recipe = recipe or Recipe.from_settings()
-    dss = [read_dcm(s) for s in srcs]
-    order = np.argsort([slice_z(d) for d in dss], kind='stable')
-    x = np.stack([preprocess(dss[i], recipe) for i in order])
-    return [srcs[i] for i in order], stack_neighbours(x, recipe.neighbours)
 
 # %% ../nbs/01_pixels.ipynb #b587d5a7
 def _grid(imgs, titles, path, suptitle, ncol=None):
@@ -372,7 +362,8 @@ def _grid(imgs, titles, path, suptitle, ncol=None):
                   vmax=255 if im.dtype == np.uint8 else None)
         ax.set_title(t, fontsize=8)
     fig.suptitle(suptitle, fontsize=10); fig.tight_layout()
-    fig.savefig(path, dpi=80); plt.close(fig)
+    with atomic_path(path) as t: fig.savefig(t, dpi=80)
+    plt.close(fig)
     return Path(path)
 
 def montages(files:list, # DICOM files (a few slices of one series, in z order, look best)
@@ -427,7 +418,8 @@ def ihd_pixels(data:str=None, # Kaggle-layout root (default: settings / `IHD_DAT
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
             if dcm_tag(ds, 'SeriesInstanceUID') == first: same.append((slice_z(ds), f))
-        except Exception: continue
+        except Exception as e:   # an unreadable file is left out of the montage, and said so
+            warnings.warn(f"{f}: header unreadable ({type(e).__name__}: {e}), left out of the montage"); continue
     zf = [f for _, f in sorted(same)]
     pick = [zf[i] for i in np.linspace(0, len(zf) - 1, min(n, len(zf))).round().astype(int)]
     res = montages(pick, Path(out) if out else p.work/'pixels')
