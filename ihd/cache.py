@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_cache.ipynb #2e7e0d44
 from __future__ import annotations
-import os, io, json, time, shutil, threading, tempfile, functools
+import os, io, json, time, shutil, logging, threading, tempfile, functools
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -12,13 +12,17 @@ import numpy as np, pandas as pd, torch
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
-from .core import work_dir, data_root, kaggle_layout
+from .core import work_dir, data_root, require, atomic_path, write_json, write_text, is_tmp, as_bool
 from .synth import stage_paths
-from .pixels import Recipe, preprocess, stack_neighbours, read_dcm, single_thread, PIXELS_VERSION
+from .tables import data_signature
+from .pixels import Recipe, preprocess, stack_neighbours, read_dcm, raw_pixels, single_thread, PIXELS_VERSION
+
+log = logging.getLogger('ihd.cache')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['REPORT_COLUMNS', 'cache_dir', 'slice_path', 'recipe_meta', 'check_recipe', 'save_npy', 'cached_ids', 'run_chunks',
-           'build_cache', 'SliceCache', 'load_rate', 'bench_files', 'bench_cache', 'ihd_bench_cache', 'ihd_cache']
+__all__ = ['log', 'REPORT_COLUMNS', 'cache_dir', 'slice_path', 'recipe_meta', 'check_recipe', 'save_npy', 'cached_ids',
+           'run_chunks', 'build_cache', 'SliceCache', 'load_rate', 'bench_files', 'bench_cache', 'ihd_bench_cache',
+           'ihd_cache']
 
 # %% ../nbs/02_cache.ipynb #4fbcb5b2
 def cache_dir(work:Path|str, # The dataset's work folder
@@ -37,16 +41,14 @@ def recipe_meta(recipe:Recipe)->dict:
     return dict(d, version=PIXELS_VERSION)
 
 def check_recipe(d:Path, recipe:Recipe, create:bool=False):
-    "Raise if cache folder `d` was made with another recipe or code version; write its `recipe.json` if `create`"
+    "Raise if cache folder `d` was made with another recipe or code version, or is missing; write its `recipe.json` if `create`"
     f, want = Path(d)/'recipe.json', recipe_meta(recipe)
-    if f.is_file():
-        have = json.loads(f.read_text())
-        if have != want:
-            raise ValueError(f"{d} holds a cache made with {have}, not {want}: delete it or build with force=True")
-    elif create:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix('.tmp'); tmp.write_text(json.dumps(want)); os.replace(tmp, f)
-    else: raise FileNotFoundError(f"no cache for {recipe.base_name} in {Path(d).parent}: run build_cache / ihd_cache first")
+    if not f.is_file():
+        if create: write_text(json.dumps(want), f); return
+        require(f, 2, f'slice cache of {recipe.base_name}:')
+    have = json.loads(f.read_text())
+    if have != want:
+        raise ValueError(f"{d} holds a cache made with {have}, not {want}: delete it or build with force=True")
 
 @functools.lru_cache(maxsize=16)
 def _npy_header(shape, dtype):
@@ -55,19 +57,15 @@ def _npy_header(shape, dtype):
     return b.getvalue()[:-int(np.prod(shape))*np.dtype(dtype).itemsize]
 
 def save_npy(path:Path, x:np.ndarray):
-    "Write `x` to `path` as `.npy` atomically: a temporary name in the same folder, then `os.replace`"
+    "Write `x` to `path` as `.npy` (the same bytes as `np.save`) atomically, with a header made once per shape"
     x = np.ascontiguousarray(x)
-    tmp = f'{path}.{os.getpid()}.tmp'
-    try: fh = open(tmp, 'wb')
-    except FileNotFoundError:   # the first slice of this subfolder
-        path.parent.mkdir(parents=True, exist_ok=True); fh = open(tmp, 'wb')
-    with fh: fh.write(_npy_header(x.shape, x.dtype.str)); fh.write(x.data)
-    os.replace(tmp, path)
+    with atomic_path(path) as t, open(t, 'wb') as fh: fh.write(_npy_header(x.shape, x.dtype.str)); fh.write(x.data)
 
 def cached_ids(d:Path)->list:
     "IDs of the finished slices in cache folder `d`"
     if not Path(d).is_dir(): return []
-    return [e.name[:-4] for s in os.scandir(d) if s.is_dir() for e in os.scandir(s.path) if e.name.endswith('.npy')]
+    return [e.name[:-4] for s in os.scandir(d) if s.is_dir() for e in os.scandir(s.path)
+            if e.name.endswith('.npy') and not is_tmp(e.name)]
 
 # %% ../nbs/02_cache.ipynb #183303d2
 def _init_worker(): torch.set_num_threads(1)
@@ -102,23 +100,47 @@ def run_chunks(fn, jobs:list, *args, n_workers:int|None=None, chunk:int|None=Non
 # %% ../nbs/02_cache.ipynb #607428b0
 REPORT_COLUMNS = ['ID', 'file', 'severity', 'reason']
 
-def _load_headers(root, work):
-    f = Path(work)/'headers.parquet'
-    if not f.is_file():
-        from ihd.tables import make_tables
-        make_tables(root, work, progress=False)
+def _load_headers(work):
+    "Stage 0's header table (refused when stage 0 has not run)"
+    f = require(Path(work)/'headers.parquet', 0, 'stage-0 header table')
     return pd.read_parquet(f, columns=['ID', 'split', 'path', 'SeriesInstanceUID', 'slice_idx'])
 
 def _clean_tmp(d):
+    "Remove temporary files a killed build left (`atomic_path`'s, and the `.tmp` names of older versions)"
     for s in os.scandir(d):
         if s.is_dir():
             for e in os.scandir(s.path):
-                if e.name.endswith('.tmp'): os.remove(e.path)
+                if is_tmp(e.name) or e.name.endswith('.tmp'): os.remove(e.path)
 
-def _data_signature(work:Path)->str|None:
-    "Stage 0's fingerprint of the input data (`tables.json`), if there is one"
+def _stage0_signature(root:Path, work:Path)->str|None:
+    "Stage 0's fingerprint of the input data (`tables.json`), if there is one; an error when the data changed since"
     f = Path(work)/'tables.json'
-    return json.loads(f.read_text()).get('data_signature') if f.is_file() else None
+    if not f.is_file(): return None
+    sig = json.loads(f.read_text()).get('data_signature')
+    if sig is not None and sig != data_signature(root):
+        raise ValueError(f"the data under {root} changed since stage 0's tables in {work} were made: "
+                         "rerun `ihd_tables` (stage 0, nbs/00c_tables.ipynb) first")
+    return sig
+
+def _merge_report(d:Path, rows:pd.DataFrame, done:set)->pd.DataFrame:
+    "This run's problem rows, after the remarks of an earlier run on slices cached then (errors are retried, so redone)"
+    old = d/'report.csv'
+    if old.is_file():
+        prev = pd.read_csv(old, dtype=str, keep_default_na=False)
+        rows = pd.concat([prev[prev.ID.isin(done) & ~prev.ID.isin(rows.ID)], rows], ignore_index=True)
+    with atomic_path(old) as t: rows.to_csv(t, index=False)
+    return rows
+
+def _cache_info(d, recipe, sig, split, hd, todo, rows, secs, n_workers)->dict:
+    "The contents of `cache.json`; every slice of the header table must be cached or reported"
+    n_err = int((rows.severity == 'error').sum())
+    info = dict(recipe=recipe_meta(recipe), data_signature=sig, split=split, slices=len(hd),
+                cached=len(set(cached_ids(d)) & set(hd.ID)), errors=n_err, warnings=int((rows.severity == 'warning').sum()),
+                skipped=len(hd) - len(todo), built=len(todo) - n_err, seconds=round(secs, 3),
+                slices_per_s=round(len(todo)/secs, 1) if secs and len(todo) else None, n_workers=n_workers or os.cpu_count())
+    if info['cached'] + n_err != len(hd):
+        raise RuntimeError(f"cache {d}: {info['cached']} slices cached and {n_err} errors, but the header table has {len(hd)}")
+    return info
 
 def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DATA` or settings)
                 work:Path|str|None=None, # Work folder with stage 0's `headers.parquet` (default: per dataset)
@@ -131,12 +153,12 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     "Stage 2: preprocess every slice of the header table into `cache_dir(work, recipe)`; finished slices are skipped"
     root, work = data_root(data), work_dir(data, work)
     recipe = recipe or Recipe.from_settings()
-    hd = _load_headers(root, work)
+    hd = _load_headers(work)
     if split != 'all': hd = hd[hd.split == split]
     d = cache_dir(work, recipe)
-    sig = _data_signature(work)
+    sig = _stage0_signature(root, work)
     if not force and (d/'cache.json').is_file() and json.loads((d/'cache.json').read_text()).get('data_signature') != sig:
-        print(f"Cache {d.name} was built from other data than stage 0's tables describe now: rebuilding it")
+        log.info(f"Cache {d.name} was built from other data than stage 0's tables describe now: rebuilding it")
         force = True
     if force and d.exists(): shutil.rmtree(d)
     check_recipe(d, recipe, create=True)
@@ -147,25 +169,15 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     res = run_chunks(_cache_chunk, list(zip(todo.ID, todo.path)), root, d, recipe_meta(recipe),
                      n_workers=n_workers, progress=progress)
     secs = time.perf_counter() - t0
-    rows = pd.DataFrame([r for _, rs in res for r in rs], columns=REPORT_COLUMNS)
-    old = d/'report.csv'
-    if old.is_file():  # remarks on slices cached by an earlier run stay; errors are retried, so they are redone
-        prev = pd.read_csv(old, dtype=str, keep_default_na=False)
-        rows = pd.concat([prev[prev.ID.isin(done) & ~prev.ID.isin(rows.ID)], rows], ignore_index=True)
-    tmp = old.with_suffix('.tmp'); rows.to_csv(tmp, index=False); os.replace(tmp, old)
-    now = set(cached_ids(d))
-    n_err = int((rows.severity == 'error').sum())
-    info = dict(recipe=recipe_meta(recipe), data_signature=sig, split=split, slices=len(hd), cached=len(now & set(hd.ID)),
-                errors=n_err, warnings=int((rows.severity == 'warning').sum()), skipped=len(hd) - len(todo),
-                built=len(todo) - n_err, seconds=round(secs, 3), slices_per_s=round(len(todo)/secs, 1) if secs and len(todo) else None,
-                n_workers=n_workers or os.cpu_count())
-    assert info['cached'] + n_err == len(hd), "every slice of the header table is cached or in the report"
-    tmp = d/'cache.json.tmp'; tmp.write_text(json.dumps(info, indent=1)); os.replace(tmp, d/'cache.json')
+    rows = _merge_report(d, pd.DataFrame([r for _, rs in res for r in rs], columns=REPORT_COLUMNS), done)
+    info = _cache_info(d, recipe, sig, split, hd, todo, rows, secs, n_workers)
+    write_json(info, d/'cache.json')
     speed = f", {info['slices_per_s']} slices/s" if info['slices_per_s'] else ''
-    print(f"Cache {d.name}: {info['cached']}/{len(hd)} slices cached ({info['skipped']} already there, {info['built']} built "
-          f"in {secs:.1f} s{speed}), {n_err} errors, {info['warnings']} warnings")
-    for o in rows.itertuples(): print(f"  {o.severity}: {o.file}: {o.reason}")
+    log.info(f"Cache {d.name}: {info['cached']}/{len(hd)} slices cached ({info['skipped']} already there, {info['built']} built "
+             f"in {secs:.1f} s{speed}), {info['errors']} errors, {info['warnings']} warnings")
+    for o in rows.itertuples(): log.info(f"  {o.severity}: {o.file}: {o.reason}")
     return d
+
 
 # %% ../nbs/02_cache.ipynb #91b11885
 class SliceCache:
@@ -179,7 +191,9 @@ class SliceCache:
         self.dir = cache_dir(work, self.recipe)
         check_recipe(self.dir, self.recipe)
         self.ids = set(cached_ids(self.dir))
-        if headers is None: headers = pd.read_parquet(Path(work)/'headers.parquet', columns=['ID', 'SeriesInstanceUID', 'slice_idx'])
+        if headers is None:
+            headers = pd.read_parquet(require(Path(work)/'headers.parquet', 0, 'stage-0 header table'),
+                                      columns=['ID', 'SeriesInstanceUID', 'slice_idx'])
         h = headers[headers.ID.isin(self.ids)].sort_values(['SeriesInstanceUID', 'slice_idx'], kind='stable')
         self.order = h.ID.to_numpy()
         g = h.groupby('SeriesInstanceUID', sort=False)
@@ -292,7 +306,7 @@ class _PeakRSS:
         tot = me.memory_info().rss
         for c in me.children(recursive=True):
             try: tot += c.memory_info().rss
-            except Exception: pass
+            except psutil.Error: continue   # the child exited meanwhile: it holds no memory
         return tot
     def _run(self):
         while not self._stop.is_set():
@@ -303,11 +317,10 @@ class _PeakRSS:
 
 def bench_files(root:Path, n:int)->list:
     "Up to `n` DICOM files under `root` that decode as CT (a synthetic set's deliberately broken files are left out)"
-    from ihd.pixels import raw_pixels
     res = []
     for f in sorted(Path(root).glob('stage_2_*/*.dcm')):
         try: raw_pixels(read_dcm(f)); res.append(f)
-        except Exception: continue
+        except Exception: continue   # not a decodable CT slice: not a benchmark file (by design)
         if len(res) >= n: break
     return res
 
@@ -360,13 +373,6 @@ def bench_cache(files:list, # DICOM files (cycled to `n` and `2n` jobs)
     return df
 
 # %% ../nbs/02_cache.ipynb #e8bdd084
-def _opt_bool(v):
-    "A command-line 'true'/'false' (None stays None: the settings decide)"
-    if v is None or isinstance(v, bool): return v
-    if str(v).lower() in ('1', 'true', 'yes', 'on'): return True
-    if str(v).lower() in ('0', 'false', 'no', 'off'): return False
-    raise ValueError(f"expected true or false, got {v!r}")
-
 @call_parse
 def ihd_bench_cache(data:str=None, # Kaggle-layout root with 512 x 512 slices (default: a 'demo' synthetic set, made if missing)
                     n:int=500, # Slices per run (and 2n)
@@ -376,7 +382,7 @@ def ihd_bench_cache(data:str=None, # Kaggle-layout root with 512 x 512 slices (d
                    ):
     "Benchmark ihd's cache build against a naive PNG cache and the bare DICOM decode, on the same files"
     p = stage_paths(data, tiny_in_test=False)
-    return bench_cache(bench_files(p.root, 4*n), n=n, recipe=Recipe.from_settings(sz=sz, crop=_opt_bool(crop)), n_workers=n_workers)
+    return bench_cache(bench_files(p.root, 4*n), n=n, recipe=Recipe.from_settings(sz=sz, crop=as_bool(crop)), n_workers=n_workers)
 
 # %% ../nbs/02_cache.ipynb #6b6db150
 @call_parse
@@ -389,9 +395,7 @@ def ihd_cache(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
               n_workers:int=None, # Processes (default: all cores)
               force:bool=False # Rebuild this recipe's cache from scratch
              ):
-    "Stage 2: build the preprocessed slice cache (making stage 0's tables first if they are missing)"
-    from ihd.tables import make_tables
+    "Stage 2: build the preprocessed slice cache from stage 0's tables (refused when `ihd_tables` has not run)"
     p = stage_paths(data, work, tiny_in_test=False)
-    make_tables(p.root, p.work)
-    r = Recipe.from_settings(windows=[w.strip() for w in windows.split(',')] if windows else None, sz=sz, crop=_opt_bool(crop))
+    r = Recipe.from_settings(windows=[w.strip() for w in windows.split(',')] if windows else None, sz=sz, crop=as_bool(crop))
     return build_cache(p.root, p.work, r, split=split, n_workers=n_workers, force=force)
