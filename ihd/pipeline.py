@@ -4,20 +4,30 @@
 
 # %% ../nbs/04d_pipeline.ipynb #f5e8f8aa
 from __future__ import annotations
-import os, sys, json, time, shutil, datetime
+import os, sys, json, time, shutil, datetime, logging, tempfile, threading
 from pathlib import Path
 import pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
-from .core import settings, ihd_path, data_root, work_dir, models_dir, find_settings, _typed
+from .core import (STAGES, settings, merge_settings, ihd_path, data_root, work_dir, models_dir, find_settings,
+                      atomic_path, write_json, level1_runs, fold_dirs)
+from . import synth
+from .tables import make_tables
+from .pixels import Recipe
+from .cache import build_cache
+from .level1 import train_grid
+from .level2 import stack
+from .report import build_report
+
+log = logging.getLogger(__name__)
+
 
 # %% auto #0
-__all__ = ['STAGES', 'TINY', 'nbs_dir', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'cell_flags',
-           'runnable_copy', 'StageError', 'run_notebook', 'complete_runs', 'run_pipeline', 'ihd_run', 'run_stages']
+__all__ = ['log', 'TINY', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params', 'notebook_params',
+           'cell_flags', 'runnable_copy', 'StageError', 'run_notebook', 'complete_runs', 'run_pipeline', 'ihd_run',
+           'run_stages']
 
 # %% ../nbs/04d_pipeline.ipynb #7817e66a
-STAGES = ['00c_tables', '01_pixels', '02_cache', '03b_level1', '04a_level2']
-
 def nbs_dir()->Path:
     "The folder of ihd's notebooks (beside `settings.ini`, else beside the installed package)"
     import ihd
@@ -25,6 +35,18 @@ def nbs_dir()->Path:
     for d in ([f.parent/'nbs'] if f else []) + [Path(ihd.__file__).resolve().parent.parent/'nbs']:
         if d.is_dir(): return d
     raise FileNotFoundError("ihd's notebooks folder `nbs/` was not found beside settings.ini or the package")
+
+def select_stages(stages:list|str|None=None # Stages to run: notebook names, modules or numbers (default: all)
+                 )->list[AttrDict]:
+    "The entries of `ihd.core.STAGES` named in `stages`, always in `STAGES` order (the one source of the order)"
+    if not stages: return list(STAGES)
+    names = {str(k): s for s in STAGES for k in (s.nb, s.module, s.n)}
+    want = [str(o).strip() for o in listify(stages)]
+    unknown = [o for o in want if o not in names]
+    if unknown: raise ValueError(f"unknown stages {unknown}; stages are {', '.join(s.nb for s in STAGES)} (or their numbers 0-4)")
+    chosen = {names[o].n for o in want}
+    return [s for s in STAGES if s.n in chosen]
+
 
 # %% ../nbs/04d_pipeline.ipynb #37166fc7
 def run_folder(data:Path|str|None=None, # Kaggle-layout root; its folder name names the dataset
@@ -40,22 +62,25 @@ def run_folder(data:Path|str|None=None, # Kaggle-layout root; its folder name na
     return d
 
 # %% ../nbs/04d_pipeline.ipynb #8a760fed
-_RUN_KEYS = ('size', 'stages', 'threshold', 'skip_flags')
+_RUN_KEYS = ('size', 'threshold', 'skip_flags')
 
 def run_settings(**overrides)->AttrDict:
     "`[run]` settings with `overrides` (None values ignored) applied"
-    s = AttrDict(settings('run'))
-    s.update({k:v for k,v in overrides.items() if v is not None})
-    return s
+    return merge_settings('run', **overrides)
 
 def parse_params(items)->dict:
-    "`['epochs=1', 'archs=resnet18,resnet34']` -> `{'epochs': 1, 'archs': ['resnet18', 'resnet34']}`"
-    res = {}
+    "`['epochs=1', 'archs=resnet18,resnet34']` -> `{'epochs': 1, 'archs': ['resnet18', 'resnet34']}`, typed by `ihd.core.settings`"
+    pairs = []
     for o in listify(items):
         if '=' not in o: raise ValueError(f"notebook parameter {o!r} is not of the form name=value")
         k, v = o.split('=', 1)
-        res[k.strip()] = _typed(v)
-    return res
+        pairs.append((k.strip(), v.strip()))
+    if not pairs: return {}
+    with tempfile.TemporaryDirectory() as d:   # read by the settings reader itself, so values mean what they mean in settings.ini
+        f = Path(d)/'params.ini'
+        f.write_text('[params]\n' + ''.join(f'{k} = {v}\n' for k, v in dict(pairs).items()))
+        typed = settings('params', f)
+    return {k: typed[k.lower()] for k in dict(pairs)}
 
 def notebook_params(nb:Path|str, # A notebook with a `parameters` cell
                     knobs:dict # Candidate parameters
@@ -69,18 +94,6 @@ def notebook_params(nb:Path|str, # A notebook with a `parameters` cell
                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
     return {k:v for k,v in knobs.items() if k in declared}
 
-# %% ../nbs/04d_pipeline.ipynb #bdaf6fd9
-def _demo_nb(path:Path, fail:bool=False)->Path:
-    "Write a two-cell notebook with a `parameters` cell (`data`, `n`) that writes `n*2` to `out.json`"
-    import nbformat
-    nb = nbformat.v4.new_notebook()
-    c = nbformat.v4.new_code_cell("data = None\nn = 1\nwork = None")
-    c.metadata['tags'] = ['parameters']
-    body = "import json, pathlib\n" + ("raise ValueError('boom')\n" if fail else "") + \
-           "pathlib.Path(work, 'out.json').write_text(json.dumps(dict(n2=n*2, data=data)))\nprint('doubled', n*2)"
-    nb.cells = [c, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, str(path))
-    return path
 
 # %% ../nbs/04d_pipeline.ipynb #101fcfaa
 def cell_flags(src:str)->set:
@@ -120,8 +133,7 @@ def run_notebook(nb:Path|str, # Notebook to execute
                  progress:bool=True, # Show papermill's progress bar (one tick per cell)
                  log_output:bool=False, # Echo cell outputs to the log as they come
                  cwd:Path|str|None=None, # Working directory of the kernel (default: the notebook's folder)
-                 skip_flags=('slow', 'notest', 'gpu'), # Cells with these nbdev flags are not run (see `runnable_copy`)
-                 log=print
+                 skip_flags=('slow', 'notest', 'gpu') # Cells with these nbdev flags are not run (see `runnable_copy`)
                 )->Path:
     "Execute `nb` with papermill, injecting `params`; returns the executed copy in `out`"
     import papermill as pm
@@ -130,7 +142,7 @@ def run_notebook(nb:Path|str, # Notebook to execute
     dest = out/nb.name
     src = out/f'.{nb.stem}.input.ipynb'
     skipped = runnable_copy(nb, src, skip_flags)
-    if skipped: log(f"[run] {nb.stem}: {len(skipped)} flagged cell(s) kept as raw cells, not run: " + '; '.join(skipped))
+    if skipped: log.info(f"[run] {nb.stem}: {len(skipped)} flagged cell(s) kept as raw cells, not run: " + '; '.join(skipped))
     params = {k:(str(v) if isinstance(v, Path) else v) for k,v in (params or {}).items()}
     try:
         pm.execute_notebook(str(src), str(dest), parameters=params, progress_bar=progress,
@@ -149,7 +161,7 @@ def complete_runs(models:Path|str, # Folder of the level-1 runs
     models, f = Path(models), Path(work)/'train.parquet'
     folds = sorted(int(o) for o in pd.read_parquet(f, columns=['fold'])['fold'].unique()) if f.is_file() else []
     done, partial = [], []
-    for d in sorted(o for o in models.glob('*') if o.is_dir() and o.name != 'level2' and any(o.glob('fold*'))):
+    for d in level1_runs(models):
         ok = folds and all(all((d/f'fold{k}'/n).is_file() for n in ('model.pth', 'oof.parquet', 'test.parquet')) for k in folds)
         (done if ok else partial).append(d.name)
     return done, partial
@@ -160,71 +172,79 @@ def _fmt_times(times:dict)->str:
     lines = [f"  {k:<12} {v:8.1f} s  {100*v/max(tot, 1e-9):5.1f} %" for k,v in times.items()]
     return '\n'.join(lines + [f"  {'total':<12} {tot:8.1f} s"])
 
+def _pipeline_data(data, size, s:AttrDict, times:dict)->Path:
+    "The Kaggle-layout root: `data`, else the synthetic dataset of `size` (made once, then reused)"
+    if data is not None: return data_root(data)
+    t0, syn = time.time(), settings('synth')
+    size = size or s.get('size') or syn.size
+    log.info(f"[run] data: synthetic '{size}' dataset at {ihd_path('data')} (made once, then reused)")
+    root = synth.make_dataset(ihd_path('data'), size=size, seed=syn.seed)
+    times['synth'] = time.time()-t0
+    return data_root(root)
+
+def _run_stage(st:AttrDict, i:int, n:int, base:dict, knobs:dict, r:AttrDict, s:AttrDict, progress:bool):
+    "Run one stage notebook with the parameters it declares, timing it into `r.times` (and `times.json`)"
+    nb = nbs_dir()/f'{st.nb}.ipynb'
+    if not nb.is_file(): raise FileNotFoundError(f"stage notebook {nb} not found")
+    if st is STAGES[-1] and 'runs' not in knobs:   # the stacking stage gets the complete level-1 runs only
+        done, partial = complete_runs(r.models, r.work)
+        if partial: log.info(f"[run] level-1 runs left out of stage {st.n} (incomplete): {', '.join(partial)}")
+        if done: base['runs'] = done
+    ps = notebook_params(nb, base)
+    log.info(f"[run] stage {i+1}/{n}: {st.nb}  parameters: " +
+             ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models')))
+    t0 = time.time()
+    try: run_notebook(nb, r.run, ps, progress=progress, skip_flags=s.get('skip_flags', ('slow', 'notest', 'gpu')))
+    finally:
+        r.times[st.nb] = time.time()-t0
+        write_json(r.times, r.run/'times.json')
+    log.info(f"[run] {st.nb} done in {r.times[st.nb]:.1f} s")
+
+def _finish(r:AttrDict, stages:list, report:bool, t_all:float):
+    "Copy the submission and build the report into the run folder; write and show the times"
+    sub = r.models/'submission.csv'
+    if STAGES[-1] in stages and sub.is_file():
+        with atomic_path(r.run/'submission.csv') as t: shutil.copy(sub, t)
+        r.submission = r.run/'submission.csv'
+        log.info(f"[run] submission: {r.submission}")
+    if report:
+        t0 = time.time()
+        log.info("[run] report")
+        r.report = build_report(data=r.data, work=r.work, models=r.models, out=r.run/'report')
+        r.times['report'] = time.time()-t0
+        log.info(f"[run] report done in {r.times['report']:.1f} s: {r.report}")
+    total = time.time()-t_all
+    write_json(dict(r.times, total=total), r.run/'times.json')
+    slow = max(r.times, key=r.times.get)
+    log.info(f"[run] times per step:\n{_fmt_times(r.times)}\n[run] slowest step: {slow} "
+             f"({r.times[slow]:.1f} s of {total:.1f} s)\n[run] everything is in {r.run}")
+
 def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the synthetic dataset, made when missing)
                  work:Path|str|None=None, # Derived tables and caches (default: per dataset)
                  models:Path|str|None=None, # Model runs (default: per dataset)
                  size:str|None=None, # Synthetic size when `data` is None (`[run] size`)
-                 stages:list|None=None, # Stage notebooks to run, by name (default: all of `STAGES`)
+                 stages:list|None=None, # Stages to run (`select_stages`; default: all of `ihd.core.STAGES`, in order)
                  params:dict|None=None, # Notebook parameters over `[run]`'s
                  runs:Path|str|None=None, # Parent of the run folders (default: `ihd_path('runs')`)
                  report:bool=True, # Build the report at the end
-                 progress:bool=True, # Papermill progress bars
-                 log=print # Where progress lines go
+                 progress:bool=True # Papermill progress bars
                 )->AttrDict:
     "Run the main job; returns the run folder, the times per step, and the submission and report paths"
-    from ihd import synth
-    s = run_settings()
+    s, t_all, times = run_settings(), time.time(), {}
     knobs = {k:v for k,v in s.items() if k not in _RUN_KEYS}
     knobs.update(params or {})
-    stages = listify(stages or s.get('stages') or STAGES)
-    times, t_all = {}, time.time()
-    t0 = time.time()
-    if data is None:
-        size = size or s.get('size') or settings('synth').get('size', 'demo')
-        log(f"[run] data: synthetic '{size}' dataset at {ihd_path('data')} (made once, then reused)")
-        data = synth.make_dataset(ihd_path('data'), size=size, seed=settings('synth').get('seed', 42))
-        times['synth'] = time.time()-t0
-    root = data_root(data)
+    stages = select_stages(stages)
+    root = _pipeline_data(data, size, s, times)
     work, models = work_dir(root, work), models_dir(root, models)
-    run = run_folder(root, runs)
-    log(f"[run] data {root}\n[run] work {work}\n[run] models {models}\n[run] run folder {run}")
-    (run/'params.json').write_text(json.dumps(dict(data=str(root), work=str(work), models=str(models),
-                                                   stages=stages, knobs=knobs), indent=1, default=str))
+    r = AttrDict(run=run_folder(root, runs), data=root, work=work, models=models, times=times, submission=None, report=None)
+    log.info(f"[run] data {root}\n[run] work {work}\n[run] models {models}\n[run] run folder {r.run}")
+    write_json(dict(data=str(root), work=str(work), models=str(models), stages=[st.nb for st in stages], knobs=knobs),
+               r.run/'params.json')
     base = dict(knobs, data=root, work=work, models=models)
-    for i, st in enumerate(stages):
-        nb = nbs_dir()/f'{st}.ipynb'
-        if not nb.is_file(): raise FileNotFoundError(f"stage notebook {nb} not found")
-        if st == '04a_level2' and 'runs' not in knobs:
-            done, partial = complete_runs(models, work)
-            if partial: log(f"[run] level-1 runs left out of stage 4 (incomplete): {', '.join(partial)}")
-            if done: base['runs'] = done
-        ps = notebook_params(nb, base)
-        log(f"[run] stage {i+1}/{len(stages)}: {st}  parameters: " +
-            ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models')))
-        t0 = time.time()
-        try: run_notebook(nb, run, ps, progress=progress, skip_flags=s.get('skip_flags', ('slow', 'notest', 'gpu')), log=log)
-        finally:
-            times[st] = time.time()-t0
-            (run/'times.json').write_text(json.dumps(times, indent=1))
-        log(f"[run] {st} done in {times[st]:.1f} s")
-    res = AttrDict(run=run, data=root, work=work, models=models, times=times, submission=None, report=None)
-    sub = models/'submission.csv'
-    if '04a_level2' in stages and sub.is_file():
-        shutil.copy(sub, run/'submission.csv'); res.submission = run/'submission.csv'
-        log(f"[run] submission: {res.submission}")
-    if report:
-        from ihd.report import build_report
-        t0 = time.time()
-        log("[run] report")
-        res.report = build_report(data=root, work=work, models=models, out=run/'report')
-        times['report'] = time.time()-t0
-        log(f"[run] report done in {times['report']:.1f} s: {res.report}")
-    times_total = time.time()-t_all
-    (run/'times.json').write_text(json.dumps(dict(times, total=times_total), indent=1))
-    slow = max((k for k in times), key=times.get)
-    log(f"[run] times per step:\n{_fmt_times(times)}\n[run] slowest step: {slow} "
-        f"({times[slow]:.1f} s of {times_total:.1f} s)\n[run] everything is in {run}")
-    return res
+    for i, st in enumerate(stages): _run_stage(st, i, len(stages), base, knobs, r, s, progress)
+    _finish(r, stages, report, t_all)
+    return r
+
 
 # %% ../nbs/04d_pipeline.ipynb #e5090cf8
 @call_parse
@@ -232,7 +252,7 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
             size:str=None, # Synthetic dataset size when `data` is not given: tiny, demo or bench (`[run] size`)
             work:str=None, # Derived tables and caches (default: per dataset under `IHD_WORK`)
             models:str=None, # Model runs (default: per dataset under `IHD_MODELS`)
-            stages:str=None, # Comma-separated stage notebooks to run (default: all: 00c_tables,...,04a_level2)
+            stages:str=None, # Comma-separated stages to run, by notebook, module or number (default: all of `ihd.core.STAGES`)
             params:str=None, # Notebook parameters, `;`-separated `name=value` (e.g. 'epochs=1;archs=resnet18')
             report:bool=True # Build the report at the end
            ):
@@ -240,7 +260,7 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
     knobs = parse_params([o for o in (params or '').split(';') if o.strip()])
     try:
         run_pipeline(data=data, work=work, models=models, size=size, params=knobs, report=report,
-                     stages=[o.strip() for o in stages.split(',')] if stages else None)
+                     stages=stages.split(',') if stages else None)
     except StageError as e:
         print(f"[run] FAILED: {e}", file=sys.stderr); return 1
 
@@ -252,21 +272,16 @@ def run_stages(data:Path|str|None=None, # Kaggle-layout root
                n_folds:int|None=None, # Folds of stage 0 (`[tables] n_folds`)
                archs:list|None=None, # Level-1 architectures (`[level1] archs`)
                epochs:int|None=None, sz:int|None=None, tta=None, bs:int|None=None, # Level-1 knobs
-               n_rounds:int|None=None, # Level-2 boosting rounds (`[level2]`)
-               log=print)->AttrDict:
+               n_rounds:int|None=None # Level-2 boosting rounds (`[level2]`)
+              )->AttrDict:
     "Stages 0-4 in-process through the library (idempotent: finished work is skipped); returns stage 4's result and the times"
-    from ihd.tables import make_tables
-    from ihd.pixels import Recipe
-    from ihd.cache import build_cache
-    from ihd.level1 import train_grid
-    from ihd.level2 import stack
     root = data_root(data); work, models = work_dir(root, work), models_dir(root, models)
     rec, times = Recipe.from_settings(sz=sz), {}
     def step(name, f):
         t0 = time.time(); r = f(); times[name] = time.time()-t0
-        log(f"[stages] {name} done in {times[name]:.1f} s"); return r
+        log.info(f"[stages] {name} done in {times[name]:.1f} s"); return r
     step('tables', lambda: make_tables(root, work, n_folds=n_folds))
     step('cache', lambda: build_cache(root, work, rec, n_workers=1, progress=False))
     step('level1', lambda: train_grid(archs, None, root, work, models, rec, epochs=epochs, tta=tta, bs=bs))
-    res = step('level2', lambda: stack(root, work, models, **({'n_rounds': n_rounds} if n_rounds else {})))
+    res = step('level2', lambda: stack(root, work, models, n_rounds=n_rounds))
     return AttrDict(res, times=times, recipe=rec, work=work, models=models)
