@@ -9,7 +9,6 @@ from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from fastcore.basics import AttrDict
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import work_dir, data_root, require, atomic_path, write_json, write_text, is_tmp, as_bool
@@ -21,10 +20,9 @@ log = logging.getLogger('ihd.cache')  # not __name__: that is '__main__' when th
 
 # %% auto #0
 __all__ = ['log', 'REPORT_COLUMNS', 'cache_dir', 'slice_path', 'recipe_meta', 'check_recipe', 'save_npy', 'cached_ids',
-           'run_chunks', 'build_cache', 'SliceCache', 'load_rate', 'bench_files', 'bench_cache', 'ihd_bench_cache',
-           'ihd_cache']
+           'run_chunks', 'build_cache', 'SliceCache', 'bench_files', 'bench_cache', 'ihd_bench_cache', 'ihd_cache']
 
-# %% ../nbs/02_cache.ipynb #4fbcb5b2
+# %% ../nbs/02_cache.ipynb #88f69aee
 def cache_dir(work:Path|str, # The dataset's work folder
               recipe:Recipe # The recipe (its neighbours do not matter)
              )->Path:
@@ -35,6 +33,7 @@ def slice_path(d:Path, ID:str)->Path:
     "The `.npy` file of image `ID` in cache folder `d`"
     return d/ID[-2:]/f'{ID}.npy'
 
+# %% ../nbs/02_cache.ipynb #456a2d3d
 def recipe_meta(recipe:Recipe)->dict:
     "What `recipe.json` records: the pixel fields of the recipe and the preprocessing code version"
     d = recipe.to_dict(); d.pop('neighbours')
@@ -50,6 +49,7 @@ def check_recipe(d:Path, recipe:Recipe, create:bool=False):
     if have != want:
         raise ValueError(f"{d} holds a cache made with {have}, not {want}: delete it or build with force=True")
 
+# %% ../nbs/02_cache.ipynb #12f88faa
 @functools.lru_cache(maxsize=16)
 def _npy_header(shape, dtype):
     "The `.npy` header bytes `np.save` writes for an array of `shape` and `dtype` (built once)"
@@ -266,20 +266,6 @@ class SliceCache:
             if r.neighbours == 0: self.read(ID, x[i])
             else: self._compose(ID, x[i])
         return x
-
-# %% ../nbs/02_cache.ipynb #37ad3d61
-def load_rate(sc:SliceCache, ids:list, root:Path, paths:list, reps:int=1)->AttrDict:
-    "Slices/s of `sc.load` (random order) and of `dcmread` + `pixel_array` on the same slices"
-    rng = np.random.default_rng(0)
-    ids = list(np.asarray(ids)[rng.permutation(len(ids))])
-    t = time.perf_counter()
-    for _ in range(reps):
-        for i in range(0, len(ids), 32): sc.load(ids[i:i+32])
-    r_cache = reps*len(ids)/(time.perf_counter() - t)
-    t = time.perf_counter()
-    for f in paths: read_dcm(Path(root)/f).pixel_array
-    r_dcm = len(paths)/(time.perf_counter() - t)
-    return AttrDict(cache=r_cache, dicom=r_dcm, ratio=r_cache/r_dcm)
 
 # %% ../nbs/02_cache.ipynb #6b8b7f40
 def _decode_chunk(jobs, root, d, sz):
