@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_core.ipynb #2e71e43f
 from __future__ import annotations
-import os, re, sys, json, uuid, logging, hashlib, configparser
+import os, re, sys, json, logging, hashlib, configparser
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -155,12 +155,14 @@ def atomic_path(path:Path|str # The file to write
                ):
     "Yield a unique temporary path beside `path`; on success it replaces `path`, on error it is removed"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_TAG}{path.suffix}')
+    if not path.parent.is_dir(): path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}-{os.urandom(4).hex()}{TMP_TAG}{path.suffix}')
     try:
         yield tmp
         os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # only on failure: a successful write has nothing left to clean
+        raise
 
 def write_json(obj, path:Path|str, **kwargs)->Path:
     "Write `obj` as indented JSON, atomically"
