@@ -25,16 +25,17 @@ from .core import LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, d
     label_log_loss, prior_baseline, folds_hash, require, atomic_path, write_json, level1_runs, fold_dirs, fold_of
 from .pixels import Recipe
 from .cache import SliceCache, cache_dir
-from .backbones import arch_kind, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter
+from .backbones import arch_kind, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter, \
+    choose_precision, precision_ctx, cpu_capability, cpu_bf16_native
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
 __all__ = ['log', 'TTA_PASSES', 'level1_config', 'WeightedBCE', 'wll_metric', 'CPUBf16', 'ChannelsLastIO', 'add_speed_cbs',
            'SliceDataset', 'norm_stats', 'batch_tfms', 'make_dls', 'tta_apply', 'tta_passes', 'predict_arrays',
-           'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'score', 'predict_ids', 'fit_fold', 'run_name', 'fold_dir',
-           'load_stage_inputs', 'train_fold', 'train_grid', 'load_run', 'summarize_runs', 'ihd_train', 'bench_train',
-           'ihd_bench_train']
+           'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'GridClock', 'EpochProgress', 'score', 'predict_ids',
+           'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid', 'load_run',
+           'summarize_runs', 'ihd_train', 'bench_train', 'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
 def level1_config(**overrides # Values that win over settings [level1]; `None` means "not given"
@@ -79,11 +80,13 @@ class ChannelsLastIO(ChannelsLast):
     "fastai's `ChannelsLast` for the model, plus channels-last input batches"
     def before_batch(self): self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) for x in self.xb)
 
-def add_speed_cbs(learn:Learner, bf16:bool=True, channels_last:bool=True)->Learner:
-    "Mixed precision (bf16 on CPU or a bf16 GPU, else fp16) and channels-last"
-    if bf16:
-        if learn.dls.device.type == 'cuda': learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-        elif learn.dls.device.type == 'cpu': learn.add_cb(CPUBf16())
+def add_speed_cbs(learn:Learner,
+                  precision:str|None=None, # 'auto', 'bf16', 'fp16' or 'fp32' (default: settings [level1] precision)
+                  channels_last:bool=True)->Learner:
+    "Mixed precision as `ihd.backbones.choose_precision` picks it for the loaders' device, and channels-last"
+    precision, cuda = choose_precision(learn.dls.device, precision), learn.dls.device.type == 'cuda'
+    if precision == 'bf16': learn.to_bf16() if cuda else learn.add_cb(CPUBf16())
+    elif precision == 'fp16' and cuda: learn.to_fp16()
     if channels_last: learn.add_cb(ChannelsLastIO())
     return learn
 
@@ -160,10 +163,12 @@ def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
                    x, # uint8 (n, sz, sz, C) arrays, as the cache returns them
                    tta=None, # Passes (default: the run's)
                    bs:int|None=None, # Batch size (default: settings [level1] pred_bs)
-                   device=None, bf16:bool=True
+                   device=None,
+                   precision:str|None=None # 'auto', 'bf16', 'fp16' or 'fp32' (default: settings [level1] precision)
                   )->tuple[np.ndarray, np.ndarray]:
     "Probabilities (n, 6): mean and std over the TTA passes"
-    x, bs = np.asarray(x), int(bs or level1_config().pred_bs)
+    cfg = level1_config(pred_bs=bs, precision=precision)
+    x, bs = np.asarray(x), int(cfg.pred_bs)
     if x.ndim != 4 or x.shape[-1] != run_info['n_in']:
         raise ValueError(f"expected uint8 arrays (n, sz, sz, {run_info['n_in']}), got shape {x.shape}")
     device = torch.device(ifnone(device, default_device()))
@@ -171,12 +176,11 @@ def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
     model = model.to(device, memory_format=torch.channels_last).eval()
     mean = torch.tensor(run_info['mean'], device=device).view(1, -1, 1, 1)
     std = torch.tensor(run_info['std'], device=device).view(1, -1, 1, 1)
-    dt = torch.bfloat16 if device.type == 'cpu' or torch.cuda.is_bf16_supported() else torch.float16
-    out = []
+    precision, out = choose_precision(device, cfg.precision), []
     for i in range(0, len(x), bs):
         xb = torch.from_numpy(np.ascontiguousarray(x[i:i+bs])).to(device).permute(0, 3, 1, 2).float().div_(255)
         xb = ((xb - mean)/std).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dt, enabled=bf16):
+        with precision_ctx(device, precision):
             out.append(torch.stack([torch.sigmoid(model(tta_apply(xb, t)).float()) for t in passes]).cpu())
     p = torch.cat(out, 1) if out else torch.zeros(len(passes), 0, len(LABELS))
     return p.mean(0).numpy().astype(np.float32), p.std(0, unbiased=False).numpy().astype(np.float32)
@@ -234,6 +238,42 @@ def read_checkpoint(path:Path, key:str)->dict|None:
         warnings.warn(f"Ignoring checkpoint {path}: it belongs to another configuration")
         return None
     return ck
+
+# %% ../nbs/03b_level1.ipynb #5b5ccbb1
+def _hms(s:float)->str:
+    "Seconds as '42 s', '3 min 05 s' or '1 h 02 min'"
+    s = int(round(s))
+    if s < 60: return f"{s} s"
+    if s < 3600: return f"{s//60} min {s%60:02d} s"
+    return f"{s//3600} h {s%3600//60:02d} min"
+
+class GridClock:
+    "Epochs done and left in a grid of level-1 cells, and the time left at the pace so far"
+    def __init__(self, epochs:int=0, # Epochs of the whole grid (cells x their epochs)
+                 cells:int=1 # Cells of the grid
+                ):
+        self.epochs, self.cells, self.cell, self.done, self.trained, self.t0 = epochs, cells, 0, 0, 0, time.time()
+    def next_cell(self): self.cell += 1
+    def skip(self, n:int): self.done += n
+    def tick(self): self.done += 1; self.trained += 1
+    @property
+    def left(self)->float|None:
+        "Seconds left for the grid (None before the first trained epoch)"
+        if not self.trained: return None
+        return (time.time() - self.t0)/self.trained*max(self.epochs - self.done, 0)
+    def __repr__(self): return f"grid cell {self.cell}/{self.cells}" + (f", about {_hms(self.left)} left" if self.trained else '')
+
+class EpochProgress(Callback):
+    "Log one line per finished epoch: cell, epoch i/n, train loss, valid wll, seconds, time left for the grid (rank 0)"
+    order = 66  # after the Recorder's line
+    def __init__(self, cell:str, offset:int, total:int, skip_to:int=0, clock:GridClock|None=None): store_attr()
+    def before_epoch(self): self.t = time.time()
+    def after_epoch(self):
+        if rank_distrib() or self.epoch < self.skip_to: return
+        if self.clock is not None: self.clock.tick()
+        m = dict(zip(self.recorder.metric_names, self.recorder.log))
+        log.info(f"{self.cell}: epoch {self.offset + self.epoch + 1}/{self.total}, train loss {m['train_loss']:.4f}, "
+                 f"valid wll {m['wll']:.4f}, {time.time() - self.t:.0f} s" + (f"; {self.clock}" if self.clock else ''))
 
 # %% ../nbs/03b_level1.ipynb #aadb1055
 def _phases(pretrained, epochs, lr, freeze_epochs):
@@ -330,7 +370,9 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
                    max_rotate=float(cfg.max_rotate), max_zoom=float(cfg.max_zoom))
     learn = Learner(dls, model, loss_func=WeightedBCE(), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
                     model_dir='.', splitter=_splitter(pretrained))
-    add_speed_cbs(learn)
+    run.update(precision=choose_precision(dls.device, cfg.precision), cpu_capability=cpu_capability(),
+               cpu_bf16_native=cpu_bf16_native())
+    add_speed_cbs(learn, run['precision'])
     if rank_distrib(): learn.remove_cb(ProgressCallback)
     return learn
 
@@ -340,10 +382,11 @@ def _resume(learn, ck):
     if learn.opt is None: learn.create_opt()
     learn.opt.load_state_dict(ck['opt'])
 
-def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None)->bool:
+def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None, clock=None)->bool:
     "Fit phase by phase, resuming after the checkpoint's epoch; False when the fit stopped before the end"
-    done, offset = (ck['epoch'] + 1 if ck else 0), 0
+    done, offset, total = (ck['epoch'] + 1 if ck else 0), 0, sum(ph['n'] for ph in phases)
     if ck: log.info(f"{fold_dir}: resuming after epoch {ck['epoch']}")
+    if clock is not None: clock.skip(done)
     distributed = num_distrib() > 1 if distributed is None else distributed
     for ph in phases:
         if done >= offset + ph['n']: offset += ph['n']; continue
@@ -352,7 +395,8 @@ def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None)->b
         if ck is not None: _resume(learn, ck); ck = None
         cb_ck = EpochCheckpoint(fold_dir/'checkpoint.pth', key, offset)
         cb_ck.skip_to = skip
-        fit_cbs = [cb_ck, EpochLog('log.csv', offset, skip), *listify(cbs)]
+        fit_cbs = [cb_ck, EpochLog('log.csv', offset, skip), *listify(cbs),
+                   EpochProgress(f"{fold_dir.parent.name}/{fold_dir.name}", offset, total, skip, clock)]
         if distributed: _distrib_fit(learn, ph, skip, fit_cbs)
         else: learn.fit_one_cycle(ph['n'], ph['lr'], start_epoch=skip, cbs=fit_cbs, **ph['kw'])
         if rank_distrib(): done = offset + ph['n']
@@ -398,18 +442,21 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
              force:bool=False, # Retrain even when finished
              cbs=None, # Extra fastai callbacks for the fit (e.g. an interruption in tests)
              device=None, # Default: fastai's `default_device()`
-             distributed:bool|None=None # Wrap in fastai's `distrib_ctx` (default: when `WORLD_SIZE` > 1)
+             distributed:bool|None=None, # Wrap in fastai's `distrib_ctx` (default: when `WORLD_SIZE` > 1)
+             clock:GridClock|None=None # The grid's clock, for the time left in the progress lines (default: this cell's)
             )->Path:
     "Train one (arch, fold) cell and write model, log, OOF/test predictions, metrics and run facts to `fold_dir`"
     cfg, fold_dir = cfg or level1_config(), Path(fold_dir)
     run, key = _run_facts(arch, n_in, table, fold, cfg, info, pretrained, weights)
-    if _is_finished(fold_dir, run['folds_hash'], force): return fold_dir
+    phases = _phases(pretrained, int(cfg.epochs), float(cfg.lr), int(cfg.freeze_epochs))
+    clock = clock or GridClock(sum(ph['n'] for ph in phases))
+    clock.next_cell()
+    if _is_finished(fold_dir, run['folds_hash'], force): clock.skip(sum(ph['n'] for ph in phases)); return fold_dir
     ck = _start_dir(fold_dir, key, force)
     t0 = time.time()
     d = _fold_data(cache, table, test_ids, fold)
     learn = _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained, weights, device)
-    phases = _phases(pretrained, int(cfg.epochs), float(cfg.lr), int(cfg.freeze_epochs))
-    if not _fit_phases(learn, phases, ck, fold_dir, key, cbs, distributed) or rank_distrib(): return fold_dir
+    if not _fit_phases(learn, phases, ck, fold_dir, key, cbs, distributed, clock) or rank_distrib(): return fold_dir
     fit_s = time.time() - t0
     met = _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device)
     log.info(f"{fold_dir.parent.name}/{fold_dir.name}: OOF wll {met['wll']:.4f} (prior baseline {met['baseline_wll']:.4f}), "
@@ -475,7 +522,8 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
                sampler:str|None=None, # 'none' or 'balanced' (default: settings)
                force:bool=False, # Retrain a finished cell
                cbs=None, # Extra fastai callbacks
-               device=None # Default: fastai's default device (CUDA when there is one)
+               device=None, # Default: fastai's default device (CUDA when there is one)
+               clock:GridClock|None=None # The grid's clock (`train_grid` passes it), for the time left
               )->Path:
     "Stage 3, one grid cell: train `arch` on all folds but `fold`, predict `fold` and the test set"
     cfg = level1_config(epochs=epochs, bs=bs, lr=lr, tta=tta, sampler=sampler)
@@ -490,19 +538,26 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
     fd = fold_dir(models, arch, fold, recipe, pretrained, weights)
     info = dict(run_name=fd.parent.name, recipe=recipe.to_dict(), dataset=data_root(data).name)
     return fit_fold(inp.cache, inp.train, inp.test_ids, fold, fd, arch, recipe.n_channels, info=info, cfg=cfg,
-                    pretrained=pretrained, weights=weights, force=force, cbs=cbs, device=device)
+                    pretrained=pretrained, weights=weights, force=force, cbs=cbs, device=device, clock=clock)
+
+def _cell_epochs(arch, epochs=None, pretrained=None, **_):
+    "Epochs one cell of `arch` trains: `epochs`, plus the frozen ones of a pretrained body"
+    cfg = level1_config(epochs=epochs)
+    return int(cfg.epochs) + (int(cfg.freeze_epochs) if resolve_pretrained(arch, ifnone(pretrained, cfg.pretrained)) else 0)
 
 def train_grid(archs=None, # Architectures (default: settings [level1] archs)
                folds=None, # Folds (default: all in the folds table)
                data=None, work=None, models=None, recipe=None, **kwargs # Passed to `train_fold`
               )->list[Path]:
-    "Train every (arch, fold) cell not finished yet"
+    "Train every (arch, fold) cell not finished yet, logging one line per epoch with the time left for the grid"
     archs = listify(archs or level1_config().archs)
     for a in archs: arch_kind(a)
     if folds is None:
         f = require(work_dir(data, work)/'train.parquet', 0, 'stage-0 table')
         folds = sorted(int(o) for o in pd.read_parquet(f, columns=['fold'])['fold'].unique())
-    return [train_fold(a, k, data, work, models, recipe, **kwargs) for a in archs for k in listify(folds)]
+    cells = [(a, k) for a in archs for k in listify(folds)]
+    clock = GridClock(sum(_cell_epochs(a, **kwargs) for a, _ in cells), len(cells))
+    return [train_fold(a, k, data, work, models, recipe, clock=clock, **kwargs) for a, k in cells]
 
 # %% ../nbs/03b_level1.ipynb #ddeef4c5
 def load_run(fold_dir:Path|str # A finished `models/<run_name>/fold<k>` folder
@@ -592,12 +647,8 @@ def _loader_fn(dl, n):
             except StopIteration: it = iter(dl); next(it)
     return load_n
 
-def _autocast(device, dtype=None):
-    "`torch.autocast` to `dtype` on `device`'s type, or nothing when `dtype` is None (fp32)"
-    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-def _model_fns(arch, n_in, batches, device, dtype=None, cl=False):
-    "Training-step and inference functions of a fresh `arch` over `batches`: autocast to `dtype`, channels-last if `cl`"
+def _model_fns(arch, n_in, batches, device, precision='fp32', cl=False):
+    "Training-step and inference functions of a fresh `arch` over `batches` in `precision`, channels-last if `cl`"
     torch.manual_seed(0)
     m = create_model(arch, n_in).to(device).train()
     fmt = torch.channels_last if cl else torch.contiguous_format
@@ -605,13 +656,13 @@ def _model_fns(arch, n_in, batches, device, dtype=None, cl=False):
     opt, loss_func = torch.optim.AdamW(m.parameters(), 1e-3), WeightedBCE().to(device)
     def train():
         for xb, yb in batches:
-            with _autocast(device, dtype): loss = loss_func(m(xb.contiguous(memory_format=fmt)).float(), yb)
+            with precision_ctx(device, precision): loss = loss_func(m(xb.contiguous(memory_format=fmt)).float(), yb)
             opt.zero_grad(); loss.backward(); opt.step()
     @torch.no_grad()
     def infer():
         m.eval()
         for xb, _ in batches:
-            with _autocast(device, dtype): m(xb.contiguous(memory_format=fmt))
+            with precision_ctx(device, precision): m(xb.contiguous(memory_format=fmt))
         m.train()
     return train, infer
 
@@ -635,13 +686,17 @@ def _bench_loader(cfg, bs, device, data=None, work=None, recipe=None, cache=None
     return dl, np.asarray(cache[ids[0]]).shape[-1]
 
 def _print_bench(res):
-    print(f"{res.arch} at {res.sz} px, {res.n_in} channels, batch {res.bs}, on {res.device} ({torch.get_num_threads()} threads):\n"
+    print(f"{res.arch} at {res.sz} px, {res.n_in} channels, batch {res.bs}, on {res.device} ({torch.get_num_threads()} threads, "
+          f"CPU {res.cpu_capability}, native bf16: {res.cpu_bf16_native}):\n"
           f"  loader (cache -> augmented, normalised batch): {res.loader:8.1f} images/s\n"
           f"  training fp32:                                  {res.train_fp32:8.1f} images/s\n"
+          f"  training fp32 + channels-last:                  {res.train_fp32_cl:8.1f} images/s\n"
           f"  training bf16 + channels-last:                  {res.train_bf16_cl:8.1f} images/s\n"
+          f"  inference fp32 + channels-last:                 {res.infer_fp32_cl:8.1f} images/s\n"
           f"  inference bf16 + channels-last:                 {res.infer_bf16_cl:8.1f} images/s\n"
-          f"  loader / training (bf16+cl): {res.loader_over_train:.1f}x (target >= 3x)\n"
-          f"  bf16 + channels-last over fp32 (training): {res.bf16_cl_over_fp32:.2f}x")
+          f"  bf16 + channels-last over fp32 + channels-last (training): {res.bf16_cl_over_fp32_cl:.2f}x\n"
+          f"  ihd picks {res.picks} + channels-last here (settings [level1] precision = {res.precision_setting}); "
+          f"loader / its training: {res.loader_over_train:.1f}x (target >= 3x)")
 
 def bench_train(arch:str|None=None, # Architecture (default: the first of settings archs)
                 data=None, work=None, recipe=None, # Stage folders and cache recipe (default: settings)
@@ -650,19 +705,22 @@ def bench_train(arch:str|None=None, # Architecture (default: the first of settin
                 rounds:int=3, # Interleaved measurement rounds (the best of each is kept)
                 cache=None, ids=None, # Or a cache object and IDs directly
                 device=None)->AttrDict:
-    "Print and return loader and training images/s (fp32 vs bf16 + channels-last) and their ratios"
+    "Print and return loader, training and inference images/s in fp32 and bf16 (+ channels-last), and what ihd picks here"
     cfg = level1_config(bs=bs)
     arch, bs = arch or cfg.archs[0], int(cfg.bs)
     device = torch.device(ifnone(device, default_device()))
     dl, n_in = _bench_loader(cfg, bs, device, data, work, recipe, cache, ids)
     batches = _first_batches(dl, n_batches)
     res = AttrDict(arch=arch, sz=int(batches[0][0].shape[-1]), n_in=n_in, bs=bs, device=str(device))
-    train_fp32, _ = _model_fns(arch, n_in, batches, device)
-    train_bf16, infer_bf16 = _model_fns(arch, n_in, batches, device, torch.bfloat16, cl=True)
-    fns = dict(train_fp32=train_fp32, train_bf16_cl=train_bf16, infer_bf16_cl=infer_bf16, loader=_loader_fn(dl, n_batches))
+    res.update(cpu_capability=cpu_capability(), cpu_bf16_native=cpu_bf16_native(), picks=choose_precision(device),
+               precision_setting=cfg.get('precision', 'auto'))
+    fns = dict(train_fp32=_model_fns(arch, n_in, batches, device)[0])
+    for p in ('fp32', 'bf16'): fns[f'train_{p}_cl'], fns[f'infer_{p}_cl'] = _model_fns(arch, n_in, batches, device, p, True)
+    fns['loader'] = _loader_fn(dl, n_batches)
     res.update(_time_rounds(fns, n_batches*bs, rounds))
-    res.loader_over_train = res.loader/res.train_bf16_cl
+    res.loader_over_train = res.loader/res.get(f'train_{res.picks}_cl', res.train_bf16_cl)
     res.bf16_cl_over_fp32 = res.train_bf16_cl/res.train_fp32
+    res.bf16_cl_over_fp32_cl = res.train_bf16_cl/res.train_fp32_cl
     _print_bench(res)
     return res
 
@@ -676,7 +734,7 @@ def ihd_bench_train(arch:str=None, # Architecture (default: the first of setting
                     rounds:int=3, # Interleaved rounds (best kept)
                     sz:int=None # Cache size (default: settings [pixels] sz; that cache must exist)
                    ):
-    "Print loader and training images/s (fp32 vs bf16 + channels-last) at the configured size"
+    "Print loader, training and inference images/s (fp32 and bf16, + channels-last) and the precision ihd picks here"
     recipe = _recipe(None)
     if sz: recipe = _recipe({**recipe.to_dict(), 'sz': sz})
     return bench_train(arch, data, work, recipe, bs, n_batches, rounds)
