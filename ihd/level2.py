@@ -13,7 +13,7 @@ from .core import (LABELS, read_long, CLIP, label_log_loss, weighted_log_loss, f
                       kaggle_layout, work_dir, models_dir, require, atomic_path, write_json, level1_runs, fold_dirs,
                       fold_of, level2_dir, STAGES)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('ihd.level2')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
 __all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'read_preds', 'fake_preds', 'fake_level1', 'load_run', 'gather_runs',

@@ -4,7 +4,8 @@
 
 # %% ../nbs/04d_pipeline.ipynb #f5e8f8aa
 from __future__ import annotations
-import os, sys, json, time, shutil, datetime, logging, tempfile, threading
+import os, sys, json, time, codecs, shutil, datetime, logging, tempfile, threading
+from contextlib import contextmanager
 from pathlib import Path
 import pandas as pd
 from fastcore.basics import AttrDict, listify
@@ -19,13 +20,13 @@ from .level1 import train_grid
 from .level2 import stack
 from .report import build_report
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 
 # %% auto #0
 __all__ = ['log', 'TINY', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params', 'notebook_params',
-           'cell_flags', 'runnable_copy', 'StageError', 'run_notebook', 'complete_runs', 'run_pipeline', 'ihd_run',
-           'run_stages']
+           'cell_flags', 'runnable_copy', 'StageError', 'kernel_log', 'tail_log', 'run_notebook', 'complete_runs',
+           'run_pipeline', 'ihd_run', 'run_stages']
 
 # %% ../nbs/04d_pipeline.ipynb #7817e66a
 def nbs_dir()->Path:
@@ -127,15 +128,60 @@ def runnable_copy(nb:Path|str, # Notebook to copy
 # %% ../nbs/04d_pipeline.ipynb #0ad56d53
 class StageError(RuntimeError): pass
 
+@contextmanager
+def kernel_log(path:Path|str # The file that receives the kernel's `ihd` log lines
+              ):
+    "Set `IHD_LOG_FILE` (read by `ihd.core` at import) for the kernels started inside the block, then restore it"
+    old = os.environ.get('IHD_LOG_FILE')
+    os.environ['IHD_LOG_FILE'] = str(Path(path).resolve())
+    try: yield Path(path)
+    finally:
+        if old is None: os.environ.pop('IHD_LOG_FILE', None)
+        else: os.environ['IHD_LOG_FILE'] = old
+
+def _echo(text:str):
+    "Log each non-empty line of `text`, indented under the stage's `[run]` line"
+    for line in text.splitlines():
+        if line.strip(): log.info(f"  {line.rstrip()[:300]}")
+
+def _tail(path:Path, stop:threading.Event, every:float, quiet:float, name:str):
+    "Echo the lines appended to `path` until `stop` (then the rest); a still-running line after `quiet` s of silence"
+    dec, buf, t0 = codecs.getincrementaldecoder('utf-8')('replace'), '', time.time()
+    pos, last = (path.stat().st_size if path.is_file() else 0), t0
+    while True:
+        done = stop.wait(every)
+        if path.is_file():
+            with open(path, 'rb') as f: f.seek(pos); data = f.read(); pos = f.tell()
+            buf += dec.decode(data)
+        if '\n' in buf or (done and buf):
+            text, buf = (buf, '') if done else buf.rsplit('\n', 1)
+            _echo(text); last = time.time()
+        elif quiet and time.time() - last > quiet:
+            log.info(f"  {name}: still running ({time.time()-t0:.0f} s so far, no log line in the last {quiet:.0f} s)"); last = time.time()
+        if done: return
+
+@contextmanager
+def tail_log(path:Path|str, # A log file that another process appends to
+             name:str='', # What is running, for the still-running line
+             every:float=0.5, # Seconds between reads
+             quiet:float=60. # Seconds without a new line before a still-running line (0: never)
+            ):
+    "Echo the new lines of `path` to the `ihd.pipeline` logger while the block runs (a thread; the rest at the end)"
+    stop = threading.Event()
+    th = threading.Thread(target=_tail, args=(Path(path), stop, every, quiet, name), daemon=True)
+    th.start()
+    try: yield
+    finally: stop.set(); th.join()
+
 def run_notebook(nb:Path|str, # Notebook to execute
                  out:Path|str, # Folder for the executed copy
                  params:dict|None=None, # Parameters to inject
-                 progress:bool=True, # Show papermill's progress bar (one tick per cell)
+                 progress:bool=False, # Show papermill's progress bar (one tick per cell; the kernel's log lines are echoed anyway)
                  log_output:bool=False, # Echo cell outputs to the log as they come
                  cwd:Path|str|None=None, # Working directory of the kernel (default: the notebook's folder)
                  skip_flags=('slow', 'notest', 'gpu') # Cells with these nbdev flags are not run (see `runnable_copy`)
                 )->Path:
-    "Execute `nb` with papermill, injecting `params`; returns the executed copy in `out`"
+    "Execute `nb` with papermill, injecting `params`, its `ihd` log lines streamed to the terminal; returns the executed copy in `out`"
     import papermill as pm
     nb, out = Path(nb), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,8 +191,9 @@ def run_notebook(nb:Path|str, # Notebook to execute
     if skipped: log.info(f"[run] {nb.stem}: {len(skipped)} flagged cell(s) kept as raw cells, not run: " + '; '.join(skipped))
     params = {k:(str(v) if isinstance(v, Path) else v) for k,v in (params or {}).items()}
     try:
-        pm.execute_notebook(str(src), str(dest), parameters=params, progress_bar=progress,
-                            log_output=log_output, cwd=str(cwd or nb.parent), kernel_name='python3')
+        with kernel_log(out/f'{nb.stem}.log') as lf, tail_log(lf, nb.stem):
+            pm.execute_notebook(str(src), str(dest), parameters=params, progress_bar=progress,
+                                log_output=log_output, cwd=str(cwd or nb.parent), kernel_name='python3')
     except pm.PapermillExecutionError as e:
         raise StageError(f"{nb.stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                          f"  executed copy with the traceback: {dest}") from None
@@ -227,7 +274,7 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
                  params:dict|None=None, # Notebook parameters over `[run]`'s
                  runs:Path|str|None=None, # Parent of the run folders (default: `ihd_path('runs')`)
                  report:bool=True, # Build the report at the end
-                 progress:bool=True # Papermill progress bars
+                 progress:bool=False # Papermill's per-cell bars (the stages' log lines stream anyway)
                 )->AttrDict:
     "Run the main job; returns the run folder, the times per step, and the submission and report paths"
     s, t_all, times = run_settings(), time.time(), {}

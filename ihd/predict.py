@@ -18,7 +18,7 @@ from .level1 import load_run, predict_arrays
 from .level2 import apply_level2
 from .report import plot_montage, slice_title
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 
 # %% auto #0

@@ -17,7 +17,7 @@ from .core import (LABELS, SUBTYPES, STAGES, label_log_loss, weighted_log_loss, 
 from .pixels import Recipe, preprocess
 from .cache import SliceCache
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('ihd.report')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 
 # %% auto #0
