@@ -11,8 +11,8 @@ import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify, str2bool
 
 # %% auto #0
-__all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'STAGES', 'TMP_TAG', 'LEVEL2', 'find_settings', 'settings',
-           'merge_settings', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir', 'kaggle_layout',
+__all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'STAGES', 'TMP_TAG', 'LEVEL2', 'find_settings', 'parse_value',
+           'settings', 'merge_settings', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir', 'kaggle_layout',
            'rsna_sample', 'is_test', 'require', 'is_tmp', 'atomic_path', 'write_json', 'write_text', 'level2_dir',
            'fold_dirs', 'fold_of', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss', 'weighted_log_loss',
            'prior_baseline', 'folds_hash', 'read_long', 'read_labels', 'to_long', 'write_long']
@@ -34,10 +34,10 @@ def find_settings(start:Path|str|None=None # Folder to start the upward search f
     return f if f.is_file() else None
 
 # %% ../nbs/00a_core.ipynb #e02223f4
-def _typed(v:str):
+def parse_value(v:str):
     "Parse a settings value: comma-separated lists, None, ints, floats, booleans (fastcore's `str2bool`), else the string"
     v = v.strip()
-    if ',' in v: return [_typed(o) for o in v.split(',') if o.strip()]
+    if ',' in v: return [parse_value(o) for o in v.split(',') if o.strip()]
     if v.lower() in ('none', ''): return None
     for t in (int, float):
         try: return t(v)
@@ -54,7 +54,7 @@ def settings(section:str, # Section of `settings.ini`, e.g. 'pixels'
     if f is None: return AttrDict()
     cp = configparser.ConfigParser(inline_comment_prefixes=('#', ';'))
     cp.read(f)
-    return AttrDict({k:_typed(v) for k,v in cp[section].items()}) if cp.has_section(section) else AttrDict()
+    return AttrDict({k:parse_value(v) for k,v in cp[section].items()}) if cp.has_section(section) else AttrDict()
 
 # %% ../nbs/00a_core.ipynb #efb1c20c
 def merge_settings(section:str, # Section of `settings.ini`
@@ -321,5 +321,5 @@ def to_long(wide:pd.DataFrame, # `ID` + one column per label
     return pd.DataFrame({'ID': np.char.add(np.char.add(ids, '_'), subs), 'Label': wide[labels].to_numpy().ravel()})
 
 def write_long(wide:pd.DataFrame, path:Path|str, labels=LABELS):
-    "Write `wide` as a long `ID,Label` CSV"
-    to_long(wide, labels).to_csv(path, index=False)
+    "Write `wide` as a long `ID,Label` CSV (atomically)"
+    with atomic_path(path) as t: to_long(wide, labels).to_csv(t, index=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
-from .core import (STAGES, settings, merge_settings, ihd_path, data_root, work_dir, models_dir, find_settings,
+from .core import (STAGES, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, models_dir, find_settings,
                       atomic_path, write_json, level1_runs, fold_dirs)
 from . import synth
 from .tables import make_tables
@@ -70,18 +70,13 @@ def run_settings(**overrides)->AttrDict:
     return merge_settings('run', **overrides)
 
 def parse_params(items)->dict:
-    "`['epochs=1', 'archs=resnet18,resnet34']` -> `{'epochs': 1, 'archs': ['resnet18', 'resnet34']}`, typed by `ihd.core.settings`"
-    pairs = []
+    "`['epochs=1', 'archs=resnet18,resnet34']` -> `{'epochs': 1, 'archs': ['resnet18', 'resnet34']}`, typed like settings.ini values"
+    res = {}
     for o in listify(items):
         if '=' not in o: raise ValueError(f"notebook parameter {o!r} is not of the form name=value")
         k, v = o.split('=', 1)
-        pairs.append((k.strip(), v.strip()))
-    if not pairs: return {}
-    with tempfile.TemporaryDirectory() as d:   # read by the settings reader itself, so values mean what they mean in settings.ini
-        f = Path(d)/'params.ini'
-        f.write_text('[params]\n' + ''.join(f'{k} = {v}\n' for k, v in dict(pairs).items()))
-        typed = settings('params', f)
-    return {k: typed[k.lower()] for k in dict(pairs)}
+        res[k.strip()] = parse_value(v)
+    return res
 
 def notebook_params(nb:Path|str, # A notebook with a `parameters` cell
                     knobs:dict # Candidate parameters
