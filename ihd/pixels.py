@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings, struct
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import NamedTuple
 from pathlib import Path
 import numpy as np, pydicom, torch, torch.nn.functional as F
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -19,13 +20,14 @@ from .synth import stage_paths
 
 
 # %% auto #0
-__all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'Recipe', 'read_dcm', 'dcm_tag', 'raw_pixels', 'hu_params', 'read_hu',
-           'window', 'write_ct', 'fast_slice', 'read_slice', 'windowed_u8', 'binary_open3', 'head_box', 'single_thread',
-           'preprocess', 'stack_neighbours', 'slice_z', 'montages', 'ihd_pixels']
+__all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'Recipe', 'read_dcm', 'dcm_tag', 'pixel_words', 'raw_pixels', 'HUParams',
+           'hu_params', 'stored_values', 'hu_table', 'read_hu', 'window', 'write_ct', 'fast_slice', 'read_slice',
+           'windowed_u8', 'binary_open3', 'head_box', 'single_thread', 'preprocess', 'stack_neighbours', 'slice_z',
+           'montages', 'ihd_pixels']
 
 # %% ../nbs/01_pixels.ipynb #1925cd26
 WINDOWS = dict(brain=(40, 80), subdural=(80, 200), soft=(40, 380), bone=(600, 2800))  # (centre, width) in HU
-PIXELS_VERSION = 2  # bump when the preprocessing code changes what it writes: stale caches are then refused
+PIXELS_VERSION = 3  # 3: stored values masked and sign-extended (BitsStored, HighBit); bump when the preprocessing code changes what it writes: stale caches are then refused
 
 # %% ../nbs/01_pixels.ipynb #1bd06732
 @dataclass(frozen=True)
@@ -79,44 +81,85 @@ def _check_ct(ds):
     mod = ds.get('Modality', 'CT')
     if mod and mod != 'CT': raise ValueError(f"modality {mod!r} is not CT")
 
-def raw_pixels(ds:pydicom.Dataset)->np.ndarray:
-    "The stored pixel integers (int16 or uint16, `(Rows, Columns)`) of a CT slice"
+def _decoded_words(ds, hp):
+    "pydicom's decoded pixels as 16-bit words, and `hp` with the value now in the low bits"
+    ts = ds.file_meta.get('TransferSyntaxUID')
+    if hp.high != hp.bits - 1 and not (ts is not None and ts.is_compressed):   # pydicom would ignore HighBit
+        raise ValueError(f"HighBit {hp.high} with BitsStored {hp.bits} (a retired layout) is read only from "
+                         f"uncompressed little-endian data, not {ts.name if ts is not None else 'no transfer syntax'}")
+    try: a = ds.pixel_array
+    except Exception as e: raise ValueError(f"cannot decode pixel data: {type(e).__name__}: {e}") from e
+    if a.ndim != 2: raise ValueError(f"expected one grey 2-D frame, pixel data has shape {a.shape}")
+    return a.astype(np.int16 if hp.signed else np.uint16, copy=False).view(np.uint16), hp._replace(high=hp.bits - 1)
+
+def pixel_words(ds:pydicom.Dataset)->tuple:
+    "`(16-bit words viewed as uint16 (Rows, Columns), hu_params(ds))`: the pixel bytes as they are when it can, else pydicom's"
     _check_ct(ds)
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    ts, pr = ds.file_meta.get('TransferSyntaxUID'), int(ds.get('PixelRepresentation', 0))
+    hp, rows, cols = hu_params(ds), int(ds.Rows), int(ds.Columns)
+    ts = ds.file_meta.get('TransferSyntaxUID')
     if (ts is not None and ts.is_little_endian and not ts.is_compressed and int(ds.get('BitsAllocated', 16)) == 16
             and int(ds.get('SamplesPerPixel', 1)) == 1 and int(ds.get('NumberOfFrames', 1) or 1) == 1):
         buf = ds.PixelData
         if len(buf) < rows*cols*2: raise ValueError(f"truncated pixel data: {len(buf)} of {rows*cols*2} bytes")
-        return np.frombuffer(buf, np.int16 if pr else np.uint16, rows*cols).reshape(rows, cols)
-    try: a = ds.pixel_array
-    except Exception as e: raise ValueError(f"cannot decode pixel data: {type(e).__name__}: {e}") from e
-    if a.ndim != 2: raise ValueError(f"expected one grey 2-D frame, pixel data has shape {a.shape}")
-    return a
+        return np.frombuffer(buf, np.uint16, rows*cols).reshape(rows, cols), hp
+    return _decoded_words(ds, hp)
+
+def raw_pixels(ds:pydicom.Dataset)->np.ndarray:
+    "The stored pixel integers (int16 or uint16, `(Rows, Columns)`) of a CT slice: pydicom's `pixel_array`"
+    w, hp = pixel_words(ds)
+    dt = np.int16 if hp.signed else np.uint16
+    return w.view(dt) if hp.bits == 16 else stored_values(w, hp).astype(dt)
 
 # %% ../nbs/01_pixels.ipynb #448f2060
-def _hu_params(pr, bits, slope, icpt):
-    slope, icpt, signed = float(slope or 1), float(icpt), int(pr) == 1
-    quirk = int(bits) == 12 and not signed and icpt > -100
-    return signed, slope, (-1000. if quirk else icpt), quirk
+class HUParams(NamedTuple):
+    "How a slice's 16-bit pixel words become HU: rescale, the 12-bit fix and the bit layout of a word"
+    signed:bool # PixelRepresentation 1: two's complement values
+    slope:float
+    icpt:float # The intercept used (-1000 for a quirky file)
+    quirk:bool # The 12-bit fix applies
+    bits:int=16 # BitsStored
+    high:int=15 # HighBit: the value sits in bits `high-bits+1 .. high` of the word
 
-def hu_params(ds:pydicom.Dataset)->tuple:
-    "`(signed, slope, intercept, quirk)`: how raw pixels of `ds` become HU"
-    return _hu_params(ds.get('PixelRepresentation', 0), ds.get('BitsStored', 16), ds.get('RescaleSlope', 1), ds.get('RescaleIntercept', -1024))
+def _hu_params(pr, bits, slope, icpt, high=None):
+    slope, icpt, signed, bits = float(slope or 1), float(icpt), int(pr) == 1, int(bits)
+    high = bits - 1 if high is None else int(high)
+    if not (1 <= bits <= 16 and bits - 1 <= high <= 15):
+        raise ValueError(f"BitsStored {bits} with HighBit {high} does not fit a 16-bit word")
+    quirk = bits == 12 and not signed and icpt > -100
+    return HUParams(signed, slope, -1000. if quirk else icpt, quirk, bits, high)
 
-def _to_hu(raw, slope, icpt, quirk, dtype=np.float32):
-    v = raw.astype(np.int32)
+def hu_params(ds:pydicom.Dataset)->HUParams:
+    "`HUParams` of `ds`: how its pixel words become HU"
+    return _hu_params(ds.get('PixelRepresentation', 0), ds.get('BitsStored', 16), ds.get('RescaleSlope', 1),
+                      ds.get('RescaleIntercept', -1024), ds.get('HighBit'))
+
+def stored_values(words:np.ndarray, # 16-bit pixel words (any integer dtype; only the low 16 bits count)
+                  hp:HUParams # The layout (`bits`, `high`, `signed`)
+                 )->np.ndarray:
+    "The stored integers (int32) of `words`: bits `high-bits+1 .. high`, unused bits masked, sign-extended when signed"
+    v = (np.asarray(words).astype(np.int32) & 0xFFFF) >> (hp.high + 1 - hp.bits) & ((1 << hp.bits) - 1)
+    return v - ((v >> (hp.bits - 1)) << hp.bits) if hp.signed else v
+
+def _to_hu(v, slope, icpt, quirk, dtype=np.float32):
+    v = np.asarray(v, np.int32)
     if quirk:
         v = v + 1000
         v[v >= 4096] -= 4096
     return (v*slope + icpt).astype(dtype)
 
+@lru_cache(maxsize=16)
+def hu_table(hp:HUParams)->np.ndarray:
+    "float64 HU of every 16-bit word (index = the word as uint16): layout, rescale and the 12-bit fix at once"
+    return _to_hu(stored_values(np.arange(65536), hp), hp.slope, hp.icpt, hp.quirk, np.float64)
+
+@lru_cache(maxsize=16)
+def _hu_lut32(hp): return hu_table(hp).astype(np.float32)
+
 def read_hu(src:Path|str|pydicom.Dataset # A DICOM file or dataset
            )->np.ndarray:
     "Hounsfield units of a CT slice, float32 `(Rows, Columns)`, with the 12-bit fix"
-    ds = read_dcm(src)
-    signed, slope, icpt, quirk = hu_params(ds)
-    return _to_hu(raw_pixels(ds), slope, icpt, quirk)
+    words, hp = pixel_words(read_dcm(src))
+    return _hu_lut32(hp).take(words)
 
 # %% ../nbs/01_pixels.ipynb #21e974be
 def window(hu:np.ndarray, # HU values
@@ -163,12 +206,12 @@ def write_ct(path:Path|str, # Where to write
 _EXPLICIT, _IMPLICIT = '1.2.840.10008.1.2.1', '1.2.840.10008.1.2'
 _LONG_VR = {b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ', b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'}
 _US_TAGS = {0x00280002: 'SamplesPerPixel', 0x00280010: 'Rows', 0x00280011: 'Columns', 0x00280100: 'BitsAllocated',
-            0x00280101: 'BitsStored', 0x00280103: 'PixelRepresentation'}
+            0x00280101: 'BitsStored', 0x00280102: 'HighBit', 0x00280103: 'PixelRepresentation'}
 _STR_TAGS = {0x00080060: 'Modality', 0x00280008: 'NumberOfFrames', 0x00281052: 'RescaleIntercept', 0x00281053: 'RescaleSlope'}
 
 def fast_slice(path:Path|str # A DICOM file
               )->tuple|None:
-    "`(raw uint16 view (Rows, Columns), (signed, slope, intercept, quirk))` read without pydicom, or `None` (use pydicom)"
+    "`(pixel words as uint16 (Rows, Columns), HUParams)` read without pydicom, or `None` (use pydicom)"
     with open(path, 'rb') as fh: buf = fh.read()
     if buf[128:132] != b'DICM': return None
     n, i, ts, explicit, v, unpack = len(buf), 132, None, None, {}, struct.unpack_from
@@ -196,28 +239,26 @@ def fast_slice(path:Path|str # A DICOM file
     rows, cols = v.get('Rows'), v.get('Columns')
     if (rows is None or cols is None or v.get('Modality', 'CT') not in ('CT', '') or v.get('BitsAllocated', 16) != 16
             or v.get('SamplesPerPixel', 1) != 1 or v.get('NumberOfFrames', '1') not in ('1', '') or ln < rows*cols*2): return None
-    try: hp = _hu_params(v.get('PixelRepresentation', 0), v.get('BitsStored', 16), v.get('RescaleSlope') or 1, v.get('RescaleIntercept', '-1024'))
-    except ValueError: return None   # a multi-valued or odd slope/intercept: pydicom's way
+    try: hp = _hu_params(v.get('PixelRepresentation', 0), v.get('BitsStored', 16), v.get('RescaleSlope') or 1,
+                         v.get('RescaleIntercept', '-1024'), v.get('HighBit'))
+    except ValueError: return None   # an odd slope/intercept or bit layout: pydicom's way (which names the problem)
     return np.frombuffer(buf, np.uint16, rows*cols, i).reshape(rows, cols), hp
 
 def read_slice(src:Path|str|pydicom.Dataset # A DICOM file or dataset
               )->tuple:
-    "`(raw pixels viewed as uint16, hu_params)`: `fast_slice` when it can, else pydicom (which raises a clear error for bad files)"
+    "`(pixel words as uint16, HUParams)`: `fast_slice` when it can, else `pixel_words` (which raises a clear error for bad files)"
     if not isinstance(src, pydicom.Dataset):
         r = fast_slice(src)
         if r is not None: return r
-    ds = read_dcm(src)
-    return raw_pixels(ds).view(np.uint16), hu_params(ds)
+    return pixel_words(read_dcm(src))
 
 # %% ../nbs/01_pixels.ipynb #ce0a946d
 HEAD_HU = -200  # HU above which a pixel may belong to the head (skin and fat included; air and foam excluded)
 
 @lru_cache(maxsize=64)
-def _lut(signed, slope, icpt, quirk, windows:tuple):
-    "Packed table: raw uint16 index -> bytes (window 0..C-1, head mask, zero padding)"
-    idx = np.arange(65536, dtype=np.uint16)
-    raw = idx.view(np.int16) if signed else idx
-    hu = _to_hu(raw, slope, icpt, quirk, np.float64)
+def _lut(hp:HUParams, windows:tuple):
+    "Packed table: pixel word (uint16 index) -> bytes (window 0..C-1, head mask, zero padding)"
+    hu = hu_table(hp)
     nb = len(windows) + 1
     width = 2 if nb <= 2 else 4 if nb <= 4 else 8
     t = np.zeros((65536, width), np.uint8)
@@ -229,10 +270,8 @@ def windowed_u8(ds:pydicom.Dataset, # A CT slice
                 windows=('brain', 'subdural', 'soft') # Window names
                )->np.ndarray:
     "uint8 `(Rows, Columns, B)`: the windows as channels, then the head-mask byte, then padding"
-    signed, slope, icpt, quirk = hu_params(ds)
-    raw = raw_pixels(ds)
-    t = _lut(signed, slope, icpt, quirk, tuple(windows))
-    return t.take(raw.view(np.uint16)).view(np.uint8).reshape(*raw.shape, -1)
+    words, hp = pixel_words(ds)
+    return _lut(hp, tuple(windows)).take(words).view(np.uint8).reshape(*words.shape, -1)
 
 # %% ../nbs/01_pixels.ipynb #fc7dd2e2
 def _shift_op(m, op):
@@ -300,10 +339,9 @@ class single_thread:
     def __exit__(self, *a): torch.set_num_threads(self.n)
 
 @lru_cache(maxsize=64)
-def _mask_lut(signed, slope, icpt, quirk):
-    "Table raw uint16 index -> head mask (HU above `HEAD_HU`)"
-    idx = np.arange(65536, dtype=np.uint16)
-    return _to_hu(idx.view(np.int16) if signed else idx, slope, icpt, quirk, np.float64) > HEAD_HU
+def _mask_lut(hp:HUParams):
+    "Table pixel word (uint16 index) -> head mask (HU above `HEAD_HU`)"
+    return hu_table(hp) > HEAD_HU
 
 def preprocess(src:Path|str|pydicom.Dataset, # A DICOM file or dataset
                recipe:Recipe|None=None, # Windows, size and crop (default: `Recipe.from_settings()`); neighbours are ignored
@@ -315,11 +353,11 @@ def preprocess(src:Path|str|pydicom.Dataset, # A DICOM file or dataset
     (H, W), C, sz = raw.shape, len(recipe.windows), recipe.sz
     if recipe.crop:   # the head mask on a strided view (about 128 px a side): a lookup of 1/16 of the pixels
         step = max(1, round(min(H, W)/128))
-        y0, x0, side, keep = head_box(_mask_lut(*hp).take(raw[::step, ::step]), step, (H, W))
+        y0, x0, side, keep = head_box(_mask_lut(hp).take(raw[::step, ::step]), step, (H, W))
     else:
         side = max(H, W); y0, x0, keep = (H - side)//2, (W - side)//2, None
     ya, xa = max(y0, 0), max(x0, 0)   # the window lookup runs only on the part of the image inside the box
-    img = _lut(*hp, recipe.windows).take(raw[ya:y0 + side, xa:x0 + side]).view(np.uint8)
+    img = _lut(hp, recipe.windows).take(raw[ya:y0 + side, xa:x0 + side]).view(np.uint8)
     img = img.reshape(min(y0 + side, H) - ya, min(x0 + side, W) - xa, -1)
     r, o = _resize_box(img, y0 - ya, x0 - xa, side, sz)
     out = np.zeros((sz, sz, C), np.uint8)
