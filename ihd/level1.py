@@ -7,7 +7,8 @@ from __future__ import annotations
 import json, time, logging, warnings, contextlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
-from fastcore.basics import AttrDict, listify, ifnone, store_attr
+from fastcore.basics import AttrDict, listify, ifnone, store_attr, noop
+from fastprogress.fastprogress import IN_NOTEBOOK
 from fastcore.foundation import L
 from fastcore.script import call_parse
 from fastai.torch_core import TensorImage, to_float, trainable_params, default_device, rank_distrib, num_distrib
@@ -239,7 +240,7 @@ def read_checkpoint(path:Path, key:str)->dict|None:
         return None
     return ck
 
-# %% ../nbs/03b_level1.ipynb #5b5ccbb1
+# %% ../nbs/03b_level1.ipynb #4d8db057
 def _hms(s:float)->str:
     "Seconds as '42 s', '3 min 05 s' or '1 h 02 min'"
     s = int(round(s))
@@ -373,7 +374,8 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
     run.update(precision=choose_precision(dls.device, cfg.precision), cpu_capability=cpu_capability(),
                cpu_bf16_native=cpu_bf16_native())
     add_speed_cbs(learn, run['precision'])
-    if rank_distrib(): learn.remove_cb(ProgressCallback)
+    if rank_distrib() or not IN_NOTEBOOK:  # a terminal gets `EpochProgress`'s one line per epoch, not bars
+        learn.remove_cb(ProgressCallback); learn.logger = noop
     return learn
 
 def _resume(learn, ck):
