@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_backbones.ipynb #9bc50d23
 from __future__ import annotations
-import contextlib, difflib, importlib, warnings
+import contextlib, difflib, functools, importlib, time, warnings
 from collections import OrderedDict
 from pathlib import Path
 import numpy as np, torch, timm
@@ -18,7 +18,7 @@ from .core import LABELS, merge_settings, as_bool
 __all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'TV_ARCHS', 'PRECISIONS', 'DTYPES', 'is_pretrained_arch', 'weights_file',
            'map_state_dict', 'load_pretrained_timm', 'pretrained_stats', 'arch_kind', 'resolve_pretrained',
            'OutputBias', 'create_model', 'input_stats', 'load_weights', 'pretrained_splitter', 'cpu_capability',
-           'cpu_bf16_native', 'choose_precision', 'precision_ctx']
+           'cpu_bf16_native', 'choose_precision', 'precision_ctx', 'probe_cpu_modes', 'choose_training_mode']
 
 # %% ../nbs/03a_backbones.ipynb #a501629b
 def _lite(n, size, n_tensors):
@@ -286,3 +286,50 @@ def precision_ctx(device, # The device computed on
     "`torch.autocast` to `precision` on `device`'s type; a context that does nothing for fp32"
     dt = DTYPES[precision]
     return torch.autocast(torch.device(device).type, dtype=dt) if dt is not None else contextlib.nullcontext()
+
+# %% ../nbs/03a_backbones.ipynb #c4633247
+def _probe_steps(arch, x, y, mode, steps):
+    "A function running `steps` training steps of a fresh `arch` on `x` in `mode` ('fp32', 'fp32+cl', 'bf16+cl')"
+    prec, cl = mode.split('+')[0], mode.endswith('+cl')
+    m = create_model(arch, x.shape[1]).train()
+    if cl: m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(m.parameters(), 1e-4)
+    def run():
+        for _ in range(steps):
+            with precision_ctx('cpu', prec): loss = nn.functional.binary_cross_entropy_with_logits(m(x).float(), y)
+            opt.zero_grad(); loss.backward(); opt.step()
+    return run
+
+@functools.lru_cache(maxsize=None)
+def probe_cpu_modes(arch:str, # Architecture (see `create_model`)
+                    n_in:int, # Input channels
+                    sz:int, # Input size
+                    bs:int=16, # Batch size of the probe
+                    steps:int=2, # Steps per timing
+                    rounds:int=2, # Interleaved timed rounds after one warm-up round (the best is kept)
+                    bf16:bool|None=None # Try bf16 + channels-last (default: where bf16 is native)
+                   )->tuple:
+    "Training images/s of `arch` on this CPU in each candidate mode, `((mode, rate), ...)`, fastest first"
+    modes = ('fp32', 'fp32+cl') + (('bf16+cl',) if (cpu_bf16_native() if bf16 is None else bf16) else ())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x, y = torch.randn(bs, n_in, sz, sz), (torch.rand(bs, len(LABELS)) < 0.1).float()
+        fns, best = {m: _probe_steps(arch, x, y, m, steps) for m in modes}, dict.fromkeys(modes, 0.)
+        for r in range(rounds + 1):
+            for m, f in fns.items():
+                t = time.perf_counter(); f(); rate = bs*steps/(time.perf_counter() - t)
+                if r: best[m] = max(best[m], rate)
+    return tuple(sorted(((m, round(v, 1)) for m, v in best.items()), key=lambda o: -o[1]))
+
+def choose_training_mode(device, # The training device
+                         want:str|None=None, # 'auto', 'bf16', 'fp16' or 'fp32' (default: settings [level1] precision)
+                         arch:str|None=None, n_in:int=3, sz:int=128, bs:int=16 # The model and input to probe
+                        )->dict:
+    "`{'precision', 'channels_last', 'probe'}` for training: probed on a CPU under 'auto', else `choose_precision`"
+    want = str(want if want is not None else merge_settings('level1').get('precision') or 'auto').lower()
+    prec = choose_precision(device, want)
+    if torch.device(device).type != 'cpu' or want != 'auto' or arch is None:
+        return dict(precision=prec, channels_last=True, probe=None)
+    rates = probe_cpu_modes(arch, n_in, sz, min(bs, 16))
+    best = rates[0][0]
+    return dict(precision=best.split('+')[0], channels_last=best.endswith('+cl'), probe=dict(rates))

@@ -27,7 +27,7 @@ from .core import LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, d
 from .pixels import Recipe
 from .cache import SliceCache, cache_dir
 from .backbones import arch_kind, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter, \
-    choose_precision, precision_ctx, cpu_capability, cpu_bf16_native
+    choose_precision, choose_training_mode, precision_ctx, cpu_capability, cpu_bf16_native
 
 log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when this cell runs in the notebook
 
@@ -371,9 +371,13 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
                    max_rotate=float(cfg.max_rotate), max_zoom=float(cfg.max_zoom))
     learn = Learner(dls, model, loss_func=WeightedBCE(), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
                     model_dir='.', splitter=_splitter(pretrained))
-    run.update(precision=choose_precision(dls.device, cfg.precision), cpu_capability=cpu_capability(),
-               cpu_bf16_native=cpu_bf16_native())
-    add_speed_cbs(learn, run['precision'])
+    sz = int(np.asarray(cache[d.tr['ID'].iloc[0]]).shape[0])
+    mode = choose_training_mode(dls.device, cfg.precision, arch, n_in, sz, int(cfg.bs))
+    run.update(precision=mode['precision'], channels_last=mode['channels_last'], speed_probe=mode['probe'],
+               cpu_capability=cpu_capability(), cpu_bf16_native=cpu_bf16_native())
+    if mode['probe']: log.info(f"{arch} at {sz} px on this CPU, training images/s by mode: {mode['probe']}: "
+                               f"{mode['precision']}{' + channels-last' if mode['channels_last'] else ''} chosen")
+    add_speed_cbs(learn, run['precision'], run['channels_last'])
     if rank_distrib() or not IN_NOTEBOOK:  # a terminal gets `EpochProgress`'s one line per epoch, not bars
         learn.remove_cb(ProgressCallback); learn.logger = noop
     return learn
@@ -697,7 +701,8 @@ def _print_bench(res):
           f"  inference fp32 + channels-last:                 {res.infer_fp32_cl:8.1f} images/s\n"
           f"  inference bf16 + channels-last:                 {res.infer_bf16_cl:8.1f} images/s\n"
           f"  bf16 + channels-last over fp32 + channels-last (training): {res.bf16_cl_over_fp32_cl:.2f}x\n"
-          f"  ihd picks {res.picks} + channels-last here (settings [level1] precision = {res.precision_setting}); "
+          f"  ihd trains in {res.picks.replace('+cl', ' + channels-last')} here (settings [level1] precision = "
+          f"{res.precision_setting}{'; its probe, images/s: ' + str(res.probe) if res.probe else ''}); "
           f"loader / its training: {res.loader_over_train:.1f}x (target >= 3x)")
 
 def bench_train(arch:str|None=None, # Architecture (default: the first of settings archs)
@@ -714,13 +719,14 @@ def bench_train(arch:str|None=None, # Architecture (default: the first of settin
     dl, n_in = _bench_loader(cfg, bs, device, data, work, recipe, cache, ids)
     batches = _first_batches(dl, n_batches)
     res = AttrDict(arch=arch, sz=int(batches[0][0].shape[-1]), n_in=n_in, bs=bs, device=str(device))
-    res.update(cpu_capability=cpu_capability(), cpu_bf16_native=cpu_bf16_native(), picks=choose_precision(device),
-               precision_setting=cfg.get('precision', 'auto'))
+    mode = choose_training_mode(device, cfg.get('precision'), arch, n_in, res.sz, bs)
+    res.update(cpu_capability=cpu_capability(), cpu_bf16_native=cpu_bf16_native(), probe=mode['probe'],
+               picks=mode['precision'] + ('+cl' if mode['channels_last'] else ''), precision_setting=cfg.get('precision', 'auto'))
     fns = dict(train_fp32=_model_fns(arch, n_in, batches, device)[0])
     for p in ('fp32', 'bf16'): fns[f'train_{p}_cl'], fns[f'infer_{p}_cl'] = _model_fns(arch, n_in, batches, device, p, True)
     fns['loader'] = _loader_fn(dl, n_batches)
     res.update(_time_rounds(fns, n_batches*bs, rounds))
-    res.loader_over_train = res.loader/res.get(f'train_{res.picks}_cl', res.train_bf16_cl)
+    res.loader_over_train = res.loader/res[dict(fp32='train_fp32').get(res.picks, f"train_{res.picks.replace('+', '_')}")]
     res.bf16_cl_over_fp32 = res.train_bf16_cl/res.train_fp32
     res.bf16_cl_over_fp32_cl = res.train_bf16_cl/res.train_fp32_cl
     _print_bench(res)
