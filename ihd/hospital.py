@@ -82,7 +82,7 @@ def _header_row(ds, file):
                 SeriesNumber=_num(ds.get('SeriesNumber')), SeriesDescription=_s(ds.get('SeriesDescription')),
                 ConvolutionKernel=_s(ds.get('ConvolutionKernel')), SliceThickness=_num(th), plane=plane, tilt=tilt, z=z,
                 n_frames=int(_num(ds.get('NumberOfFrames')) if ds.get('NumberOfFrames') else 1),
-                TransferSyntaxUID=_s(meta.get('TransferSyntaxUID')))
+                TransferSyntaxUID=_s(meta.get('TransferSyntaxUID') or ds.get('AvailableTransferSyntaxUID')))
 
 # %% ../nbs/04c_hospital.ipynb #c02b4c55
 _DELIM = b'\xfe\xff\xdd\xe0\x00\x00\x00\x00'  # the sequence delimiter that ends encapsulated (compressed) pixel data
@@ -687,6 +687,12 @@ def _predicted(files:list, work:Path, predict)->tuple:
 def _sources(files:list)->list:
     with quiet_pydicom(): return [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
 
+def _store(client:DICOMwebClient, out:AttrDict, folder:Path)->int:
+    "Store the results; on failure say where they are kept"
+    try: return store_instances(client, out.datasets.values())
+    except (ConnectionError, RuntimeError, TimeoutError) as e:
+        raise type(e)(f"{e}\nthe results are kept in {folder}: store them later with `store_instances`") from None
+
 # %% ../nbs/04c_hospital.ipynb #c1747f74
 def process_study(url:str, # DICOMweb root of the PACS
                   study:str, # StudyInstanceUID
@@ -705,7 +711,7 @@ def process_study(url:str, # DICOMweb root of the PACS
     files = retrieve_series(client, study, row.SeriesInstanceUID, sops, work/'incoming'/row.SeriesInstanceUID); t.append(time.time())
     res, staged = _predicted(files, work, predict); t.append(time.time())
     out = write_results(res, _sources(files), staged, work/'results', threshold); t.append(time.time())
-    n = store_instances(client, out.datasets.values()) if store else 0; t.append(time.time())
+    n = _store(client, out, work/'results') if store else 0; t.append(time.time())
     info = dict(study=study, series=row.SeriesInstanceUID, n_slices=len(res), results=sorted(out.files), stored=n,
                 threshold=out.threshold, seconds=dict(zip(['retrieve', 'predict', 'write', 'store'], np.round(np.diff(t), 2).tolist()),
                                                       total=round(t[-1] - t[0], 2)))
