@@ -18,7 +18,7 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image, ImageDraw, ImageFont
 from fastcore.basics import AttrDict
 from .core import LABELS, SUBTYPES, merge_settings, atomic_path, write_json
-from .tables import quiet_pydicom, _pixel_element
+from .tables import quiet_pydicom, pixel_element
 from .pixels import read_dcm, read_hu, window
 
 log = logging.getLogger('ihd.hospital')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -92,7 +92,7 @@ def _file_problem(fp, ds:Dataset, size:int)->str|None:
     miss = [k for k in ('StudyInstanceUID', 'SeriesInstanceUID', 'SOPInstanceUID') if not ds.get(k)]
     if miss: return f"header incomplete: no {', '.join(miss)} (the file has {size} bytes)"
     if not ds.get('Rows'): return None   # not an image: a dose report, a structured report
-    px = _pixel_element(fp, ds)
+    px = pixel_element(fp, ds)
     if px is None: return f"no pixel data: the file ({size} bytes) ends before it"
     start, n, _ = px
     if n == 0xFFFFFFFF:

@@ -23,9 +23,9 @@ from .synth import stage_paths
 log = logging.getLogger('ihd.tables')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'quiet_pydicom', 'clean_id',
-           'read_header', 'list_dicoms', 'n_cores', 'read_headers', 'add_slice_order', 'join_labels', 'make_folds',
-           'data_signature', 'load_tables', 'say_bad', 'make_tables', 'ihd_tables', 'check_slice_order']
+__all__ = ['log', 'CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'quiet_pydicom', 'pixel_element',
+           'clean_id', 'read_header', 'list_dicoms', 'n_cores', 'read_headers', 'add_slice_order', 'join_labels',
+           'make_folds', 'data_signature', 'load_tables', 'say_bad', 'make_tables', 'ihd_tables', 'check_slice_order']
 
 # %% ../nbs/00c_tables.ipynb #cf462f96
 CHECKS = dict(  # check code: (severity, what it means)
@@ -70,8 +70,10 @@ def quiet_pydicom():
     finally: dcm_config.settings.reading_validation_mode = old
 
 # %% ../nbs/00c_tables.ipynb #82170310
-def _pixel_element(fp, ds)->tuple|None:
-    "`(start, length, vr)` of the PixelData element at `fp`'s position (where `stop_before_pixels` left it), else `None`"
+def pixel_element(fp, # An open binary file, where `dcmread(fp, stop_before_pixels=True)` left it
+                  ds # The dataset that read returned (its encoding tells how the element is written)
+                 )->tuple|None:
+    "`(start, length, vr)` of the PixelData element at `fp`'s position (`length` 0xFFFFFFFF: encapsulated), else `None`"
     implicit, little = ds.original_encoding
     e = '<' if little else '>'
     head = fp.read(8)
@@ -85,6 +87,8 @@ def _pixel_element(fp, ds)->tuple|None:
         return pos + 4, struct.unpack(e + 'L', ext)[0], vr
     return pos, struct.unpack(e + 'H', head[6:])[0], vr
 
+
+# %% ../nbs/00c_tables.ipynb #202db7b6
 def _first(v)->float:
     "A float from a DS/IS value, the first one when MultiValue; NaN when missing"
     if v is None or v == '': return np.nan
@@ -110,7 +114,7 @@ def _read_tags(path:Path)->tuple[dict, tuple|None]:
     "The `REQUIRED` and optional tag values of a DICOM header, and where its PixelData element is"
     with quiet_pydicom(), open(path, 'rb') as fp:
         ds = dcmread(fp, stop_before_pixels=True)
-        px = _pixel_element(fp, ds)
+        px = pixel_element(fp, ds)
         return {k: ds.get(k) for k in REQUIRED + _OPTIONAL}, px
 
 def _geometry(vals:dict)->tuple[np.ndarray, np.ndarray]:
