@@ -20,8 +20,8 @@ from .synth import stage_paths
 
 
 # %% auto #0
-__all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'Recipe', 'read_dcm', 'dcm_tag', 'pixel_words', 'raw_pixels', 'HUParams',
-           'hu_params', 'stored_values', 'hu_table', 'read_hu', 'window', 'write_ct', 'fast_slice', 'read_slice',
+__all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'Recipe', 'write_ct', 'read_dcm', 'dcm_tag', 'HUParams', 'hu_params',
+           'stored_values', 'hu_table', 'pixel_words', 'raw_pixels', 'read_hu', 'window', 'fast_slice', 'read_slice',
            'windowed_u8', 'binary_open3', 'head_box', 'single_thread', 'preprocess', 'stack_neighbours', 'slice_z',
            'montages', 'ihd_pixels']
 
@@ -61,114 +61,6 @@ class Recipe:
         "The `[pixels]` section of `settings.ini`, with `overrides` that are not `None` on top"
         return cls.from_dict(merge_settings('pixels', **overrides))
 
-# %% ../nbs/01_pixels.ipynb #a44c2b0b
-def read_dcm(src:Path|str|pydicom.Dataset # A DICOM file, or an already read dataset
-            )->pydicom.Dataset:
-    "Read a DICOM file quietly (RSNA's `ID_...` UIDs are not valid UIDs)"
-    if isinstance(src, pydicom.Dataset): return src
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return pydicom.dcmread(src)
-
-def dcm_tag(ds:pydicom.Dataset, name:str, default=None):
-    "Attribute `name` of `ds` (or `default`), without pydicom's warnings about invalid UIDs"
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return ds.get(name, default)
-
-def _check_ct(ds):
-    if 'PixelData' not in ds: raise ValueError("no PixelData element")
-    mod = ds.get('Modality', 'CT')
-    if mod and mod != 'CT': raise ValueError(f"modality {mod!r} is not CT")
-
-def _decoded_words(ds, hp):
-    "pydicom's decoded pixels as 16-bit words, and `hp` with the value now in the low bits"
-    ts = ds.file_meta.get('TransferSyntaxUID')
-    if hp.high != hp.bits - 1 and not (ts is not None and ts.is_compressed):   # pydicom would ignore HighBit
-        raise ValueError(f"HighBit {hp.high} with BitsStored {hp.bits} (a retired layout) is read only from "
-                         f"uncompressed little-endian data, not {ts.name if ts is not None else 'no transfer syntax'}")
-    try: a = ds.pixel_array
-    except Exception as e: raise ValueError(f"cannot decode pixel data: {type(e).__name__}: {e}") from e
-    if a.ndim != 2: raise ValueError(f"expected one grey 2-D frame, pixel data has shape {a.shape}")
-    return a.astype(np.int16 if hp.signed else np.uint16, copy=False).view(np.uint16), hp._replace(high=hp.bits - 1)
-
-def pixel_words(ds:pydicom.Dataset)->tuple:
-    "`(16-bit words viewed as uint16 (Rows, Columns), hu_params(ds))`: the pixel bytes as they are when it can, else pydicom's"
-    _check_ct(ds)
-    hp, rows, cols = hu_params(ds), int(ds.Rows), int(ds.Columns)
-    ts = ds.file_meta.get('TransferSyntaxUID')
-    if (ts is not None and ts.is_little_endian and not ts.is_compressed and int(ds.get('BitsAllocated', 16)) == 16
-            and int(ds.get('SamplesPerPixel', 1)) == 1 and int(ds.get('NumberOfFrames', 1) or 1) == 1):
-        buf = ds.PixelData
-        if len(buf) < rows*cols*2: raise ValueError(f"truncated pixel data: {len(buf)} of {rows*cols*2} bytes")
-        return np.frombuffer(buf, np.uint16, rows*cols).reshape(rows, cols), hp
-    return _decoded_words(ds, hp)
-
-def raw_pixels(ds:pydicom.Dataset)->np.ndarray:
-    "The stored pixel integers (int16 or uint16, `(Rows, Columns)`) of a CT slice: pydicom's `pixel_array`"
-    w, hp = pixel_words(ds)
-    dt = np.int16 if hp.signed else np.uint16
-    return w.view(dt) if hp.bits == 16 else stored_values(w, hp).astype(dt)
-
-# %% ../nbs/01_pixels.ipynb #448f2060
-class HUParams(NamedTuple):
-    "How a slice's 16-bit pixel words become HU: rescale, the 12-bit fix and the bit layout of a word"
-    signed:bool # PixelRepresentation 1: two's complement values
-    slope:float
-    icpt:float # The intercept used (-1000 for a quirky file)
-    quirk:bool # The 12-bit fix applies
-    bits:int=16 # BitsStored
-    high:int=15 # HighBit: the value sits in bits `high-bits+1 .. high` of the word
-
-def _hu_params(pr, bits, slope, icpt, high=None):
-    slope, icpt, signed, bits = float(slope or 1), float(icpt), int(pr) == 1, int(bits)
-    high = bits - 1 if high is None else int(high)
-    if not (1 <= bits <= 16 and bits - 1 <= high <= 15):
-        raise ValueError(f"BitsStored {bits} with HighBit {high} does not fit a 16-bit word")
-    quirk = bits == 12 and not signed and icpt > -100
-    return HUParams(signed, slope, -1000. if quirk else icpt, quirk, bits, high)
-
-def hu_params(ds:pydicom.Dataset)->HUParams:
-    "`HUParams` of `ds`: how its pixel words become HU"
-    return _hu_params(ds.get('PixelRepresentation', 0), ds.get('BitsStored', 16), ds.get('RescaleSlope', 1),
-                      ds.get('RescaleIntercept', -1024), ds.get('HighBit'))
-
-def stored_values(words:np.ndarray, # 16-bit pixel words (any integer dtype; only the low 16 bits count)
-                  hp:HUParams # The layout (`bits`, `high`, `signed`)
-                 )->np.ndarray:
-    "The stored integers (int32) of `words`: bits `high-bits+1 .. high`, unused bits masked, sign-extended when signed"
-    v = (np.asarray(words).astype(np.int32) & 0xFFFF) >> (hp.high + 1 - hp.bits) & ((1 << hp.bits) - 1)
-    return v - ((v >> (hp.bits - 1)) << hp.bits) if hp.signed else v
-
-def _to_hu(v, slope, icpt, quirk, dtype=np.float32):
-    v = np.asarray(v, np.int32)
-    if quirk:
-        v = v + 1000
-        v[v >= 4096] -= 4096
-    return (v*slope + icpt).astype(dtype)
-
-@lru_cache(maxsize=16)
-def hu_table(hp:HUParams)->np.ndarray:
-    "float64 HU of every 16-bit word (index = the word as uint16): layout, rescale and the 12-bit fix at once"
-    return _to_hu(stored_values(np.arange(65536), hp), hp.slope, hp.icpt, hp.quirk, np.float64)
-
-@lru_cache(maxsize=16)
-def _hu_lut32(hp): return hu_table(hp).astype(np.float32)
-
-def read_hu(src:Path|str|pydicom.Dataset # A DICOM file or dataset
-           )->np.ndarray:
-    "Hounsfield units of a CT slice, float32 `(Rows, Columns)`, with the 12-bit fix"
-    words, hp = pixel_words(read_dcm(src))
-    return _hu_lut32(hp).take(words)
-
-# %% ../nbs/01_pixels.ipynb #21e974be
-def window(hu:np.ndarray, # HU values
-           w:str|tuple # A name in `WINDOWS` or `(centre, width)`
-          )->np.ndarray:
-    "HU mapped through window `w` to `[0, 1]` (float32)"
-    c, wd = WINDOWS[w] if isinstance(w, str) else w
-    return np.clip((np.asarray(hu, np.float32) - (c - wd/2))/wd, 0, 1)
-
 # %% ../nbs/01_pixels.ipynb #bb20b397
 def write_ct(path:Path|str, # Where to write
              hu:np.ndarray, # HU image to store
@@ -202,7 +94,122 @@ def write_ct(path:Path|str, # Where to write
     with atomic_path(path) as t: ds.save_as(t, enforce_file_format=True)
     return Path(path)
 
-# %% ../nbs/01_pixels.ipynb #4c2a7ad5
+# %% ../nbs/01_pixels.ipynb #f14aee70
+def read_dcm(src:Path|str|pydicom.Dataset # A DICOM file, or an already read dataset
+            )->pydicom.Dataset:
+    "Read a DICOM file quietly (RSNA's `ID_...` UIDs are not valid UIDs)"
+    if isinstance(src, pydicom.Dataset): return src
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return pydicom.dcmread(src)
+
+# %% ../nbs/01_pixels.ipynb #02fe67f8
+def dcm_tag(ds:pydicom.Dataset, name:str, default=None):
+    "Attribute `name` of `ds` (or `default`), without pydicom's warnings about invalid UIDs"
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return ds.get(name, default)
+
+# %% ../nbs/01_pixels.ipynb #6c8b60bf
+class HUParams(NamedTuple):
+    "How a slice's 16-bit pixel words become HU: rescale, the 12-bit fix and the bit layout of a word"
+    signed:bool # PixelRepresentation 1: two's complement values
+    slope:float
+    icpt:float # The intercept used (-1000 for a quirky file)
+    quirk:bool # The 12-bit fix applies
+    bits:int=16 # BitsStored
+    high:int=15 # HighBit: the value sits in bits `high-bits+1 .. high` of the word
+
+# %% ../nbs/01_pixels.ipynb #a23d8599
+def _hu_params(pr, bits, slope, icpt, high=None):
+    slope, icpt, signed, bits = float(slope or 1), float(icpt), int(pr) == 1, int(bits)
+    high = bits - 1 if high is None else int(high)
+    if not (1 <= bits <= 16 and bits - 1 <= high <= 15):
+        raise ValueError(f"BitsStored {bits} with HighBit {high} does not fit a 16-bit word")
+    quirk = bits == 12 and not signed and icpt > -100
+    return HUParams(signed, slope, -1000. if quirk else icpt, quirk, bits, high)
+
+def hu_params(ds:pydicom.Dataset)->HUParams:
+    "`HUParams` of `ds`: how its pixel words become HU"
+    return _hu_params(ds.get('PixelRepresentation', 0), ds.get('BitsStored', 16), ds.get('RescaleSlope', 1),
+                      ds.get('RescaleIntercept', -1024), ds.get('HighBit'))
+
+# %% ../nbs/01_pixels.ipynb #48d4326e
+def stored_values(words:np.ndarray, # 16-bit pixel words (any integer dtype; only the low 16 bits count)
+                  hp:HUParams # The layout (`bits`, `high`, `signed`)
+                 )->np.ndarray:
+    "The stored integers (int32) of `words`: bits `high-bits+1 .. high`, unused bits masked, sign-extended when signed"
+    v = (np.asarray(words).astype(np.int32) & 0xFFFF) >> (hp.high + 1 - hp.bits) & ((1 << hp.bits) - 1)
+    return v - ((v >> (hp.bits - 1)) << hp.bits) if hp.signed else v
+
+# %% ../nbs/01_pixels.ipynb #b5786796
+def _to_hu(v, slope, icpt, quirk, dtype=np.float32):
+    v = np.asarray(v, np.int32)
+    if quirk:
+        v = v + 1000
+        v[v >= 4096] -= 4096
+    return (v*slope + icpt).astype(dtype)
+
+@lru_cache(maxsize=16)
+def hu_table(hp:HUParams)->np.ndarray:
+    "float64 HU of every 16-bit word (index = the word as uint16): layout, rescale and the 12-bit fix at once"
+    return _to_hu(stored_values(np.arange(65536), hp), hp.slope, hp.icpt, hp.quirk, np.float64)
+
+# %% ../nbs/01_pixels.ipynb #8488e6bd
+def _check_ct(ds):
+    if 'PixelData' not in ds: raise ValueError("no PixelData element")
+    mod = ds.get('Modality', 'CT')
+    if mod and mod != 'CT': raise ValueError(f"modality {mod!r} is not CT")
+
+def _decoded_words(ds, hp):
+    "pydicom's decoded pixels as 16-bit words, and `hp` with the value now in the low bits"
+    ts = ds.file_meta.get('TransferSyntaxUID')
+    if hp.high != hp.bits - 1 and not (ts is not None and ts.is_compressed):   # pydicom would ignore HighBit
+        raise ValueError(f"HighBit {hp.high} with BitsStored {hp.bits} (a retired layout) is read only from "
+                         f"uncompressed little-endian data, not {ts.name if ts is not None else 'no transfer syntax'}")
+    try: a = ds.pixel_array
+    except Exception as e: raise ValueError(f"cannot decode pixel data: {type(e).__name__}: {e}") from e
+    if a.ndim != 2: raise ValueError(f"expected one grey 2-D frame, pixel data has shape {a.shape}")
+    return a.astype(np.int16 if hp.signed else np.uint16, copy=False).view(np.uint16), hp._replace(high=hp.bits - 1)
+
+def pixel_words(ds:pydicom.Dataset)->tuple:
+    "`(16-bit words viewed as uint16 (Rows, Columns), hu_params(ds))`: the pixel bytes as they are when it can, else pydicom's"
+    _check_ct(ds)
+    hp, rows, cols = hu_params(ds), int(ds.Rows), int(ds.Columns)
+    ts = ds.file_meta.get('TransferSyntaxUID')
+    if (ts is not None and ts.is_little_endian and not ts.is_compressed and int(ds.get('BitsAllocated', 16)) == 16
+            and int(ds.get('SamplesPerPixel', 1)) == 1 and int(ds.get('NumberOfFrames', 1) or 1) == 1):
+        buf = ds.PixelData
+        if len(buf) < rows*cols*2: raise ValueError(f"truncated pixel data: {len(buf)} of {rows*cols*2} bytes")
+        return np.frombuffer(buf, np.uint16, rows*cols).reshape(rows, cols), hp
+    return _decoded_words(ds, hp)
+
+# %% ../nbs/01_pixels.ipynb #ef14fc7a
+def raw_pixels(ds:pydicom.Dataset)->np.ndarray:
+    "The stored pixel integers (int16 or uint16, `(Rows, Columns)`) of a CT slice: pydicom's `pixel_array`"
+    w, hp = pixel_words(ds)
+    dt = np.int16 if hp.signed else np.uint16
+    return w.view(dt) if hp.bits == 16 else stored_values(w, hp).astype(dt)
+
+# %% ../nbs/01_pixels.ipynb #a8e7d6d6
+@lru_cache(maxsize=16)
+def _hu_lut32(hp): return hu_table(hp).astype(np.float32)
+
+def read_hu(src:Path|str|pydicom.Dataset # A DICOM file or dataset
+           )->np.ndarray:
+    "Hounsfield units of a CT slice, float32 `(Rows, Columns)`, with the 12-bit fix"
+    words, hp = pixel_words(read_dcm(src))
+    return _hu_lut32(hp).take(words)
+
+# %% ../nbs/01_pixels.ipynb #21e974be
+def window(hu:np.ndarray, # HU values
+           w:str|tuple # A name in `WINDOWS` or `(centre, width)`
+          )->np.ndarray:
+    "HU mapped through window `w` to `[0, 1]` (float32)"
+    c, wd = WINDOWS[w] if isinstance(w, str) else w
+    return np.clip((np.asarray(hu, np.float32) - (c - wd/2))/wd, 0, 1)
+
+# %% ../nbs/01_pixels.ipynb #3d985169
 _EXPLICIT, _IMPLICIT = '1.2.840.10008.1.2.1', '1.2.840.10008.1.2'
 _LONG_VR = {b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ', b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'}
 _US_TAGS = {0x00280002: 'SamplesPerPixel', 0x00280010: 'Rows', 0x00280011: 'Columns', 0x00280100: 'BitsAllocated',
@@ -244,6 +251,7 @@ def fast_slice(path:Path|str # A DICOM file
     except ValueError: return None   # an odd slope/intercept or bit layout: pydicom's way (which names the problem)
     return np.frombuffer(buf, np.uint16, rows*cols, i).reshape(rows, cols), hp
 
+# %% ../nbs/01_pixels.ipynb #b5003ad9
 def read_slice(src:Path|str|pydicom.Dataset # A DICOM file or dataset
               )->tuple:
     "`(pixel words as uint16, HUParams)`: `fast_slice` when it can, else `pixel_words` (which raises a clear error for bad files)"
@@ -273,7 +281,7 @@ def windowed_u8(ds:pydicom.Dataset, # A CT slice
     words, hp = pixel_words(ds)
     return _lut(hp, tuple(windows)).take(words).view(np.uint8).reshape(*words.shape, -1)
 
-# %% ../nbs/01_pixels.ipynb #fc7dd2e2
+# %% ../nbs/01_pixels.ipynb #8b04fa79
 def _shift_op(m, op):
     "3 x 3 min (`op=np.logical_and`) or max (`np.logical_or`) filter of a bool image, edges replicated (scipy's 'reflect' at size 3)"
     r = m.copy()
@@ -286,6 +294,7 @@ def binary_open3(m:np.ndarray)->np.ndarray:
     "3 x 3 opening (erosion then dilation) of a bool image; equals `ndimage.grey_opening(m, size=3)`"
     return _shift_op(_shift_op(m, np.logical_and), np.logical_or)
 
+# %% ../nbs/01_pixels.ipynb #448ae22a
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
 def head_box(mask:np.ndarray, # Boolean head mask at full resolution (or a strided view of it)
@@ -311,7 +320,13 @@ def head_box(mask:np.ndarray, # Boolean head mask at full resolution (or a strid
     keep = _shift_op(keep, np.logical_or)   # one sample of margin around the skin
     return (y0 + y1 - side)//2, (x0 + x1 - side)//2, side, keep
 
-# %% ../nbs/01_pixels.ipynb #39e7d9c4
+# %% ../nbs/01_pixels.ipynb #cfae740a
+class single_thread:
+    "Context manager: torch uses one thread inside (its uint8 resize is fastest so, and pool workers must not oversubscribe)"
+    def __enter__(self): self.n = torch.get_num_threads(); torch.set_num_threads(1)
+    def __exit__(self, *a): torch.set_num_threads(self.n)
+
+# %% ../nbs/01_pixels.ipynb #6f57478d
 def _resize_box(img, y0, x0, side, sz):
     "Resample square box `(y0, x0, side)` of `img` (H, W, B uint8) to `sz`: `(part of the output inside the image (h, w, B), (oy0, oy1, ox0, ox1))`"
     H, W, B = img.shape
@@ -332,11 +347,6 @@ def _keep_on_grid(keep, step, y0, x0, side, sz):
     ri = np.clip(np.floor((y0 + c)/step).astype(np.intp) + 1, 0, kh + 1)
     ci = np.clip(np.floor((x0 + c)/step).astype(np.intp) + 1, 0, kw + 1)
     return kp[ri][:, ci]
-
-class single_thread:
-    "Context manager: torch uses one thread inside (its uint8 resize is fastest so, and pool workers must not oversubscribe)"
-    def __enter__(self): self.n = torch.get_num_threads(); torch.set_num_threads(1)
-    def __exit__(self, *a): torch.set_num_threads(self.n)
 
 @lru_cache(maxsize=64)
 def _mask_lut(hp:HUParams):
