@@ -51,7 +51,7 @@ def read_preds(path:Path|str, # A level-1 `oof.parquet` or `test.parquet`
                              f"e.g. {list(df.ID[absent][:3])}")
     return df
 
-# %% ../nbs/04a_level2.ipynb #6621ed8c
+# %% ../nbs/04a_level2.ipynb #46601022
 def _sigmoid(x): return 1/(1+np.exp(-x))
 def _logit(p): p = np.clip(p, CLIP, 1-CLIP); return np.log(p/(1-p))
 
@@ -71,6 +71,7 @@ def fake_preds(ids, # Image IDs
     return pd.DataFrame({'ID': np.asarray(ids), **{l: m[:, j].astype(np.float32) for j,l in enumerate(LABELS)},
                          **{c: s[:, j].astype(np.float32) for j,c in enumerate(STD_COLS)}})
 
+# %% ../nbs/04a_level2.ipynb #b8a8f799
 def fake_level1(train:pd.DataFrame, # Stage 0's train table (`ID`, labels, `fold`)
                 test:pd.DataFrame, # Stage 0's test table (`ID`)
                 models:Path|str, # Where level-1 runs live
@@ -90,7 +91,7 @@ def fake_level1(train:pd.DataFrame, # Stage 0's train table (`ID`, labels, `fold
         write_json(dict(arch=name, fold=f, n_folds=n_folds, folds_hash=h, fake=True), fd/'run.json')
     return d
 
-# %% ../nbs/04a_level2.ipynb #06d357ab
+# %% ../nbs/04a_level2.ipynb #d8956f30
 def load_run(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
              train:pd.DataFrame, # Stage 0's train table (`ID`, `fold`)
              test:pd.DataFrame # Stage 0's test table (`ID`)
@@ -130,6 +131,7 @@ def load_run(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
     return AttrDict(name=run_dir.name, dir=run_dir, oof=pd.concat(oofs, ignore_index=True), test=test_mean,
                     info=infos.get(0, {}), n_folds=n_folds)
 
+# %% ../nbs/04a_level2.ipynb #c3966e4c
 def gather_runs(models:Path|str, # Folder holding the level-1 run folders
                 train:pd.DataFrame, test:pd.DataFrame,
                 runs:list|str|None=None # Run names to use (default: every run found)
@@ -145,7 +147,7 @@ def gather_runs(models:Path|str, # Folder holding the level-1 run folders
     if unknown: raise FileNotFoundError(f"level-1 runs {unknown} not found under {models}; found {list(found)}")
     return [load_run(found[n], train, test) for n in names]
 
-# %% ../nbs/04a_level2.ipynb #37f61b9c
+# %% ../nbs/04a_level2.ipynb #4e632d1a
 POS_COLS = ['rel_pos', 'slice_idx', 'n_slices', 'dz_prev', 'dz_next']
 
 def feature_names(n_models:int, k:int)->list[str]:
@@ -157,6 +159,7 @@ def feature_names(n_models:int, k:int)->list[str]:
         names += [f'm{i}_{l}_s{a}' for a in ('max', 'mean', 'std') for l in LABELS]
     return names + [f'avg_{l}' for l in LABELS] + POS_COLS
 
+# %% ../nbs/04a_level2.ipynb #83cb612d
 def _neighbour_index(index, k):
     "For each offset `d` in `-k..k`: the row of each row's neighbour at `d` in z order within its series, -1 outside it"
     codes = pd.factorize(index['SeriesInstanceUID'])[0]
@@ -199,13 +202,14 @@ def slice_features(index:pd.DataFrame, # Header rows: `ID`, `SeriesInstanceUID`,
     assert c == len(names)
     return pd.DataFrame(x, columns=names, index=index.index, copy=False)
 
-# %% ../nbs/04a_level2.ipynb #ab6f3da7
+# %% ../nbs/04a_level2.ipynb #37d40700
 _NOT_LGB = ('k', 'n_rounds', 'init_from_l1', 'early_stopping')
 
 def level2_params(**overrides)->AttrDict:
     "`settings.ini`'s `[level2]` (the only defaults) with `overrides` (None values ignored)"
     return merge_settings('level2', **overrides)
 
+# %% ../nbs/04a_level2.ipynb #3974dcd0
 def _lgb_params(s):
     return dict({a: b for a,b in s.items() if a not in _NOT_LGB}, objective='binary', verbose=-1)
 
@@ -273,6 +277,7 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
                  f"{list(rounds[int(f)].values())}, {time.time()-t0:.1f} s")
     return AttrDict(oof=oof, boosters=boosters, rounds=rounds, params=s, prior_logit=list(_logit(y.mean(0))))
 
+# %% ../nbs/04a_level2.ipynb #aaa35d8b
 def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
                    x:pd.DataFrame # Features of the rows to predict
                   )->np.ndarray:
@@ -286,7 +291,7 @@ def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
             out[:, j] += _sigmoid(start[:, j] + (b.predict(X, raw_score=True) if b else 0))
     return out/len(fit.boosters)
 
-# %% ../nbs/04a_level2.ipynb #0c0c37a5
+# %% ../nbs/04a_level2.ipynb #49094565
 def oof_prior(y:np.ndarray, folds:np.ndarray)->np.ndarray:
     "The prior-only baseline, out of fold: each row gets the label frequencies of the other folds' rows"
     y, folds = np.asarray(y, np.float64), np.asarray(folds)
@@ -294,6 +299,7 @@ def oof_prior(y:np.ndarray, folds:np.ndarray)->np.ndarray:
     for f in np.unique(folds): out[folds == f] = y[folds != f].mean(0)
     return out
 
+# %% ../nbs/04a_level2.ipynb #111fba8b
 def report_table(y:np.ndarray, # (n, 6) labels
                  preds:dict # name -> (n, 6) probabilities
                 )->pd.DataFrame:
@@ -302,6 +308,7 @@ def report_table(y:np.ndarray, # (n, 6) labels
             for k,v in preds.items()]
     return pd.DataFrame(rows)
 
+# %% ../nbs/04a_level2.ipynb #616e544c
 def plot_report(rep:pd.DataFrame # `report_table`'s output
                ):
     "Bar plots of the weighted metric and of the per-label log loss of each row of `rep`"
@@ -319,7 +326,7 @@ def plot_report(rep:pd.DataFrame # `report_table`'s output
     fig.suptitle(f"Out-of-fold log loss on {rep['n'].iloc[0]} labelled slices")
     return fig
 
-# %% ../nbs/04a_level2.ipynb #234c3378
+# %% ../nbs/04a_level2.ipynb #68f75858
 def read_sample(sample_csv:Path|str # `stage_2_sample_submission.csv`
                )->pd.DataFrame:
     "The sample submission's rows: `ID` (long), `image`, `label`; clear errors for bad headers, IDs and subtypes"
@@ -334,6 +341,7 @@ def read_sample(sample_csv:Path|str # `stage_2_sample_submission.csv`
                          f"(expected {LABELS})")
     return pd.DataFrame(dict(ID=df['ID'], image=m[0], label=m[1]))
 
+# %% ../nbs/04a_level2.ipynb #1851a0da
 def validate_submission(sub_csv:Path|str, # A submission CSV
                         sample_csv:Path|str, # The competition's `stage_2_sample_submission.csv`
                         order:bool=True # Also require the sample's row order
@@ -364,6 +372,7 @@ def validate_submission(sub_csv:Path|str, # A submission CSV
     v = sub['Label'].astype(float)
     return AttrDict(rows=len(sub), images=sample['image'].nunique(), min=float(v.min()), max=float(v.max()), mean=float(v.mean()))
 
+# %% ../nbs/04a_level2.ipynb #7814ec94
 def write_submission(pred:pd.DataFrame, # `ID` (image) + the 6 `LABELS` probabilities
                      sample_csv:Path|str, # The competition's sample submission
                      path:Path|str, # Where to write
@@ -382,7 +391,46 @@ def write_submission(pred:pd.DataFrame, # `ID` (image) + the 6 `LABELS` probabil
         pd.DataFrame(dict(ID=sample['ID'], Label=np.clip(long, CLIP, 1-CLIP))).to_csv(t, index=False, float_format='%.7g')
     return AttrDict(validate_submission(path, sample_csv), filled=missing)
 
-# %% ../nbs/04a_level2.ipynb #7f470eaa
+# %% ../nbs/04a_level2.ipynb #436e4a57
+def save_level2(fit:AttrDict, out:Path, meta:dict):
+    "Write the boosters as LightGBM text models and `level2.json` (features, runs, settings, start values)"
+    files = {}
+    for f, bs in fit.boosters.items():
+        for l, b in bs.items():
+            if b is None: continue
+            fn = f'fold{f}_{l}.txt'
+            with atomic_path(out/fn) as t: b.save_model(t)
+            files[f'{f}/{l}'] = fn
+    meta = dict(meta, params=dict(fit.params), prior_logit=[float(v) for v in fit.prior_logit],
+                folds=sorted(int(f) for f in fit.boosters), models=files,
+                rounds={str(f): r for f, r in (fit.get('rounds') or {}).items()})
+    write_json(meta, out/'level2.json')
+
+# %% ../nbs/04a_level2.ipynb #371a1f86
+def load_level2(out:Path|str # A `models/level2` folder
+               )->AttrDict:
+    "The saved level 2: `boosters[fold][label]`, `params`, `prior_logit` and the `level2.json` metadata"
+    import lightgbm as lgb
+    out = Path(out)
+    meta = json.loads(require(out/'level2.json', 4, 'level-2 model').read_text())
+    bs = {f: {l: (lgb.Booster(model_file=out/meta['models'][f'{f}/{l}']) if f'{f}/{l}' in meta['models'] else None)
+              for l in LABELS} for f in meta['folds']}
+    return AttrDict(boosters=bs, params=AttrDict(meta['params']), prior_logit=meta['prior_logit'], meta=meta)
+
+# %% ../nbs/04a_level2.ipynb #9034bd57
+def apply_level2(index:pd.DataFrame, # Header rows of the slices (`ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`)
+                 preds:dict, # Level-1 run name -> predictions (`ID` + `PRED_COLS`) for those slices
+                 out:Path|str # The `models/level2` folder
+                )->pd.DataFrame:
+    "Level-2 probabilities (`ID` + `LABELS`) for new slices, from the saved model (used by inference on new data)"
+    l2 = load_level2(out)
+    need = l2.meta['runs']
+    miss = [r for r in need if r not in preds]
+    if miss: raise ValueError(f"level 2 in {out} needs predictions of runs {miss}; got {list(preds)}")
+    x = slice_features(index, [preds[r] for r in need], l2.meta['k'])
+    return pd.DataFrame(predict_level2(l2, x), columns=LABELS).assign(ID=index['ID'].to_numpy())[['ID']+LABELS]
+
+# %% ../nbs/04a_level2.ipynb #99ac49dd
 def _read_tables(work:Path):
     out = []
     for n in ('train', 'test'):
@@ -399,43 +447,6 @@ def _fingerprint(files, **kw)->str:
     st = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     return hashlib.sha1(json.dumps([st, kw], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-def save_level2(fit:AttrDict, out:Path, meta:dict):
-    "Write the boosters as LightGBM text models and `level2.json` (features, runs, settings, start values)"
-    files = {}
-    for f, bs in fit.boosters.items():
-        for l, b in bs.items():
-            if b is None: continue
-            fn = f'fold{f}_{l}.txt'
-            with atomic_path(out/fn) as t: b.save_model(t)
-            files[f'{f}/{l}'] = fn
-    meta = dict(meta, params=dict(fit.params), prior_logit=[float(v) for v in fit.prior_logit],
-                folds=sorted(int(f) for f in fit.boosters), models=files,
-                rounds={str(f): r for f, r in (fit.get('rounds') or {}).items()})
-    write_json(meta, out/'level2.json')
-
-def load_level2(out:Path|str # A `models/level2` folder
-               )->AttrDict:
-    "The saved level 2: `boosters[fold][label]`, `params`, `prior_logit` and the `level2.json` metadata"
-    import lightgbm as lgb
-    out = Path(out)
-    meta = json.loads(require(out/'level2.json', 4, 'level-2 model').read_text())
-    bs = {f: {l: (lgb.Booster(model_file=out/meta['models'][f'{f}/{l}']) if f'{f}/{l}' in meta['models'] else None)
-              for l in LABELS} for f in meta['folds']}
-    return AttrDict(boosters=bs, params=AttrDict(meta['params']), prior_logit=meta['prior_logit'], meta=meta)
-
-def apply_level2(index:pd.DataFrame, # Header rows of the slices (`ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`)
-                 preds:dict, # Level-1 run name -> predictions (`ID` + `PRED_COLS`) for those slices
-                 out:Path|str # The `models/level2` folder
-                )->pd.DataFrame:
-    "Level-2 probabilities (`ID` + `LABELS`) for new slices, from the saved model (used by inference on new data)"
-    l2 = load_level2(out)
-    need = l2.meta['runs']
-    miss = [r for r in need if r not in preds]
-    if miss: raise ValueError(f"level 2 in {out} needs predictions of runs {miss}; got {list(preds)}")
-    x = slice_features(index, [preds[r] for r in need], l2.meta['k'])
-    return pd.DataFrame(predict_level2(l2, x), columns=LABELS).assign(ID=index['ID'].to_numpy())[['ID']+LABELS]
-
-# %% ../nbs/04a_level2.ipynb #99ac49dd
 def _stack_inputs(data, work, models, k, runs, out, params)->AttrDict:
     "Stage 4's folders, settings, stage-0 tables and level-1 runs, and a fingerprint of all of them"
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
@@ -522,10 +533,7 @@ def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
                     oof=f.tr[['ID']].assign(**dict(zip(LABELS, f.fit.oof.T))))
 
 
-# %% ../nbs/04a_level2.ipynb #f740f1bf
-def _peak_mb()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
-def _cpu_s()->float: r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_utime + r.ru_stime
-
+# %% ../nbs/04a_level2.ipynb #48e70f43
 def bench_table(n_rows:int=752_803, n_folds:int=5, seed:int=0)->pd.DataFrame:
     "A synthetic train table (`ID`, series, `slice_idx`, `n_slices`, `dz_*`, labels over runs of slices, `fold`)"
     rng = np.random.default_rng(seed)
@@ -547,6 +555,10 @@ def bench_table(n_rows:int=752_803, n_folds:int=5, seed:int=0)->pd.DataFrame:
                              slice_idx=idx, n_slices=np.repeat(lens, lens), dz_prev=np.where(idx > 0, dz, np.nan),
                              dz_next=np.where(idx < np.repeat(lens, lens)-1, dz, np.nan), **dict(zip(LABELS, y.T)),
                              fold=ser % n_folds))
+
+# %% ../nbs/04a_level2.ipynb #e1ec97d3
+def _peak_mb()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
+def _cpu_s()->float: r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_utime + r.ru_stime
 
 def _reference_features(index, preds, k):
     "The same features the plain pandas way: merge, sort, `groupby(series).shift(d)` per offset, `transform` per aggregate"
@@ -611,7 +623,7 @@ def bench_stack(n_rows:int=752_803, # Slices (752,803 = the full stage-2 train s
             f"ihd's vectorised builder is {r.t_reference/t_feat:.2f}x as fast in wall time, {c_ref/max(c_feat, 1e-3):.2f}x in CPU time")
     return r
 
-# %% ../nbs/04a_level2.ipynb #4c50536f
+# %% ../nbs/04a_level2.ipynb #860ff5ab
 @call_parse
 def ihd_stack(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings.ini)
               work:str=None, # Stage 0's tables (default: per dataset)
@@ -626,6 +638,7 @@ def ihd_stack(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
                 n_rounds=n_rounds, force=force)
     print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
 
+# %% ../nbs/04a_level2.ipynb #de88409f
 @call_parse
 def ihd_validate(sub:str, # Submission CSV to check
                  sample:str=None, # Sample submission (default: the data root's stage_2_sample_submission.csv)
@@ -639,6 +652,7 @@ def ihd_validate(sub:str, # Submission CSV to check
         print(f"INVALID: {e}"); return 1
     print(f"OK: {sub}: {r.rows} rows for {r.images} images, probabilities in [{r.min:.3g}, {r.max:.3g}], mean {r.mean:.4f}")
 
+# %% ../nbs/04a_level2.ipynb #28946344
 @call_parse
 def ihd_bench_stack(n_rows:int=752_803, # Slices (default: the full stage-2 train set)
                     n_models:int=2, # Level-1 models stacked
