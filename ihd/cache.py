@@ -24,29 +24,33 @@ __all__ = ['log', 'SHARD_INDEX', 'PART_COLUMNS', 'REPORT_COLUMNS', 'cache_dir', 
            'build_cache', 'SliceCache', 'ShardCache', 'bench_files', 'bench_cache', 'bench_loader', 'ihd_bench_cache',
            'ihd_cache']
 
-# %% ../nbs/02_cache.ipynb #88f69aee
+# %% ../nbs/02_cache.ipynb #a9f4be41
 def cache_dir(work:Path|str, # The dataset's work folder
               recipe:Recipe # The recipe (its neighbours do not matter)
              )->Path:
     "Folder of the cached slices of `recipe`: `work/cache/<recipe.base_name>`"
     return Path(work)/'cache'/recipe.base_name
 
+# %% ../nbs/02_cache.ipynb #3d8b8630
 def slice_path(d:Path, ID:str)->Path:
     "The `.npy` file of image `ID` in cache folder `d` (files layout)"
     return d/ID[-2:]/f'{ID}.npy'
 
+# %% ../nbs/02_cache.ipynb #8ce6fdcd
 SHARD_INDEX = 'index.parquet'  # shards layout: ID -> shard, row, series; written last
 
 def shard_path(d:Path, k:int)->Path:
     "The uint8 array of shard `k` in cache folder `d` (shards layout); `<k>.parquet` beside it lists its slices"
     return Path(d)/'shards'/f'{k:05d}.u8'
 
+# %% ../nbs/02_cache.ipynb #e9f756a3
 def cache_layout(d:Path)->str|None:
     "The layout of the cache in folder `d`: 'shards', 'files', or None when no slice is stored yet"
     d = Path(d)
     if (d/'shards').is_dir(): return 'shards'
     return 'files' if d.is_dir() and any(s.is_dir() for s in os.scandir(d)) else None
 
+# %% ../nbs/02_cache.ipynb #50077da8
 def choose_layout(d:Path, # The recipe's cache folder
                   layout:str|None, # 'auto', 'files', 'shards' (None: settings `[cache] layout`)
                   n_slices:int # Slices in stage 0's header table (all splits)
@@ -60,12 +64,13 @@ def choose_layout(d:Path, # The recipe's cache folder
         raise ValueError(f"{d} holds a cache in the {have} layout, not {want}: build with layout='{have}', or force=True to rebuild it")
     return want
 
-# %% ../nbs/02_cache.ipynb #456a2d3d
+# %% ../nbs/02_cache.ipynb #b4810565
 def recipe_meta(recipe:Recipe)->dict:
     "What `recipe.json` records: the pixel fields of the recipe and the preprocessing code version"
     d = recipe.to_dict(); d.pop('neighbours')
     return dict(d, version=PIXELS_VERSION)
 
+# %% ../nbs/02_cache.ipynb #942a4c23
 def check_recipe(d:Path, recipe:Recipe, create:bool=False):
     "Raise if cache folder `d` was made with another recipe or code version, or is missing; write its `recipe.json` if `create`"
     f, want = Path(d)/'recipe.json', recipe_meta(recipe)
@@ -76,7 +81,7 @@ def check_recipe(d:Path, recipe:Recipe, create:bool=False):
     if have != want:
         raise ValueError(f"{d} holds a cache made with {have}, not {want}: delete it or build with force=True")
 
-# %% ../nbs/02_cache.ipynb #12f88faa
+# %% ../nbs/02_cache.ipynb #83fc42f2
 @functools.lru_cache(maxsize=16)
 def _npy_header(shape, dtype):
     "The `.npy` header bytes `np.save` writes for an array of `shape` and `dtype` (built once)"
@@ -88,6 +93,7 @@ def save_npy(path:Path, x:np.ndarray):
     x = np.ascontiguousarray(x)
     with atomic_path(path) as t, open(t, 'wb') as fh: fh.write(_npy_header(x.shape, x.dtype.str)); fh.write(x.data)
 
+# %% ../nbs/02_cache.ipynb #c9c571a6
 def cached_ids(d:Path)->list:
     "IDs of the finished slices in cache folder `d` (either layout; a shards cache counts once its index is written)"
     if (Path(d)/SHARD_INDEX).is_file(): return pd.read_parquet(Path(d)/SHARD_INDEX, columns=['ID']).ID.tolist()
@@ -477,7 +483,17 @@ class ShardCache(SliceCache):
             for c in range(C): out[..., j*C + c] = block[r, ..., c]
         return out
 
-# %% ../nbs/02_cache.ipynb #6b8b7f40
+# %% ../nbs/02_cache.ipynb #d6d2935c
+def bench_files(root:Path, n:int)->list:
+    "Up to `n` DICOM files under `root` that decode as CT (a synthetic set's deliberately broken files are left out)"
+    res = []
+    for f in sorted(Path(root).glob('stage_2_*/*.dcm')):
+        try: raw_pixels(read_dcm(f)); res.append(f)
+        except Exception: continue   # not a decodable CT slice: not a benchmark file (by design)
+        if len(res) >= n: break
+    return res
+
+# %% ../nbs/02_cache.ipynb #6e1c539b
 def _decode_chunk(jobs, root, d, sz):
     for ID, path in jobs: read_dcm(Path(root)/path).pixel_array
     return len(jobs), []
@@ -510,15 +526,6 @@ class _PeakRSS:
     def __enter__(self):
         self.base = self._rss(); self.t = threading.Thread(target=self._run, daemon=True); self.t.start(); return self
     def __exit__(self, *a): self._stop.set(); self.t.join(); self.peak = max(self.peak, self._rss())
-
-def bench_files(root:Path, n:int)->list:
-    "Up to `n` DICOM files under `root` that decode as CT (a synthetic set's deliberately broken files are left out)"
-    res = []
-    for f in sorted(Path(root).glob('stage_2_*/*.dcm')):
-        try: raw_pixels(read_dcm(f)); res.append(f)
-        except Exception: continue   # not a decodable CT slice: not a benchmark file (by design)
-        if len(res) >= n: break
-    return res
 
 def bench_cache(files:list, # DICOM files (cycled to `n` and `2n` jobs)
                 n:int=200, # Slices per run (each method also runs on 2n)
