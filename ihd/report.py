@@ -77,7 +77,7 @@ def plot_roc(y, # (n, 6) targets
     fig.suptitle(title); fig.tight_layout()
     return fig
 
-# %% ../nbs/04b_report.ipynb #8c2bb927
+# %% ../nbs/04b_report.ipynb #41d3a33c
 def calibration_table(y, # targets (any shape)
                       p, # probabilities, same shape
                       n_bins:int=10 # Number of quantile bins
@@ -89,6 +89,7 @@ def calibration_table(y, # targets (any shape)
     df = pd.DataFrame(dict(bin=b, p=p, y=y)).groupby('bin').agg(mean_pred=('p', 'mean'), observed=('y', 'mean'), n=('y', 'size'))
     return df.reset_index(drop=True)
 
+# %% ../nbs/04b_report.ipynb #e8016d55
 def plot_calibration(y, # (n, 6) targets
                      preds:dict, # name -> (n, 6) probabilities
                      n_bins:int=10, # Quantile bins per curve
@@ -106,9 +107,7 @@ def plot_calibration(y, # (n, 6) targets
     fig.suptitle(title); fig.tight_layout()
     return fig
 
-# %% ../nbs/04b_report.ipynb #d3bae756
-_SHORT = dict(epidural='EDH', intraparenchymal='IPH', intraventricular='IVH', subarachnoid='SAH', subdural='SDH', any='any')
-
+# %% ../nbs/04b_report.ipynb #ce6b16a3
 def pick_examples(y:pd.DataFrame, # `ID` + LABELS (targets)
                   p:pd.DataFrame, # `ID` + LABELS (probabilities), same IDs
                   n:int=12 # At most this many
@@ -127,12 +126,16 @@ def pick_examples(y:pd.DataFrame, # `ID` + LABELS (targets)
     add(m.sort_values('any_p').ID.iloc[::-1])
     return picks
 
+# %% ../nbs/04b_report.ipynb #328b1b45
+_SHORT = dict(epidural='EDH', intraparenchymal='IPH', intraventricular='IVH', subarachnoid='SAH', subdural='SDH', any='any')
+
 def slice_title(ID:str, truth:pd.Series|None, prob:pd.Series|None, top:int=3)->str:
     "`ID`, the true labels (short names) and the highest predicted probabilities"
     t = 'true: ' + (', '.join(_SHORT[l] for l in SUBTYPES if truth[l] == 1) or 'none') if truth is not None else 'true: ?'
     s = ' '.join(f'{_SHORT[l]} {prob[l]:.2f}' for l in sorted(LABELS, key=lambda l: -prob[l])[:top]) if prob is not None else ''
     return f'{ID}\n{t}\npred: {s}'
 
+# %% ../nbs/04b_report.ipynb #726f6f81
 def plot_montage(images:list, # uint8 (sz, sz, C) arrays; 3+ channels shown as RGB, else the first channel in grey
                  titles:list, # One title per image
                  ncols:int=4, # Images per row
