@@ -46,7 +46,7 @@ def level1_config(**overrides # Values that win over settings [level1]; `None` m
     cfg['archs'] = listify(cfg.get('archs'))
     return cfg
 
-# %% ../nbs/03b_level1.ipynb #d6bde094
+# %% ../nbs/03b_level1.ipynb #f28855d0
 class WeightedBCE(nn.Module):
     "BCE with logits, label columns weighted like the competition metric"
     def __init__(self, weights=LABEL_WEIGHTS):
@@ -58,6 +58,7 @@ class WeightedBCE(nn.Module):
     def activation(self, x): return torch.sigmoid(x)
     def decodes(self, x): return x > 0.5
 
+# %% ../nbs/03b_level1.ipynb #a21d4a9a
 def wll_metric():
     "The competition metric as a fastai metric (probabilities from sigmoid)"
     return AccumMetric(weighted_log_loss, activation=ActivationType.Sigmoid, to_np=True, invert_arg=True,
@@ -91,7 +92,7 @@ def add_speed_cbs(learn:Learner,
     if channels_last: learn.add_cb(ChannelsLastIO())
     return learn
 
-# %% ../nbs/03b_level1.ipynb #bd736d5f
+# %% ../nbs/03b_level1.ipynb #d3bed07f
 class SliceDataset(torch.utils.data.Dataset):
     "uint8 `TensorImage` (C, H, W) and float targets for `ids`, read from `cache`"
     def __init__(self, cache, ids, y=None):
@@ -102,6 +103,7 @@ class SliceDataset(torch.utils.data.Dataset):
         x = torch.from_numpy(np.ascontiguousarray(self.cache[self.ids[i]])).permute(2, 0, 1)
         return TensorImage(x), self.y[i]
 
+# %% ../nbs/03b_level1.ipynb #eb70d591
 def norm_stats(cache, ids, n:int=256, seed:int=0)->tuple[list, list]:
     "Per-channel mean and std (on the [0,1] scale) of up to `n` cached slices"
     ids = list(ids)
@@ -110,6 +112,7 @@ def norm_stats(cache, ids, n:int=256, seed:int=0)->tuple[list, list]:
     mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2))
     return [round(float(o), 5) for o in mean], [round(float(max(o, 1e-3)), 5) for o in std]
 
+# %% ../nbs/03b_level1.ipynb #ae0e5a34
 def batch_tfms(mean, std, aug:bool=True, max_rotate:float=10., max_zoom:float=1.1, device=None)->list:
     "uint8 -> float, optional flips/rotation/zoom, normalisation: fastai batch transforms"
     cuda = device is not None and torch.device(device).type == 'cuda'
@@ -117,6 +120,7 @@ def batch_tfms(mean, std, aug:bool=True, max_rotate:float=10., max_zoom:float=1.
                           max_warp=0., p_affine=0.75) if aug else []
     return [IntToFloatTensor(), *augs, Normalize.from_stats(mean, std, cuda=cuda)]
 
+# %% ../nbs/03b_level1.ipynb #3cee1975
 def make_dls(cache, train_ids, y_train, valid_ids, y_valid, mean, std, bs:int=32, sampler:str='none',
              n_workers:int=0, device=None, max_rotate:float=10., max_zoom:float=1.1)->DataLoaders:
     "fastai `DataLoaders` over the cache; `sampler='balanced'` draws `any`-positive and negative slices equally"
@@ -134,7 +138,7 @@ def make_dls(cache, train_ids, y_train, valid_ids, y_valid, mean, std, bs:int=32
     vdl = TfmdDL(vds, bs=bs*2, shuffle=False, after_batch=batch_tfms(mean, std, False, device=device), **kw)
     return DataLoaders(tdl, vdl, device=device)
 
-# %% ../nbs/03b_level1.ipynb #167d85c9
+# %% ../nbs/03b_level1.ipynb #bbabe692
 TTA_PASSES = ('identity', 'hflip', 'vflip', 'hvflip', 'transpose', 'rot90', 'rot270', 'antitranspose')
 
 def tta_apply(x:torch.Tensor, name:str)->torch.Tensor:
@@ -149,6 +153,7 @@ def tta_apply(x:torch.Tensor, name:str)->torch.Tensor:
     if name == 'antitranspose': return x.flip(-1, -2).transpose(-1, -2)
     raise ValueError(f"unknown TTA pass {name!r}: expected one of {TTA_PASSES}")
 
+# %% ../nbs/03b_level1.ipynb #27160f36
 def tta_passes(tta)->list:
     "Pass names: an int n takes the first n of `TTA_PASSES`; a list names them"
     if isinstance(tta, (int, np.integer)):
@@ -158,6 +163,7 @@ def tta_passes(tta)->list:
     for t in tta: tta_apply(torch.zeros(1, 1, 2, 2), t)
     return tta
 
+# %% ../nbs/03b_level1.ipynb #2aa38dfe
 @torch.no_grad()
 def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
                    run_info:dict, # The run's `run.json` (normalisation, channels, tta)
@@ -186,7 +192,7 @@ def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
     p = torch.cat(out, 1) if out else torch.zeros(len(passes), 0, len(LABELS))
     return p.mean(0).numpy().astype(np.float32), p.std(0, unbiased=False).numpy().astype(np.float32)
 
-# %% ../nbs/03b_level1.ipynb #fdd56b3c
+# %% ../nbs/03b_level1.ipynb #e4c4168e
 def _plain(o):
     "`o` with numpy scalars/arrays turned into Python numbers/lists, so `weights_only` loading accepts it"
     if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
@@ -210,6 +216,7 @@ class EpochCheckpoint(Callback):
         _save(dict(key=self.key, epoch=self.offset + self.epoch, model=_bare(self.learn.model).state_dict(),
                    opt=_plain(self.learn.opt.state_dict())), self.path)
 
+# %% ../nbs/03b_level1.ipynb #4d821a89
 class EpochLog(CSVLogger):
     "fastai's `CSVLogger` across phases and resumes: one header, global epoch numbers, skipped epochs not logged"
     def __init__(self, fname='log.csv', offset:int=0, skip_to:int=0):
@@ -228,6 +235,7 @@ class EpochLog(CSVLogger):
     def after_fit(self):
         if not rank_distrib(): super().after_fit()
 
+# %% ../nbs/03b_level1.ipynb #f671e065
 def read_checkpoint(path:Path, key:str)->dict|None:
     "The checkpoint at `path` when it belongs to the run `key`, else None (with a warning when one is ignored)"
     if not Path(path).is_file(): return None
@@ -240,7 +248,7 @@ def read_checkpoint(path:Path, key:str)->dict|None:
         return None
     return ck
 
-# %% ../nbs/03b_level1.ipynb #4d8db057
+# %% ../nbs/03b_level1.ipynb #d3898c2b
 def _hms(s:float)->str:
     "Seconds as '42 s', '3 min 05 s' or '1 h 02 min'"
     s = int(round(s))
@@ -264,6 +272,7 @@ class GridClock:
         return (time.time() - self.t0)/self.trained*max(self.epochs - self.done, 0)
     def __repr__(self): return f"grid cell {self.cell}/{self.cells}" + (f", about {_hms(self.left)} left" if self.trained else '')
 
+# %% ../nbs/03b_level1.ipynb #8518886a
 class EpochProgress(Callback):
     "Log one line per finished epoch: cell, epoch i/n, train loss, valid wll, seconds, time left for the grid (rank 0)"
     order = 66  # after the Recorder's line
@@ -276,7 +285,7 @@ class EpochProgress(Callback):
         log.info(f"{self.cell}: epoch {self.offset + self.epoch + 1}/{self.total}, train loss {m['train_loss']:.4f}, "
                  f"valid wll {m['wll']:.4f}, {time.time() - self.t:.0f} s" + (f"; {self.clock}" if self.clock else ''))
 
-# %% ../nbs/03b_level1.ipynb #aadb1055
+# %% ../nbs/03b_level1.ipynb #b9787df8
 def _phases(pretrained, epochs, lr, freeze_epochs):
     "fastai's `fine_tune` (frozen, then unfrozen with discriminative lrs) for a pretrained body, else one cycle"
     if not pretrained: return [dict(n=epochs, lr=lr, frozen=False, kw={})]
@@ -299,6 +308,7 @@ def score(y, p, y_train)->dict:
                 label_log_loss=dict(zip(LABELS, map(float, label_log_loss(y, p)))),
                 auc={l: _auc(y[:, j], p[:, j]) for j, l in enumerate(LABELS)})
 
+# %% ../nbs/03b_level1.ipynb #bcef0e5a
 def _pred_frame(ids, mean, std):
     df = pd.DataFrame({'ID': list(ids)})
     for j, l in enumerate(LABELS): df[l] = mean[:, j]
@@ -484,7 +494,7 @@ def _distrib_fit(learn, ph, skip, cbs):
     with learn.distrib_ctx(sync_bn=cuda, **({} if cuda else dict(cpu=True))):
         learn.fit_one_cycle(ph['n'], ph['lr'], start_epoch=skip, cbs=cbs, **ph['kw'])
 
-# %% ../nbs/03b_level1.ipynb #a88d953d
+# %% ../nbs/03b_level1.ipynb #ed536829
 def _recipe(recipe=None):
     if recipe is None: return Recipe.from_settings()
     if isinstance(recipe, dict): return Recipe.from_dict(recipe)
@@ -499,10 +509,12 @@ def run_name(arch:str, # Architecture
     tag = '-imagenet' if pretrained else (f"-w{Path(weights).stem}" if weights else '')
     return f"{arch}{tag}_{_recipe(recipe).name}"
 
+# %% ../nbs/03b_level1.ipynb #d636e191
 def fold_dir(models, arch, fold:int, recipe=None, pretrained=False, weights=None)->Path:
     "`models/<run_name>/fold<k>`"
     return Path(models)/run_name(arch, recipe, pretrained, weights)/f'fold{fold}'
 
+# %% ../nbs/03b_level1.ipynb #578422cd
 def load_stage_inputs(work:Path, recipe)->AttrDict:
     "The folds table, test IDs and the slice cache of `work`; stages 0 and 2 must have made them (`require`)"
     work = Path(work)
@@ -514,7 +526,7 @@ def load_stage_inputs(work:Path, recipe)->AttrDict:
     require(cache_dir(work, recipe), 2, f'slice cache of recipe {recipe.name}:')
     return AttrDict(train=train, test_ids=test['ID'].tolist(), cache=SliceCache(work, recipe))
 
-# %% ../nbs/03b_level1.ipynb #2bb6214d
+# %% ../nbs/03b_level1.ipynb #8ce3e87a
 def train_fold(arch:str|None=None, # Architecture (default: the first of settings [level1] archs)
                fold:int=0, # Validation fold
                data=None, # Kaggle-layout root (default: settings / `IHD_DATA`)
@@ -546,6 +558,7 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
     return fit_fold(inp.cache, inp.train, inp.test_ids, fold, fd, arch, recipe.n_channels, info=info, cfg=cfg,
                     pretrained=pretrained, weights=weights, force=force, cbs=cbs, device=device, clock=clock)
 
+# %% ../nbs/03b_level1.ipynb #2acafe09
 def _cell_epochs(arch, epochs=None, pretrained=None, **_):
     "Epochs one cell of `arch` trains: `epochs`, plus the frozen ones of a pretrained body"
     cfg = level1_config(epochs=epochs)
