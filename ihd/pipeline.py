@@ -25,10 +25,10 @@ log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when
 
 # %% auto #0
 __all__ = ['log', 'TINY', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params', 'notebook_params',
-           'cell_flags', 'runnable_copy', 'StageError', 'kernel_log', 'tail_log', 'run_notebook', 'complete_runs',
+           'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError', 'run_notebook', 'complete_runs',
            'run_pipeline', 'ihd_run', 'run_stages']
 
-# %% ../nbs/04d_pipeline.ipynb #7817e66a
+# %% ../nbs/04d_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
     "The folder of ihd's notebooks (beside `settings.ini`, else beside the installed package)"
     import ihd
@@ -37,6 +37,7 @@ def nbs_dir()->Path:
         if d.is_dir(): return d
     raise FileNotFoundError("ihd's notebooks folder `nbs/` was not found beside settings.ini or the package")
 
+# %% ../nbs/04d_pipeline.ipynb #2ca7e334
 def select_stages(stages:list|str|None=None # Stages to run: notebook names, modules or numbers (default: all)
                  )->list[AttrDict]:
     "The entries of `ihd.core.STAGES` named in `stages`, always in `STAGES` order (the one source of the order)"
@@ -47,7 +48,6 @@ def select_stages(stages:list|str|None=None # Stages to run: notebook names, mod
     if unknown: raise ValueError(f"unknown stages {unknown}; stages are {', '.join(s.nb for s in STAGES)} (or their numbers 0-4)")
     chosen = {names[o].n for o in want}
     return [s for s in STAGES if s.n in chosen]
-
 
 # %% ../nbs/04d_pipeline.ipynb #37166fc7
 def run_folder(data:Path|str|None=None, # Kaggle-layout root; its folder name names the dataset
@@ -62,13 +62,12 @@ def run_folder(data:Path|str|None=None, # Kaggle-layout root; its folder name na
     d.mkdir(parents=True)
     return d
 
-# %% ../nbs/04d_pipeline.ipynb #8a760fed
-_RUN_KEYS = ('size', 'threshold', 'skip_flags')
-
+# %% ../nbs/04d_pipeline.ipynb #119e88aa
 def run_settings(**overrides)->AttrDict:
     "`[run]` settings with `overrides` (None values ignored) applied"
     return merge_settings('run', **overrides)
 
+# %% ../nbs/04d_pipeline.ipynb #0fe3e15e
 def parse_params(items)->dict:
     "`['epochs=1', 'archs=resnet18,resnet34']` -> `{'epochs': 1, 'archs': ['resnet18', 'resnet34']}`, typed like settings.ini values"
     res = {}
@@ -78,6 +77,7 @@ def parse_params(items)->dict:
         res[k.strip()] = parse_value(v)
     return res
 
+# %% ../nbs/04d_pipeline.ipynb #324582ba
 def notebook_params(nb:Path|str, # A notebook with a `parameters` cell
                     knobs:dict # Candidate parameters
                    )->dict:
@@ -90,8 +90,7 @@ def notebook_params(nb:Path|str, # A notebook with a `parameters` cell
                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
     return {k:v for k,v in knobs.items() if k in declared}
 
-
-# %% ../nbs/04d_pipeline.ipynb #101fcfaa
+# %% ../nbs/04d_pipeline.ipynb #f4019c14
 def cell_flags(src:str)->set:
     "The nbdev directives at the top of a cell's source: `{'slow'}`, `{'eval:false'}`, ..."
     res = set()
@@ -102,6 +101,7 @@ def cell_flags(src:str)->set:
         if d: res.add(d.split(':')[0] if not d.startswith('eval:') else d)
     return res
 
+# %% ../nbs/04d_pipeline.ipynb #cc34b9e0
 def runnable_copy(nb:Path|str, # Notebook to copy
                   dest:Path|str, # Path of the copy
                   skip_flags=('slow', 'notest', 'gpu') # nbdev test flags whose cells do not run
@@ -120,9 +120,7 @@ def runnable_copy(nb:Path|str, # Notebook to copy
     nbformat.write(book, str(dest))
     return skipped
 
-# %% ../nbs/04d_pipeline.ipynb #0ad56d53
-class StageError(RuntimeError): pass
-
+# %% ../nbs/04d_pipeline.ipynb #cc4abeff
 @contextmanager
 def kernel_log(path:Path|str # The file that receives the kernel's `ihd` log lines
               ):
@@ -134,15 +132,16 @@ def kernel_log(path:Path|str # The file that receives the kernel's `ihd` log lin
         if old is None: os.environ.pop('IHD_LOG_FILE', None)
         else: os.environ['IHD_LOG_FILE'] = old
 
+# %% ../nbs/04d_pipeline.ipynb #ef85abdc
 def _echo(text:str):
     "Log each non-empty line of `text`, indented under the stage's `[run]` line"
     for line in text.splitlines():
         if line.strip(): log.info(f"  {line.rstrip()[:300]}")
 
-def _tail(path:Path, stop:threading.Event, every:float, quiet:float, name:str):
-    "Echo the lines appended to `path` until `stop` (then the rest); a still-running line after `quiet` s of silence"
+def _tail(path:Path, pos:int, stop:threading.Event, every:float, quiet:float, name:str):
+    "Echo the lines appended to `path` after byte `pos` until `stop` (then the rest); a still-running line after `quiet` s of silence"
     dec, buf, t0 = codecs.getincrementaldecoder('utf-8')('replace'), '', time.time()
-    pos, last = (path.stat().st_size if path.is_file() else 0), t0
+    last = t0
     while True:
         done = stop.wait(every)
         if path.is_file():
@@ -162,12 +161,17 @@ def tail_log(path:Path|str, # A log file that another process appends to
              quiet:float=60. # Seconds without a new line before a still-running line (0: never)
             ):
     "Echo the new lines of `path` to the `ihd.pipeline` logger while the block runs (a thread; the rest at the end)"
-    stop = threading.Event()
-    th = threading.Thread(target=_tail, args=(Path(path), stop, every, quiet, name), daemon=True)
+    stop, path = threading.Event(), Path(path)
+    pos = path.stat().st_size if path.is_file() else 0  # here, not in the thread: lines written right after the start count
+    th = threading.Thread(target=_tail, args=(path, pos, stop, every, quiet, name), daemon=True)
     th.start()
     try: yield
     finally: stop.set(); th.join()
 
+# %% ../nbs/04d_pipeline.ipynb #c23f5b14
+class StageError(RuntimeError): pass
+
+# %% ../nbs/04d_pipeline.ipynb #3c162ded
 def run_notebook(nb:Path|str, # Notebook to execute
                  out:Path|str, # Folder for the executed copy
                  params:dict|None=None, # Parameters to inject
@@ -209,6 +213,8 @@ def complete_runs(models:Path|str, # Folder of the level-1 runs
     return done, partial
 
 # %% ../nbs/04d_pipeline.ipynb #75258952
+_RUN_KEYS = ('size', 'threshold', 'skip_flags')
+
 def _fmt_times(times:dict)->str:
     tot = sum(times.values())
     lines = [f"  {k:<12} {v:8.1f} s  {100*v/max(tot, 1e-9):5.1f} %" for k,v in times.items()]
