@@ -14,8 +14,8 @@ from fastcore.basics import AttrDict, listify, str2bool
 __all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'STAGES', 'TMP_TAG', 'LEVEL2', 'find_settings', 'parse_value',
            'settings', 'merge_settings', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir', 'kaggle_layout',
            'rsna_sample', 'is_test', 'require', 'is_tmp', 'atomic_path', 'write_json', 'write_text', 'level2_dir',
-           'fold_dirs', 'fold_of', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss', 'weighted_log_loss',
-           'prior_baseline', 'folds_hash', 'read_long', 'read_labels', 'to_long', 'write_long']
+           'fold_of', 'fold_dirs', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss', 'weighted_log_loss',
+           'prior_baseline', 'folds_hash', 'read_long', 'to_long', 'write_long', 'read_labels']
 
 # %% ../nbs/00a_core.ipynb #334ed4e1
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural']
@@ -56,7 +56,7 @@ def settings(section:str, # Section of `settings.ini`, e.g. 'pixels'
     cp.read(f)
     return AttrDict({k:parse_value(v) for k,v in cp[section].items()}) if cp.has_section(section) else AttrDict()
 
-# %% ../nbs/00a_core.ipynb #efb1c20c
+# %% ../nbs/00a_core.ipynb #f13dfa8a
 def merge_settings(section:str, # Section of `settings.ini`
                    **overrides # Values that win over the file's; `None` means "not given"
                   )->AttrDict:
@@ -65,6 +65,7 @@ def merge_settings(section:str, # Section of `settings.ini`
     s.update({k:v for k,v in overrides.items() if v is not None})
     return s
 
+# %% ../nbs/00a_core.ipynb #23c17832
 def as_bool(v)->bool|None:
     "A yes/no value from settings, a command line or code (`'true'`, `'0'`, `True`, ...); `None` stays `None`"
     if v is None: return None
@@ -84,12 +85,13 @@ def ihd_path(key:str # One of 'data', 'work', 'models', 'runs'
     base = f.parent if f else Path.cwd()
     return (base/settings('paths', f).get(key, _DEFAULTS[key])).resolve() if f else (base/_DEFAULTS[key]).resolve()
 
-# %% ../nbs/00a_core.ipynb #6d2510eb
+# %% ../nbs/00a_core.ipynb #b2f4c392
 def data_root(data:Path|str|None=None # A Kaggle-layout folder (default: `ihd_path('data')`)
              )->Path:
     "The Kaggle-layout data root"
     return Path(data).expanduser().resolve() if data else ihd_path('data')
 
+# %% ../nbs/00a_core.ipynb #274ee038
 def _derived(key, given, data):
     if given: return Path(given).expanduser().resolve()
     if os.environ.get(_ENV[key]): return ihd_path(key)
@@ -99,6 +101,7 @@ def work_dir(data=None, work=None)->Path:
     "Folder for the derived tables and caches of dataset `data` (`work` or `IHD_WORK` wins)"
     return _derived('work', work, data)
 
+# %% ../nbs/00a_core.ipynb #958a9d4a
 def models_dir(data=None, models=None)->Path:
     "Folder for the level-1 and level-2 runs of dataset `data` (`models` or `IHD_MODELS` wins)"
     return _derived('models', models, data)
@@ -143,13 +146,14 @@ def require(path:Path|str, # A file or folder a stage reads
         raise FileNotFoundError(f"{what} {path} not found: run `{s.command}` first (stage {s.n}, nbs/{s.nb}.ipynb)")
     return path
 
-# %% ../nbs/00a_core.ipynb #6d5a777b
+# %% ../nbs/00a_core.ipynb #c4bb4a15
 TMP_TAG = '.ihdtmp'
 
 def is_tmp(name:str)->bool:
     "Whether a file name is one of `atomic_path`'s temporary names (left behind only by a killed process)"
     return TMP_TAG in str(name)
 
+# %% ../nbs/00a_core.ipynb #319188f8
 @contextmanager
 def atomic_path(path:Path|str # The file to write
                ):
@@ -164,32 +168,37 @@ def atomic_path(path:Path|str # The file to write
         tmp.unlink(missing_ok=True)  # only on failure: a successful write has nothing left to clean
         raise
 
+# %% ../nbs/00a_core.ipynb #d0d15215
 def write_json(obj, path:Path|str, **kwargs)->Path:
     "Write `obj` as indented JSON, atomically"
     with atomic_path(path) as t: t.write_text(json.dumps(obj, indent=1, default=str, **kwargs))
     return Path(path)
 
+# %% ../nbs/00a_core.ipynb #87f35c49
 def write_text(text:str, path:Path|str)->Path:
     "Write `text` atomically"
     with atomic_path(path) as t: t.write_text(text)
     return Path(path)
 
-# %% ../nbs/00a_core.ipynb #3c24fdb1
+# %% ../nbs/00a_core.ipynb #287662dd
 LEVEL2 = 'level2'
 
 def level2_dir(models:Path|str)->Path:
     "The level-2 folder of a models folder"
     return Path(models)/LEVEL2
 
+# %% ../nbs/00a_core.ipynb #47aea0f8
+def fold_of(d:Path|str)->int:
+    "The fold number of a `fold<k>` folder"
+    return int(Path(d).name[4:])
+
+# %% ../nbs/00a_core.ipynb #6ccc362d
 def fold_dirs(run:Path|str # A level-1 run folder
              )->list[Path]:
     "The `fold<k>` folders of `run`, by fold number"
     return sorted((d for d in Path(run).glob('fold*') if d.is_dir() and d.name[4:].isdigit()), key=fold_of)
 
-def fold_of(d:Path|str)->int:
-    "The fold number of a `fold<k>` folder"
-    return int(Path(d).name[4:])
-
+# %% ../nbs/00a_core.ipynb #9a7af7e7
 def level1_runs(models:Path|str # A models folder
                )->list[Path]:
     "The level-1 run folders under `models`: those with `fold<k>` subfolders (never `level2/`), by name"
@@ -197,19 +206,20 @@ def level1_runs(models:Path|str # A models folder
     if not models.is_dir(): return []
     return sorted(d for d in models.iterdir() if d.is_dir() and d.name != LEVEL2 and fold_dirs(d))
 
-# %% ../nbs/00a_core.ipynb #2cf5b9c5
+# %% ../nbs/00a_core.ipynb #594f228e
+def ihd_log_level(level:str|int|None=None)->logging.Logger:
+    "Set the level of the `ihd` logger (default: `IHD_LOG_LEVEL`, else INFO) and return it"
+    log = logging.getLogger('ihd')
+    log.setLevel(level or os.environ.get('IHD_LOG_LEVEL', 'INFO'))
+    return log
+
+# %% ../nbs/00a_core.ipynb #ff199575
 class _Stdout(logging.StreamHandler):
     "A handler writing to whatever `sys.stdout` is at the time (notebooks and tests swap it)"
     @property
     def stream(self, _sys=sys): return _sys.stdout
     @stream.setter
     def stream(self, v): pass
-
-def ihd_log_level(level:str|int|None=None)->logging.Logger:
-    "Set the level of the `ihd` logger (default: `IHD_LOG_LEVEL`, else INFO) and return it"
-    log = logging.getLogger('ihd')
-    log.setLevel(level or os.environ.get('IHD_LOG_LEVEL', 'INFO'))
-    return log
 
 def log_to_file(path:Path|str # A text file that receives a copy of every ihd log line (appended)
                )->logging.Handler:
@@ -227,7 +237,7 @@ if not any(type(h).__name__ == '_Stdout' for h in _log.handlers):  # once per pr
 if os.environ.get('IHD_LOG_FILE'): log_to_file(os.environ['IHD_LOG_FILE'])
 ihd_log_level()
 
-# %% ../nbs/00a_core.ipynb #85babd43
+# %% ../nbs/00a_core.ipynb #61b0ddff
 def label_log_loss(y_true, # (n, 6) targets in {0,1}
                    y_pred, # (n, 6) probabilities
                    eps:float=CLIP # Clip probabilities to `[eps, 1-eps]`
@@ -238,6 +248,7 @@ def label_log_loss(y_true, # (n, 6) targets in {0,1}
     if np.isnan(p).any(): raise ValueError("predictions contain NaN")
     return -(y*np.log(p) + (1-y)*np.log(1-p)).mean(0)
 
+# %% ../nbs/00a_core.ipynb #d2118c5a
 def weighted_log_loss(y_true, y_pred, eps:float=CLIP, weights=LABEL_WEIGHTS)->float:
     "The competition metric: label log losses weighted like `weights` (`any` x2), divided by their sum"
     w = np.asarray(weights, dtype=np.float64)
@@ -257,7 +268,7 @@ def folds_hash(df:pd.DataFrame # Has `ID` and `fold` columns
     lines = sorted(f"{i}:{int(f)}" for i, f in zip(df['ID'], df['fold']))
     return hashlib.sha1('\n'.join(lines).encode()).hexdigest()[:12]
 
-# %% ../nbs/00a_core.ipynb #acca95c9
+# %% ../nbs/00a_core.ipynb #0114b901
 # `<image>_<subtype>`: the image ID is whatever precedes the last underscore (hospital files are not always
 # `ID_<hex>`); whether that image exists is checked against the files in stage 0
 _ID_RE = re.compile(r'^(\S+)_([A-Za-z]+)$')
@@ -274,6 +285,20 @@ def read_long(path:Path|str, # A long `ID,Label` CSV: labels, a sample submissio
     m = df['ID'].str.extract(_ID_RE)
     return df.assign(image=m[0], label=m[1])
 
+# %% ../nbs/00a_core.ipynb #d1ab2bf8
+def to_long(wide:pd.DataFrame, # `ID` + one column per label
+            labels=LABELS)->pd.DataFrame:
+    "Long `ID,Label` rows, image-major, labels in `labels` order"
+    ids = np.repeat(wide['ID'].to_numpy(str), len(labels))
+    subs = np.tile(np.array(labels), len(wide))
+    return pd.DataFrame({'ID': np.char.add(np.char.add(ids, '_'), subs), 'Label': wide[labels].to_numpy().ravel()})
+
+# %% ../nbs/00a_core.ipynb #1aad7da3
+def write_long(wide:pd.DataFrame, path:Path|str, labels=LABELS):
+    "Write `wide` as a long `ID,Label` CSV (atomically)"
+    with atomic_path(path) as t: to_long(wide, labels).to_csv(t, index=False)
+
+# %% ../nbs/00a_core.ipynb #ea81fab3
 def _problems(df, mask, reason):
     return pd.DataFrame(dict(row=df.index[mask] + 2, ID=df.loc[mask, 'ID'].astype(str),
                              reason=reason)) if mask.any() else None
@@ -311,15 +336,3 @@ def read_labels(path:Path|str # A long `ID,Label` CSV (e.g. `stage_2_train.csv`)
     reps = [r for r in reps if r is not None]
     report = pd.concat(reps, ignore_index=True) if reps else pd.DataFrame(columns=['row', 'ID', 'reason'])
     return wide, report.assign(file=path.name)
-
-# %% ../nbs/00a_core.ipynb #37a1de6c
-def to_long(wide:pd.DataFrame, # `ID` + one column per label
-            labels=LABELS)->pd.DataFrame:
-    "Long `ID,Label` rows, image-major, labels in `labels` order"
-    ids = np.repeat(wide['ID'].to_numpy(str), len(labels))
-    subs = np.tile(np.array(labels), len(wide))
-    return pd.DataFrame({'ID': np.char.add(np.char.add(ids, '_'), subs), 'Label': wide[labels].to_numpy().ravel()})
-
-def write_long(wide:pd.DataFrame, path:Path|str, labels=LABELS):
-    "Write `wide` as a long `ID,Label` CSV (atomically)"
-    with atomic_path(path) as t: to_long(wide, labels).to_csv(t, index=False)
