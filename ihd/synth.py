@@ -334,6 +334,7 @@ def encode_hu(hu:np.ndarray, # HU image
         return np.mod(np.clip(h, -1000, 3095), 4096).astype(np.uint16)
     return np.clip(h - intercept, 0, 4095).astype(np.uint16)
 
+# %% ../nbs/00b_synth.ipynb #9042745c
 def quirk_fix(raw:np.ndarray)->tuple:
     "The published fix for a quirk file: (fixed raw, intercept -1000)"
     x = raw.astype(np.int32) + 1000
