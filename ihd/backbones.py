@@ -30,12 +30,13 @@ PRETRAINED_ARCHS = {f'{pre}efficientnet_lite{n}': _lite(n, size, nt)
 # The TF EfficientNet-Lite checkpoints were trained on inputs scaled as (x-127)/128: mean = std = 0.5 of [0,1]
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
-# %% ../nbs/03a_backbones.ipynb #80dc7c7d
+# %% ../nbs/03a_backbones.ipynb #ac45f999
 def is_pretrained_arch(arch:str # A timm architecture name
                       )->bool:
     "True when `arch` has offline ImageNet weights here"
     return arch in PRETRAINED_ARCHS
 
+# %% ../nbs/03a_backbones.ipynb #b809c3bb
 def _check_arch(arch):
     if arch not in PRETRAINED_ARCHS:
         raise ValueError(f"no offline pretrained weights for arch {arch!r}; available: {', '.join(PRETRAINED_ARCHS)}")
@@ -244,13 +245,12 @@ def pretrained_splitter(model:nn.Module # A timm model, or fastai's `Sequential(
     hp = {id(p) for p in head.parameters()}
     return [[p for p in model.parameters() if id(p) not in hp], list(head.parameters())]
 
-# %% ../nbs/03a_backbones.ipynb #db649860
-PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
-
+# %% ../nbs/03a_backbones.ipynb #1c17eb91
 def cpu_capability()->str:
     "The SIMD level torch uses on this CPU ('AVX2', 'AVX512', ...)"
     return torch.backends.cpu.get_cpu_capability()
 
+# %% ../nbs/03a_backbones.ipynb #811ba439
 def cpu_bf16_native()->bool:
     "Whether this CPU computes bf16 natively: oneDNN supports it and the CPU has AVX512-BF16 or AMX (not emulated)"
     try: onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -260,6 +260,8 @@ def cpu_bf16_native()->bool:
     return onednn and (not probes or any(p() for p in probes))
 
 # %% ../nbs/03a_backbones.ipynb #7817691c
+PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
+
 def choose_precision(device=None, # A torch device or its name (default: CUDA when there is one, else CPU)
                      want:str|None=None # 'auto', 'bf16', 'fp16' or 'fp32' (default: settings [level1] precision)
                     )->str:
@@ -278,6 +280,7 @@ def choose_precision(device=None, # A torch device or its name (default: CUDA wh
         warnings.warn("precision fp16 is for CUDA; on the CPU fp32 is used instead"); return 'fp32'
     return want
 
+# %% ../nbs/03a_backbones.ipynb #51ce0844
 DTYPES = dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=None)
 
 def precision_ctx(device, # The device computed on
@@ -287,7 +290,7 @@ def precision_ctx(device, # The device computed on
     dt = DTYPES[precision]
     return torch.autocast(torch.device(device).type, dtype=dt) if dt is not None else contextlib.nullcontext()
 
-# %% ../nbs/03a_backbones.ipynb #c4633247
+# %% ../nbs/03a_backbones.ipynb #18b48c1e
 def _probe_steps(arch, x, y, mode, steps):
     "A function running `steps` training steps of a fresh `arch` on `x` in `mode` ('fp32', 'fp32+cl', 'bf16+cl')"
     prec, cl = mode.split('+')[0], mode.endswith('+cl')
@@ -321,6 +324,7 @@ def probe_cpu_modes(arch:str, # Architecture (see `create_model`)
                 if r: best[m] = max(best[m], rate)
     return tuple(sorted(((m, round(v, 1)) for m, v in best.items()), key=lambda o: -o[1]))
 
+# %% ../nbs/03a_backbones.ipynb #971e36e9
 def choose_training_mode(device, # The training device
                          want:str|None=None, # 'auto', 'bf16', 'fp16' or 'fp32' (default: settings [level1] precision)
                          arch:str|None=None, n_in:int=3, sz:int=128, bs:int=16 # The model and input to probe
