@@ -241,9 +241,9 @@ def select_series(headers:pd.DataFrame, # `header_row` rows (one or many studies
     prm = merge_settings('hospital', max_tilt=max_tilt, min_slices=min_slices, thickness=thickness)
     prm.thickness = tuple(float(t) for t in prm.thickness)
     pats = sorted(set(headers.PatientID)) if len(headers) else []
-    if len(pats) > 1:
-        warnings.warn(f"{len(pats)} patients in one input ({', '.join(pats[:5])}{', ...' if len(pats) > 5 else ''}): "
-                      "each study is selected and reported on its own")
+    if len(pats) > 1:  # normal for a folder of many studies (Kaggle's); a study spanning patients is refused below
+        log.info(f"{len(pats)} patients in one input ({', '.join(pats[:5])}{', ...' if len(pats) > 5 else ''}): "
+                 "each study is selected and reported on its own")
     tab = series_table(headers)
     tab = pd.concat([_choose(g, prm) for _, g in tab.groupby('StudyInstanceUID', sort=False)], ignore_index=True) if len(tab) else tab.assign(chosen=False, reason='')
     for st, g in tab.groupby('StudyInstanceUID', sort=False):
@@ -705,7 +705,7 @@ def process_study(url:str, # DICOMweb root of the PACS
     t, work, client = [time.time()], Path(work), dicomweb_client(url)
     heads = study_headers(client, study)
     sel = select_series(heads)
-    with atomic_path(work/'series.csv') as f: sel.series.to_csv(f, index=False)
+    with atomic_path(work/'series_selection.csv') as f: sel.series.to_csv(f, index=False)
     row = chosen_series(sel, study)
     sops = heads.SOPInstanceUID[heads.SeriesInstanceUID == row.SeriesInstanceUID].tolist()
     files = retrieve_series(client, study, row.SeriesInstanceUID, sops, work/'incoming'/row.SeriesInstanceUID); t.append(time.time())

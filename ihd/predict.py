@@ -418,7 +418,7 @@ def _say_study(r:AttrDict, url:str):
     "What a PACS run did and where each output is"
     i, p = r.info, r.prediction
     _say_table(p.series)
-    _say_selection(r.selection.series[r.selection.series.StudyInstanceUID == i['study']], r.work/'series.csv')
+    _say_selection(r.selection.series[r.selection.series.StudyInstanceUID == i['study']], r.work/'series_selection.csv')
     _say_level(p.info)
     print(f"DICOM results: {', '.join(f.name for f in r.results.files.values())} in {r.work/'results'}"
           f"{', stored on ' + url if i['stored'] else ', not stored (--no-store)'}")
