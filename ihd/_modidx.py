@@ -316,7 +316,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ihd.level2.ihd_validate': ('level2.html#ihd_validate', 'ihd/level2.py'),
                             'ihd.level2.level2_params': ('level2.html#level2_params', 'ihd/level2.py'),
                             'ihd.level2.load_level2': ('level2.html#load_level2', 'ihd/level2.py'),
-                            'ihd.level2.load_run': ('level2.html#load_run', 'ihd/level2.py'),
+                            'ihd.level2.load_run_preds': ('level2.html#load_run_preds', 'ihd/level2.py'),
                             'ihd.level2.oof_prior': ('level2.html#oof_prior', 'ihd/level2.py'),
                             'ihd.level2.plot_report': ('level2.html#plot_report', 'ihd/level2.py'),
                             'ihd.level2.predict_level2': ('level2.html#predict_level2', 'ihd/level2.py'),

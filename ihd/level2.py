@@ -16,7 +16,7 @@ from .core import (LABELS, read_long, CLIP, label_log_loss, weighted_log_loss, f
 log = logging.getLogger('ihd.level2')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'read_preds', 'fake_preds', 'fake_level1', 'load_run', 'gather_runs',
+__all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'read_preds', 'fake_preds', 'fake_level1', 'load_run_preds', 'gather_runs',
            'feature_names', 'slice_features', 'level2_params', 'fit_level2', 'predict_level2', 'oof_prior',
            'report_table', 'plot_report', 'read_sample', 'validate_submission', 'write_submission', 'save_level2',
            'load_level2', 'apply_level2', 'stack', 'bench_table', 'bench_stack', 'ihd_stack', 'ihd_validate',
@@ -92,7 +92,7 @@ def fake_level1(train:pd.DataFrame, # Stage 0's train table (`ID`, labels, `fold
     return d
 
 # %% ../nbs/04a_level2.ipynb #d8956f30
-def load_run(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
+def load_run_preds(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
              train:pd.DataFrame, # Stage 0's train table (`ID`, `fold`)
              test:pd.DataFrame # Stage 0's test table (`ID`)
             )->AttrDict:
@@ -136,7 +136,7 @@ def gather_runs(models:Path|str, # Folder holding the level-1 run folders
                 train:pd.DataFrame, test:pd.DataFrame,
                 runs:list|str|None=None # Run names to use (default: every run found)
                )->list[AttrDict]:
-    "Every level-1 run under `models` (or those named in `runs`), each loaded and checked by `load_run`"
+    "Every level-1 run under `models` (or those named in `runs`), each loaded and checked by `load_run_preds`"
     found = {d.name: d for d in level1_runs(models)}
     names = listify(runs) if runs else list(found)
     if not names:
@@ -145,7 +145,7 @@ def gather_runs(models:Path|str, # Folder holding the level-1 run folders
                                 f"(stage {s.n}, nbs/{s.nb}.ipynb)")
     unknown = [n for n in names if n not in found]
     if unknown: raise FileNotFoundError(f"level-1 runs {unknown} not found under {models}; found {list(found)}")
-    return [load_run(found[n], train, test) for n in names]
+    return [load_run_preds(found[n], train, test) for n in names]
 
 # %% ../nbs/04a_level2.ipynb #4e632d1a
 POS_COLS = ['rel_pos', 'slice_idx', 'n_slices', 'dz_prev', 'dz_next']
