@@ -273,6 +273,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ihd.level1.level1_config': ('level1.html#level1_config', 'ihd/level1.py'),
                             'ihd.level1.load_run': ('level1.html#load_run', 'ihd/level1.py'),
                             'ihd.level1.load_stage_inputs': ('level1.html#load_stage_inputs', 'ihd/level1.py'),
+                            'ihd.level1.loader_workers': ('level1.html#loader_workers', 'ihd/level1.py'),
                             'ihd.level1.make_dls': ('level1.html#make_dls', 'ihd/level1.py'),
                             'ihd.level1.norm_stats': ('level1.html#norm_stats', 'ihd/level1.py'),
                             'ihd.level1.predict_arrays': ('level1.html#predict_arrays', 'ihd/level1.py'),

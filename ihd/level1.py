@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_level1.ipynb #9f4fe483
 from __future__ import annotations
-import json, time, logging, warnings, contextlib
+import os, json, time, logging, warnings, contextlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import AttrDict, listify, ifnone, store_attr, noop
@@ -33,10 +33,10 @@ log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when t
 
 # %% auto #0
 __all__ = ['log', 'TTA_PASSES', 'level1_config', 'WeightedBCE', 'wll_metric', 'CPUBf16', 'ChannelsLastIO', 'add_speed_cbs',
-           'SliceDataset', 'norm_stats', 'batch_tfms', 'make_dls', 'tta_apply', 'tta_passes', 'predict_arrays',
-           'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'GridClock', 'EpochProgress', 'score', 'predict_ids',
-           'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid', 'load_run',
-           'summarize_runs', 'ihd_train', 'bench_train', 'ihd_bench_train']
+           'SliceDataset', 'norm_stats', 'batch_tfms', 'loader_workers', 'make_dls', 'tta_apply', 'tta_passes',
+           'predict_arrays', 'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'GridClock', 'EpochProgress', 'score',
+           'predict_ids', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid',
+           'load_run', 'summarize_runs', 'ihd_train', 'bench_train', 'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
 def level1_config(**overrides # Values that win over settings [level1]; `None` means "not given"
@@ -120,13 +120,22 @@ def batch_tfms(mean, std, aug:bool=True, max_rotate:float=10., max_zoom:float=1.
                           max_warp=0., p_affine=0.75) if aug else []
     return [IntToFloatTensor(), *augs, Normalize.from_stats(mean, std, cuda=cuda)]
 
+# %% ../nbs/03b_level1.ipynb #c1ee7946
+def loader_workers(n_workers, # A count, or 'auto'
+                   device=None # The training device
+                  )->int:
+    "Data-loader worker processes: 'auto' is none on a CPU (they would take the training's cores), up to 8 for a GPU"
+    if str(n_workers).lower() != 'auto': return int(n_workers)
+    return min(8, os.cpu_count() or 1) if torch.device(ifnone(device, default_device())).type == 'cuda' else 0
+
 # %% ../nbs/03b_level1.ipynb #3cee1975
 def make_dls(cache, train_ids, y_train, valid_ids, y_valid, mean, std, bs:int=32, sampler:str='none',
-             n_workers:int=0, device=None, max_rotate:float=10., max_zoom:float=1.1)->DataLoaders:
-    "fastai `DataLoaders` over the cache; `sampler='balanced'` draws `any`-positive and negative slices equally"
+             n_workers=0, device=None, max_rotate:float=10., max_zoom:float=1.1)->DataLoaders:
+    "fastai `DataLoaders` over the cache (augmentation on `device`, in batches); `sampler='balanced'` draws `any`-positive and negative slices equally"
     device = torch.device(ifnone(device, default_device()))
     tds, vds = SliceDataset(cache, train_ids, y_train), SliceDataset(cache, valid_ids, y_valid)
-    kw = dict(num_workers=n_workers, device=device)
+    n_workers = loader_workers(n_workers, device)  # worker processes read and collate; pinned memory feeds a GPU
+    kw = dict(num_workers=n_workers, device=device, pin_memory=device.type == 'cuda', persistent_workers=n_workers > 0)
     tt = batch_tfms(mean, std, True, max_rotate, max_zoom, device)
     if sampler == 'balanced':
         pos = np.asarray(y_train)[:, -1] > 0
@@ -377,7 +386,7 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
     mean, std = stats if stats else norm_stats(cache, d.tr['ID'], cfg.norm_sample)
     run.update(mean=mean, std=std, norm='imagenet (pretrained weights)' if stats else 'training-fold cache statistics')
     dls = make_dls(cache, d.tr['ID'], d.tr[LABELS].values, d.va['ID'], d.va[LABELS].values, mean, std, bs=int(cfg.bs),
-                   sampler=cfg.sampler, n_workers=int(cfg.n_workers), device=device,
+                   sampler=cfg.sampler, n_workers=cfg.n_workers, device=device,
                    max_rotate=float(cfg.max_rotate), max_zoom=float(cfg.max_zoom))
     learn = Learner(dls, model, loss_func=WeightedBCE(), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
                     model_dir='.', splitter=_splitter(pretrained))
@@ -701,7 +710,7 @@ def _bench_loader(cfg, bs, device, data=None, work=None, recipe=None, cache=None
     ids = list(ids)
     mean, std = norm_stats(cache, ids, 64)
     y = np.zeros((len(ids), len(LABELS)), np.float32)
-    dl = make_dls(cache, ids, y, ids[:bs], y[:bs], mean, std, bs=bs, device=device, n_workers=int(cfg.n_workers)).train
+    dl = make_dls(cache, ids, y, ids[:bs], y[:bs], mean, std, bs=bs, device=device, n_workers=cfg.n_workers).train
     return dl, np.asarray(cache[ids[0]]).shape[-1]
 
 def _print_bench(res):
