@@ -5,8 +5,9 @@ Ready for the day a GPU is lent: `env/gpu-check` (under 8 minutes on one GPU). I
 - training images/s of resnet18 and resnet50 at 256 px: mixed precision as ihd chooses it
   (`ihd.backbones.choose_precision`) + channels-last, eager and `torch.compile`d (`--no-compile` skips it);
 - inference images/s of the same models (no TTA);
-- loader images/s: ihd's own stage-2 cache and fastai loader (worker processes, pinned memory, augmentation
-  on the device in batches) over a synthetic dataset it makes, at 256 px, with and without neighbour slices;
+- loader images/s: ihd's own stage-2 cache (per-slice files and memory-mapped shards) and fastai loader (worker
+  processes, pinned memory, augmentation on the device in batches) over a synthetic dataset it makes, at 256 px,
+  with and without neighbour slices;
 - the sequence model's series/s once ihd has one (a row says so until then).
 On a machine without CUDA it stops with a line saying so, unless `--device cpu` asks for a dry run.
 
@@ -63,17 +64,17 @@ def bench_model(arch, sz, bs, steps, device, precision, compile_=False):
     return _timed(train, device, bs*steps, 2), _timed(infer, device, bs*steps, 2)
 
 
-def bench_loader(sz, bs, n_batches, device, workers, size, neighbours):
-    "Images/s of ihd's loader (stage-2 cache -> augmented, normalised batches on `device`), random order"
+def bench_loader(sz, bs, n_batches, device, workers, size, neighbours, layout='files'):
+    "Images/s of ihd's loader (stage-2 cache in `layout` -> augmented, normalised batches on `device`), random order"
     from ihd import synth, tables, pixels, cache, level1
     from ihd.core import ihd_log_level
     ihd_log_level('WARNING')  # the stages' own progress lines would bury the table
     base = Path(os.environ.get('IHD_GPU_CHECK_DIR') or tempfile.mkdtemp(prefix='ihd_gpu_check_'))
     root = synth.make_dataset(base/'data', size=size)
-    work = base/'work'
+    work = base/f'work_{layout}'
     tables.make_tables(root, work, progress=False)
     rec = pixels.Recipe.from_settings(sz=sz, neighbours=neighbours)
-    cache.build_cache(root, work, rec, progress=False)
+    cache.build_cache(root, work, rec, progress=False, layout=layout)
     sc = cache.SliceCache(work, rec)
     import pandas as pd
     ids = pd.read_parquet(work/'train.parquet')['ID'].tolist()
@@ -114,11 +115,12 @@ def main():
             rows += [(f'train {tag}', tr, 'images/s'), (f'inference {tag}', inf, 'images/s')]
             print(f"  {rows[-2][0]:<34} {tr:10.1f} images/s\n  {rows[-1][0]:<34} {inf:10.1f} images/s", flush=True)
     workers = min(16, os.cpu_count() or 1)
-    for nb in (0, 1):
-        r = bench_loader(sz, bs, 4 if a.quick else 40, device, 0 if a.quick else workers,
-                         'tiny' if a.quick else 'demo', nb)
-        rows.append((f'loader, neighbours={nb}, {0 if a.quick else workers} workers', r, 'images/s'))
-        print(f"  {rows[-1][0]:<34} {r:10.1f} images/s", flush=True)
+    for layout in ('files', 'shards'):
+        for nb in (0, 1):
+            r = bench_loader(sz, bs, 4 if a.quick else 40, device, 0 if a.quick else workers,
+                             'tiny' if a.quick else 'demo', nb, layout)
+            rows.append((f'loader {layout}, neighbours={nb}, {0 if a.quick else workers} workers', r, 'images/s'))
+            print(f"  {rows[-1][0]:<40} {r:10.1f} images/s", flush=True)
     rows.append(('sequence model', float('nan'), 'series/s (not built yet: issue 12)'))
     print(f"  {rows[-1][0]:<34} {'n/a':>10} {rows[-1][2]}")
     need = 3750
