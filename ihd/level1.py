@@ -391,7 +391,8 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
     learn = Learner(dls, model, loss_func=WeightedBCE(), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
                     model_dir='.', splitter=_splitter(pretrained))
     sz = int(np.asarray(cache[d.tr['ID'].iloc[0]]).shape[0])
-    mode = choose_training_mode(dls.device, cfg.precision, arch, n_in, sz, int(cfg.bs))
+    # every process of a distributed run must train alike: no per-process timing there, the precision rule only
+    mode = choose_training_mode(dls.device, cfg.precision, arch if num_distrib() <= 1 else None, n_in, sz, int(cfg.bs))
     run.update(precision=mode['precision'], channels_last=mode['channels_last'], speed_probe=mode['probe'],
                cpu_capability=cpu_capability(), cpu_bf16_native=cpu_bf16_native())
     if mode['probe']: log.info(f"{arch} at {sz} px on this CPU, training images/s by mode: {mode['probe']}: "
