@@ -143,17 +143,14 @@ def stored_values(words:np.ndarray, # 16-bit pixel words (any integer dtype; onl
     return v - ((v >> (hp.bits - 1)) << hp.bits) if hp.signed else v
 
 # %% ../nbs/01_pixels.ipynb #b5786796
-def _to_hu(v, slope, icpt, quirk, dtype=np.float32):
-    v = np.asarray(v, np.int32)
-    if quirk:
-        v = v + 1000
-        v[v >= 4096] -= 4096
-    return (v*slope + icpt).astype(dtype)
-
 @lru_cache(maxsize=16)
 def hu_table(hp:HUParams)->np.ndarray:
     "float64 HU of every 16-bit word (index = the word as uint16): layout, rescale and the 12-bit fix at once"
-    return _to_hu(stored_values(np.arange(65536), hp), hp.slope, hp.icpt, hp.quirk, np.float64)
+    v = stored_values(np.arange(65536), hp)
+    if hp.quirk:   # the 12-bit fix: +1000, wrapped at 4096
+        v = v + 1000
+        v[v >= 4096] -= 4096
+    return v*hp.slope + hp.icpt
 
 # %% ../nbs/01_pixels.ipynb #8488e6bd
 def _check_ct(ds):
