@@ -7,11 +7,11 @@ time, so the figures are comparable across sizes. Peak memory is the largest res
 the stage (the command or one of its workers): what must fit on a machine. The slope comes from a least-squares
 line through the sizes run; a flat stage has a slope near zero.
 
-    python env/bench_scale.py --sizes tiny,demo,bench            # writes data/runs/bench_scale.{json,md}
+    .venv/bin/python env/bench_scale.py --sizes tiny,demo,bench  # writes data/runs/bench_scale.{json,md}
 Level 1 is timed for one fold and one epoch (images/s is what scales); level 2 at scale is `ihd_bench_stack` on
 feature tables of the same row counts, because training every level-1 fold on the bench set takes hours on a CPU.
 """
-import argparse, json, os, platform, shutil, subprocess, sys, time
+import argparse, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,9 +20,10 @@ BIN = ROOT/'.venv'/'bin'
 
 
 def cpu_model() -> str:
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-        if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    return platform.processor()
+    "ihd's CPU description (model name, cores), with its SIMD level and whether it computes bf16 natively"
+    from ihd.core import cpu_model as model
+    from ihd.backbones import cpu_capability, cpu_bf16_native
+    return f"{model()}, {cpu_capability()}, native bf16: {'yes' if cpu_bf16_native() else 'no'}"
 
 
 def timed(cmd: list, log: Path) -> tuple[float, float]:
@@ -72,7 +73,7 @@ def fit(xs, ys):
 
 
 def summarise(rows: list[dict]) -> str:
-    lines = [f"CPU: {cpu_model()}, {os.cpu_count()} cores; projections are linear in slices from the largest size "
+    lines = [f"CPU: {cpu_model()}; projections are linear in slices from the largest size "
              f"(time) and from the least-squares line through all sizes (memory).", '',
              '| stage | ' + ' | '.join(f"{r['size']} ({r['slices']:,} slices)" for r in rows if r['stage'].startswith('0')) +
              ' | peak MB per 1k slices | projected to 874,034 slices |', '|---|' + '---:|'*(len({r['size'] for r in rows}) + 2)]

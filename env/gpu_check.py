@@ -14,17 +14,16 @@ On a machine without CUDA it stops with a line saying so, unless `--device cpu` 
     env/gpu-check                      # the full check on the GPU
     env/gpu-check --device cpu --quick # a small dry run of the same code on the CPU
 """
-import argparse, json, os, platform, sys, tempfile, time
+import argparse, json, os, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or 'unknown CPU'
+    "ihd's CPU description (model name, cores), with its SIMD level and whether it computes bf16 natively"
+    from ihd.core import cpu_model as model
+    from ihd.backbones import cpu_capability, cpu_bf16_native
+    return f"{model()}, {cpu_capability()}, native bf16: {'yes' if cpu_bf16_native() else 'no'}"
 
 
 def _sync(device):
@@ -105,7 +104,7 @@ def main():
     sz, bs, steps = (64, 8, 2) if a.quick else (256, 64, 20)
     prec = choose_precision(device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()
-    print(f"gpu-check on {name} ({device}), torch {torch.__version__}, CPU {cpu_model()} x{os.cpu_count()}, "
+    print(f"gpu-check on {name} ({device}), torch {torch.__version__}, CPU {cpu_model()}, "
           f"precision {prec} + channels-last, {sz} px")
     rows, t0 = [], time.time()
     for arch in ('resnet18', 'resnet50'):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
-from .core import work_dir, data_root, require, atomic_path, write_json, write_text, is_tmp, as_bool, merge_settings
+from .core import work_dir, data_root, require, atomic_path, write_json, write_text, is_tmp, as_bool, merge_settings, cpu_model
 from .synth import stage_paths
 from .tables import data_signature, make_tables
 from .pixels import Recipe, preprocess, stack_neighbours, read_dcm, raw_pixels, single_thread, PIXELS_VERSION
@@ -576,12 +576,6 @@ def bench_cache(files:list, # DICOM files (cycled to `n` and `2n` jobs)
     return df
 
 # %% ../nbs/02_cache.ipynb #26e78ec0
-def _cpu_model()->str:
-    "The CPU's model name (`/proc/cpuinfo`) and core count"
-    try: name = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), None)
-    except OSError: name = None
-    return f"{name or 'unknown CPU'}, {os.cpu_count()} cores"
-
 def _bench_subset(root, work, n_slices)->pd.DataFrame:
     "Stage 0's header table of `root` (made in `work` when missing), cut to whole series totalling about `n_slices` slices"
     make_tables(root, work, progress=False)
@@ -651,7 +645,7 @@ def bench_loader(root:Path|str, # Kaggle-layout root (the `bench` synthetic pres
     recipe = Recipe.from_settings(sz=sz, neighbours=0)
     df = pd.DataFrame([r for lay in ('files', 'shards')
                        for r in _bench_layout(root, scratch/lay, hd, recipe, lay, batch, seconds, rounds, n_workers)])
-    print(f"CPU: {_cpu_model()}")
+    print(f"CPU: {cpu_model()}")
     print(f"loader images/s per core ({len(hd)} slices of {hd.SeriesInstanceUID.nunique()} series at {sz} px, "
           f"{recipe.base_name}, random order, batches of {batch}):")
     print(df.pivot(index='neighbours', columns='layout', values=['warm', 'cold']).round(0).to_string())

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_core.ipynb #2e71e43f
 from __future__ import annotations
-import os, re, sys, json, logging, hashlib, configparser
+import os, re, sys, json, logging, hashlib, platform, configparser
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -13,9 +13,9 @@ from fastcore.basics import AttrDict, listify, str2bool
 # %% auto #0
 __all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'STAGES', 'TMP_TAG', 'LEVEL2', 'find_settings', 'parse_value',
            'settings', 'merge_settings', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir', 'kaggle_layout',
-           'rsna_sample', 'is_test', 'require', 'is_tmp', 'atomic_path', 'write_json', 'write_text', 'level2_dir',
-           'fold_of', 'fold_dirs', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss', 'weighted_log_loss',
-           'prior_baseline', 'folds_hash', 'read_long', 'to_long', 'write_long', 'read_labels']
+           'rsna_sample', 'is_test', 'cpu_model', 'require', 'is_tmp', 'atomic_path', 'write_json', 'write_text',
+           'level2_dir', 'fold_of', 'fold_dirs', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss',
+           'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_long', 'to_long', 'write_long', 'read_labels']
 
 # %% ../nbs/00a_core.ipynb #334ed4e1
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural']
@@ -127,6 +127,13 @@ def rsna_sample()->Path|None:
 def is_test()->bool:
     "True under `nbdev-test`, which sets `IN_TEST`"
     return bool(os.environ.get('IN_TEST'))
+
+# %% ../nbs/00a_core.ipynb #2477bb7e
+def cpu_model()->str:
+    "The CPU's model name (`/proc/cpuinfo`, else the platform's) and core count, to print beside every speed figure"
+    try: name = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), None)
+    except OSError: name = None
+    return f"{name or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
 
 # %% ../nbs/00a_core.ipynb #1d3240e9
 STAGES = [AttrDict(n=0, nb='00c_tables', module='tables', command='ihd_tables', makes='header tables and folds'),
