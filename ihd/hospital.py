@@ -18,8 +18,8 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image, ImageDraw, ImageFont
 from fastcore.basics import AttrDict
 from .core import LABELS, SUBTYPES, merge_settings, atomic_path, write_json
-from .tables import quiet_pydicom, pixel_element
-from .pixels import read_dcm, read_hu, window
+from .tables import quiet_pydicom, pixel_element, _first
+from .pixels import read_hu, window
 
 log = logging.getLogger('ihd.hospital')  # not __name__: that is '__main__' when this cell runs in the notebook
 
@@ -61,10 +61,6 @@ def _s(v)->str:
     if v is None: return ''
     return '\\'.join(map(str, v)) if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else str(v)
 
-def _num(v)->float:
-    try: return float(v[0] if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else v)
-    except (TypeError, ValueError, IndexError): return np.nan
-
 def header_row(ds:Dataset, # A file's header (`stop_before_pixels`) or a DICOMweb metadata item
                file:str|None=None # Where the instance is (a file path, or `None` for metadata)
               )->dict:
@@ -79,9 +75,9 @@ def _header_row(ds, file):
                 SeriesInstanceUID=_s(ds.get('SeriesInstanceUID')), SOPInstanceUID=_s(ds.get('SOPInstanceUID')),
                 SOPClassUID=_s(ds.get('SOPClassUID') or meta.get('MediaStorageSOPClassUID')),
                 Modality=_s(ds.get('Modality')), ImageType=_s(ds.get('ImageType')).upper(),
-                SeriesNumber=_num(ds.get('SeriesNumber')), SeriesDescription=_s(ds.get('SeriesDescription')),
-                ConvolutionKernel=_s(ds.get('ConvolutionKernel')), SliceThickness=_num(th), plane=plane, tilt=tilt, z=z,
-                n_frames=int(_num(ds.get('NumberOfFrames')) if ds.get('NumberOfFrames') else 1),
+                SeriesNumber=_first(ds.get('SeriesNumber')), SeriesDescription=_s(ds.get('SeriesDescription')),
+                ConvolutionKernel=_s(ds.get('ConvolutionKernel')), SliceThickness=_first(th), plane=plane, tilt=tilt, z=z,
+                n_frames=int(_first(ds.get('NumberOfFrames')) if ds.get('NumberOfFrames') else 1),
                 TransferSyntaxUID=_s(meta.get('TransferSyntaxUID') or ds.get('AvailableTransferSyntaxUID')))
 
 # %% ../nbs/04c_hospital.ipynb #c02b4c55

@@ -4,14 +4,14 @@
 
 # %% ../nbs/04d_pipeline.ipynb #f5e8f8aa
 from __future__ import annotations
-import os, sys, json, time, codecs, shutil, datetime, logging, tempfile, threading
+import os, sys, time, codecs, shutil, datetime, logging, threading
 from contextlib import contextmanager
 from pathlib import Path
 import pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
 from .core import (STAGES, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, models_dir, find_settings,
-                      atomic_path, write_json, level1_runs, fold_dirs)
+                      atomic_path, write_json, level1_runs)
 from . import synth
 from .tables import make_tables
 from .pixels import Recipe

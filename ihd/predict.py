@@ -15,17 +15,17 @@ from .core import LABELS, merge_settings, models_dir, atomic_path, write_json, l
 from .tables import read_header, add_slice_order, quiet_pydicom
 from .pixels import Recipe, preprocess, stack_neighbours
 from .level1 import load_run, predict_arrays
-from .level2 import apply_level2
+from .level2 import apply_level2, STD_COLS
 from .report import plot_montage, slice_title
-from .hospital import scan_headers, select_series, stage_series, write_results, process_study
+from .hospital import scan_headers, select_series, stage_series, write_results, process_study, _sources, _name
 
 log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 
 # %% auto #0
-__all__ = ['log', 'BAD_COLS', 'STD_COLS', 'list_files', 'scan_folder', 'choose_files', 'find_fold_dirs', 'preprocess_slices',
-           'model_input', 'level1_predict', 'level2_predict', 'slice_ranges', 'series_summary', 'prediction_montage',
-           'predict_folder', 'predict_study', 'ihd_predict']
+__all__ = ['log', 'BAD_COLS', 'list_files', 'scan_folder', 'choose_files', 'find_fold_dirs', 'preprocess_slices', 'model_input',
+           'level1_predict', 'level2_predict', 'slice_ranges', 'series_summary', 'prediction_montage', 'predict_folder',
+           'predict_study', 'ihd_predict']
 
 # %% ../nbs/04c_predict.ipynb #c3e3bf3e
 def list_files(folder:Path|str # Folder to scan (recursively)
@@ -153,8 +153,6 @@ def model_input(slices:pd.DataFrame, # Slices sorted by series then `slice_idx` 
                            for a, b in zip(bounds[:-1], bounds[1:])])
 
 # %% ../nbs/04c_predict.ipynb #093889b5
-STD_COLS = [f'{l}_std' for l in LABELS]
-
 def _recipes(fold_dirs:dict)->dict:
     "`{fold folder: ihd.pixels.Recipe}` as recorded in each fold's `run.json`"
     res = {}
@@ -298,8 +296,7 @@ def _dicom_results(r:AttrDict, read:pd.DataFrame, folder:Path, dest:Path, thresh
     res = r.res.assign(file=pix.loc[r.res.ID].to_numpy()).join(src, on='file')
     out = {}
     for st, g in res.groupby('study', sort=False):
-        with quiet_pydicom(): heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in dict.fromkeys(g.source)]
-        out[st] = write_results(g, heads, folder, dest/st, threshold).files   # `file` is absolute: `folder` is not used
+        out[st] = write_results(g, _sources(list(dict.fromkeys(g.source))), folder, dest/st, threshold).files   # `file` is absolute: `folder` is not used
     return out
 
 def _write_predictions(out:Path, res:pd.DataFrame, summ:pd.DataFrame, bad:pd.DataFrame, arrays:dict, montage:bool,
@@ -384,15 +381,11 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
 
 
 # %% ../nbs/04c_predict.ipynb #b88dc536
-def _series_name(r)->str:
-    n = f"{int(r.SeriesNumber)} " if pd.notna(r.SeriesNumber) else ''
-    return f"series {n}{r.SeriesDescription!r}" if isinstance(r.SeriesDescription, str) and r.SeriesDescription else f"series {n}{r.SeriesInstanceUID}"
-
 def _say_selection(sel:pd.DataFrame, where:Path, most:int=20):
     "The series read and those not read, with their reasons"
     print(f"series selection: {int(sel.chosen.sum())} series read, {int((~sel.chosen).sum())} not read ({where})")
-    for r in sel[sel.chosen].itertuples(): print(f"  read:     {_series_name(r)}, {r.n_slices} slices (study {r.StudyInstanceUID})")
-    for r in sel[~sel.chosen].head(most).itertuples(): print(f"  not read: {_series_name(r)}, {r.n_slices} slices: {r.reason}")
+    for r in sel[sel.chosen].itertuples(): print(f"  read:     {_name(r)}, {r.n_slices} slices (study {r.StudyInstanceUID})")
+    for r in sel[~sel.chosen].head(most).itertuples(): print(f"  not read: {_name(r)}, {r.n_slices} slices: {r.reason}")
     if (~sel.chosen).sum() > most: print(f"  ... and {(~sel.chosen).sum() - most} more in {where}")
 
 def _say_level(info:dict):
