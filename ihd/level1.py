@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_level1.ipynb #9f4fe483
 from __future__ import annotations
-import os, json, time, logging, warnings, contextlib
+import os, json, time, logging, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import AttrDict, listify, ifnone, store_attr, noop
