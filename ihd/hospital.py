@@ -18,16 +18,16 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image, ImageDraw, ImageFont
 from fastcore.basics import AttrDict
 from .core import LABELS, SUBTYPES, merge_settings, atomic_path, write_json
-from .tables import quiet_pydicom, pixel_element, _first
+from .tables import quiet_pydicom, pixel_element, first_value
 from .pixels import read_hu, window
 
 log = logging.getLogger('ihd.hospital')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'FINDING_CODES', 'header_row', 'scan_headers', 'kernel_class', 'series_table', 'decoder_problem',
+__all__ = ['log', 'FINDING_CODES', 'header_row', 'scan_headers', 'kernel_class', 'series_table', 'decoder_problem', 'series_name',
            'select_series', 'chosen_series', 'frames', 'stage_series', 'sr_document', 'kos_document', 'montage_pixels',
            'montage_document', 'validate_dicom', 'write_results', 'dicomweb_client', 'study_headers', 'retrieve_series',
-           'store_instances', 'orthanc_server', 'process_study']
+           'store_instances', 'orthanc_server', 'source_headers', 'process_study']
 
 # %% ../nbs/04c_hospital.ipynb #09f53dc1
 def _fg(ds:Dataset, seq:str, key:str, frame:int=0):
@@ -75,9 +75,9 @@ def _header_row(ds, file):
                 SeriesInstanceUID=_s(ds.get('SeriesInstanceUID')), SOPInstanceUID=_s(ds.get('SOPInstanceUID')),
                 SOPClassUID=_s(ds.get('SOPClassUID') or meta.get('MediaStorageSOPClassUID')),
                 Modality=_s(ds.get('Modality')), ImageType=_s(ds.get('ImageType')).upper(),
-                SeriesNumber=_first(ds.get('SeriesNumber')), SeriesDescription=_s(ds.get('SeriesDescription')),
-                ConvolutionKernel=_s(ds.get('ConvolutionKernel')), SliceThickness=_first(th), plane=plane, tilt=tilt, z=z,
-                n_frames=int(_first(ds.get('NumberOfFrames')) if ds.get('NumberOfFrames') else 1),
+                SeriesNumber=first_value(ds.get('SeriesNumber')), SeriesDescription=_s(ds.get('SeriesDescription')),
+                ConvolutionKernel=_s(ds.get('ConvolutionKernel')), SliceThickness=first_value(th), plane=plane, tilt=tilt, z=z,
+                n_frames=int(first_value(ds.get('NumberOfFrames')) if ds.get('NumberOfFrames') else 1),
                 TransferSyntaxUID=_s(meta.get('TransferSyntaxUID') or ds.get('AvailableTransferSyntaxUID')))
 
 # %% ../nbs/04c_hospital.ipynb #c02b4c55
@@ -199,18 +199,20 @@ def _thick_off(th:float, rng)->float:
 # %% ../nbs/04c_hospital.ipynb #4382229c
 _KRANK = dict(soft=0, unknown=1, bone=2)
 
-def _name(r)->str:
+def series_name(r # A row of the series table (SeriesNumber, SeriesDescription, SeriesInstanceUID)
+               )->str:
+    "How a series is named in messages: its number and description, else its UID"
     n = f"{int(r.SeriesNumber)} " if np.isfinite(r.SeriesNumber) else ''
     return f"series {n}{r.SeriesDescription!r}" if r.SeriesDescription else f"series {n}{r.SeriesInstanceUID}"
 
 def _lost(r, c, prm)->str:
     "Why candidate `r` lost to the chosen series `c`"
     if _KRANK[r.kernel_class] > _KRANK[c.kernel_class]:
-        return f"{r.kernel_class} kernel {r.kernel!r}: the {c.kernel_class}-kernel {_name(c)} is read"
+        return f"{r.kernel_class} kernel {r.kernel!r}: the {c.kernel_class}-kernel {series_name(c)} is read"
     if _thick_off(r.thickness, prm.thickness) > _thick_off(c.thickness, prm.thickness):
         lo, hi = prm.thickness
-        return f"{r.thickness:.3g} mm slices: the {c.thickness:.3g} mm {_name(c)} is read (preferred {lo:g}-{hi:g} mm)"
-    return f"duplicate of the {_name(c)}, which is read ({c.n_slices} slices)"
+        return f"{r.thickness:.3g} mm slices: the {c.thickness:.3g} mm {series_name(c)} is read (preferred {lo:g}-{hi:g} mm)"
+    return f"duplicate of the {series_name(c)}, which is read ({c.n_slices} slices)"
 
 def _choose(study:pd.DataFrame, prm:AttrDict)->pd.DataFrame:
     "`study`'s series with `chosen` and `reason` filled in"
@@ -254,7 +256,7 @@ def chosen_series(sel:AttrDict, # `select_series`'s result
     s = sel.series[sel.series.StudyInstanceUID == study]
     if not len(s): raise ValueError(f"study {study}: no instances of it were found")
     if s.chosen.any(): return s[s.chosen].iloc[0]
-    lines = '\n'.join(f"  {_name(r)}, {r.n_slices} slice(s): {r.reason}" for r in s.itertuples())
+    lines = '\n'.join(f"  {series_name(r)}, {r.n_slices} slice(s): {r.reason}" for r in s.itertuples())
     raise ValueError(f"study {study} has no usable axial head-CT series:\n{lines}")
 
 # %% ../nbs/04c_hospital.ipynb #eefc052d
@@ -680,7 +682,7 @@ def _predicted(files:list, work:Path, predict)->tuple:
     if not len(res): raise ValueError(f"the predictor scored none of the {len(st.slices)} slices in {staged}")
     return res, staged
 
-def _sources(files:list)->list:
+def source_headers(files:list)->list:
     with quiet_pydicom(): return [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
 
 def _store(client:DICOMwebClient, out:AttrDict, folder:Path)->int:
@@ -706,12 +708,12 @@ def process_study(url:str, # DICOMweb root of the PACS
     sops = heads.SOPInstanceUID[heads.SeriesInstanceUID == row.SeriesInstanceUID].tolist()
     files = retrieve_series(client, study, row.SeriesInstanceUID, sops, work/'incoming'/row.SeriesInstanceUID); t.append(time.time())
     res, staged = _predicted(files, work, predict); t.append(time.time())
-    out = write_results(res, _sources(files), staged, work/'results', threshold); t.append(time.time())
+    out = write_results(res, source_headers(files), staged, work/'results', threshold); t.append(time.time())
     n = _store(client, out, work/'results') if store else 0; t.append(time.time())
     info = dict(study=study, series=row.SeriesInstanceUID, n_slices=len(res), results=sorted(out.files), stored=n,
                 threshold=out.threshold, seconds=dict(zip(['retrieve', 'predict', 'write', 'store'], np.round(np.diff(t), 2).tolist()),
                                                       total=round(t[-1] - t[0], 2)))
     write_json(info, work/'study.json')
-    log.info(f"[hospital] study {study}: {len(res)} slices of {_name(row)} -> {', '.join(out.files)}"
+    log.info(f"[hospital] study {study}: {len(res)} slices of {series_name(row)} -> {', '.join(out.files)}"
              f"{' stored on ' + url if store else ''} in {info['seconds']['total']} s")
     return AttrDict(selection=sel, slices=res, results=out, info=info, work=work)

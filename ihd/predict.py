@@ -17,7 +17,7 @@ from .pixels import Recipe, preprocess, stack_neighbours
 from .level1 import load_run, predict_arrays
 from .level2 import apply_level2, STD_COLS
 from .report import plot_montage, slice_title
-from .hospital import scan_headers, select_series, stage_series, write_results, process_study, _sources, _name
+from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name
 
 log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when this cell runs in the notebook
 
@@ -296,7 +296,7 @@ def _dicom_results(r:AttrDict, read:pd.DataFrame, folder:Path, dest:Path, thresh
     res = r.res.assign(file=pix.loc[r.res.ID].to_numpy()).join(src, on='file')
     out = {}
     for st, g in res.groupby('study', sort=False):
-        out[st] = write_results(g, _sources(list(dict.fromkeys(g.source))), folder, dest/st, threshold).files   # `file` is absolute: `folder` is not used
+        out[st] = write_results(g, source_headers(list(dict.fromkeys(g.source))), folder, dest/st, threshold).files   # `file` is absolute: `folder` is not used
     return out
 
 def _write_predictions(out:Path, res:pd.DataFrame, summ:pd.DataFrame, bad:pd.DataFrame, arrays:dict, montage:bool,
@@ -384,8 +384,8 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
 def _say_selection(sel:pd.DataFrame, where:Path, most:int=20):
     "The series read and those not read, with their reasons"
     print(f"series selection: {int(sel.chosen.sum())} series read, {int((~sel.chosen).sum())} not read ({where})")
-    for r in sel[sel.chosen].itertuples(): print(f"  read:     {_name(r)}, {r.n_slices} slices (study {r.StudyInstanceUID})")
-    for r in sel[~sel.chosen].head(most).itertuples(): print(f"  not read: {_name(r)}, {r.n_slices} slices: {r.reason}")
+    for r in sel[sel.chosen].itertuples(): print(f"  read:     {series_name(r)}, {r.n_slices} slices (study {r.StudyInstanceUID})")
+    for r in sel[~sel.chosen].head(most).itertuples(): print(f"  not read: {series_name(r)}, {r.n_slices} slices: {r.reason}")
     if (~sel.chosen).sum() > most: print(f"  ... and {(~sel.chosen).sum() - most} more in {where}")
 
 def _say_level(info:dict):

@@ -24,8 +24,9 @@ log = logging.getLogger('ihd.tables')  # not __name__: that is '__main__' when t
 
 # %% auto #0
 __all__ = ['log', 'CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'quiet_pydicom', 'pixel_element',
-           'clean_id', 'read_header', 'list_dicoms', 'n_cores', 'read_headers', 'add_slice_order', 'join_labels',
-           'make_folds', 'data_signature', 'load_tables', 'say_bad', 'make_tables', 'ihd_tables', 'check_slice_order']
+           'first_value', 'clean_id', 'read_header', 'list_dicoms', 'n_cores', 'read_headers', 'add_slice_order',
+           'join_labels', 'make_folds', 'data_signature', 'load_tables', 'say_bad', 'make_tables', 'ihd_tables',
+           'check_slice_order']
 
 # %% ../nbs/00c_tables.ipynb #cf462f96
 CHECKS = dict(  # check code: (severity, what it means)
@@ -89,7 +90,7 @@ def pixel_element(fp, # An open binary file, where `dcmread(fp, stop_before_pixe
 
 
 # %% ../nbs/00c_tables.ipynb #202db7b6
-def _first(v)->float:
+def first_value(v)->float:
     "A float from a DS/IS value, the first one when MultiValue; NaN when missing"
     if v is None or v == '': return np.nan
     if isinstance(v, (MultiValue, list, tuple)): v = v[0] if len(v) else None
@@ -150,10 +151,10 @@ def _header_row(path:Path, root, split, ID, vals, ipp, normal, rows, cols, sop)-
                 PatientID=str(vals['PatientID']), StudyInstanceUID=str(vals['StudyInstanceUID']),
                 SeriesInstanceUID=str(vals['SeriesInstanceUID']), SOPInstanceUID=sop,
                 z=float(ipp @ normal), Rows=rows, Columns=cols,
-                PixelSpacing_r=_first(ps[0]), PixelSpacing_c=_first(ps[1]) if len(ps) > 1 else np.nan,
+                PixelSpacing_r=first_value(ps[0]), PixelSpacing_c=first_value(ps[1]) if len(ps) > 1 else np.nan,
                 BitsStored=int(vals['BitsStored']), PixelRepresentation=int(vals['PixelRepresentation']),
-                RescaleSlope=_first(vals['RescaleSlope']), RescaleIntercept=_first(vals['RescaleIntercept']),
-                WindowCenter=_first(vals['WindowCenter']), WindowWidth=_first(vals['WindowWidth']),
+                RescaleSlope=first_value(vals['RescaleSlope']), RescaleIntercept=first_value(vals['RescaleIntercept']),
+                WindowCenter=first_value(vals['WindowCenter']), WindowWidth=first_value(vals['WindowWidth']),
                 Modality=str(vals['Modality'] or 'CT'), BitsAllocated=int(vals['BitsAllocated'] or 16),
                 tilt=float(np.degrees(np.arccos(np.clip(abs(normal[2])/np.linalg.norm(normal), 0, 1)))))
 
