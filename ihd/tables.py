@@ -97,6 +97,7 @@ def first_value(v)->float:
     try: return float(v)
     except (TypeError, ValueError): return np.nan
 
+# %% ../nbs/00c_tables.ipynb #daaefef1
 def clean_id(name:str)->str:
     "The image ID from a file name: the stem with surrounding whitespace removed"
     name = name.strip()
@@ -202,11 +203,13 @@ def list_dicoms(root:Path|str # Kaggle-layout root
         if d.is_dir(): res += [(f, split) for f in sorted(d.iterdir()) if f.name.strip().lower().endswith('.dcm')]
     return res
 
-BAD_COLUMNS = ['file', 'reason', 'severity', 'check']
-
+# %% ../nbs/00c_tables.ipynb #cb26eb07
 def n_cores()->int:
     "CPU cores this process may use"
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+# %% ../nbs/00c_tables.ipynb #1fa4a49e
+BAD_COLUMNS = ['file', 'reason', 'severity', 'check']
 
 def _read_one(args): return read_header(*args)
 
@@ -335,6 +338,7 @@ def data_signature(root:Path|str # Kaggle-layout root
         except FileNotFoundError: h.update(f"{f.name}|missing\n".encode())
     return h.hexdigest()[:16]
 
+# %% ../nbs/00c_tables.ipynb #4d2bee20
 def load_tables(work:Path|str # Folder `make_tables` wrote to
                )->AttrDict:
     "The stage-0 tables: `train`, `test`, `headers`, plus `bad`, `label_report` and the `info` manifest"
@@ -360,6 +364,7 @@ def say_bad(bad:pd.DataFrame, # A bad-files report
     for c, g in bad[bad.severity == 'warning'].groupby('check', sort=False):
         log.info(f"  WARNING ({len(g)} file{'s'*(len(g) > 1)}) {CHECKS[c][1]}; e.g. {g.file.iloc[0]!r}: {g.reason.iloc[0]}")
 
+# %% ../nbs/00c_tables.ipynb #e9d5c62b
 def _existing(lay, work:Path, sig:str, n_folds:int, seed:int)->AttrDict|None:
     "The tables already in `work` when they are complete and made from the same data, else `None`"
     if not _done(work): return None
@@ -445,7 +450,6 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     _write_tables(work, hd, train, lab, bad, info)
     _log_tables(r, hd, bad, lab, info, work)
     return load_tables(work)
-
 
 # %% ../nbs/00c_tables.ipynb #84a312ef
 @call_parse
