@@ -35,6 +35,7 @@ def list_files(folder:Path|str # Folder to scan (recursively)
     if not folder.is_dir(): raise FileNotFoundError(f"input folder not found: {folder}")
     return sorted(f for f in folder.rglob('*') if f.is_file())
 
+# %% ../nbs/04c_predict.ipynb #ad0f3495
 def _bar(items:list, progress:bool):
     "A progress bar over `items` when wanted and worth it (fastprogress draws a stray block on the terminal even when hidden)"
     return progress_bar(items, leave=False) if progress and len(items) > 50 else items
@@ -71,7 +72,6 @@ def scan_folder(folder:Path|str, # Folder of DICOM files (any layout)
     files = list_files(folder)
     rows, bad = _scan_files(files, folder, progress)
     return AttrDict(slices=_slice_table(rows), bad=pd.DataFrame(bad, columns=BAD_COLS), n_files=len(files))
-
 
 # %% ../nbs/04c_predict.ipynb #23a70e14
 _PLAIN = {'1.2.840.10008.1.2', '1.2.840.10008.1.2.1'}   # little-endian uncompressed: the fast pixel path reads these as they are
@@ -138,6 +138,7 @@ def preprocess_slices(slices:pd.DataFrame, # `scan_folder`'s slices (series then
         except Exception as e: bad.append((r.file, f"pixel data could not be decoded ({type(e).__name__}: {e})"))
     return arrays, bad
 
+# %% ../nbs/04c_predict.ipynb #76ec740a
 def model_input(slices:pd.DataFrame, # Slices sorted by series then `slice_idx` (all present in `arrays`)
                 arrays:dict, # `{ID: uint8 (sz, sz, n_windows)}`
                 neighbours:int # Neighbour slices on each side
@@ -198,6 +199,7 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
                                    **{c: s[:, j].astype(np.float32) for j,c in enumerate(STD_COLS)}})
     return AttrDict(runs=runs, slices=used, bad=bad, arrays=arrays[next(iter(arrays))])
 
+# %% ../nbs/04c_predict.ipynb #dfa1b53b
 def level2_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`
                    runs:dict, # `level1_predict`'s per-run predictions
                    models:Path|str # Folder holding `level2/`
@@ -224,6 +226,7 @@ def slice_ranges(idx, # Slice indices (any order)
         out.append(f'{idx[i]}' if i == j else f'{idx[i]}-{idx[j]}'); i = j+1
     return ';'.join(out)
 
+# %% ../nbs/04c_predict.ipynb #2abeb7f9
 def series_summary(df:pd.DataFrame, # Per-slice results: `series`, `slice_idx`, LABELS (+ `study`, `patient`)
                    threshold:float=0.5 # Probability at or above which a slice counts as positive
                   )->pd.DataFrame:
