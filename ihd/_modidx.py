@@ -136,6 +136,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'ihd.core.require': ('core.html#require', 'ihd/core.py'),
                           'ihd.core.rsna_sample': ('core.html#rsna_sample', 'ihd/core.py'),
                           'ihd.core.settings': ('core.html#settings', 'ihd/core.py'),
+                          'ihd.core.stage_of': ('core.html#stage_of', 'ihd/core.py'),
                           'ihd.core.to_long': ('core.html#to_long', 'ihd/core.py'),
                           'ihd.core.weighted_log_loss': ('core.html#weighted_log_loss', 'ihd/core.py'),
                           'ihd.core.work_dir': ('core.html#work_dir', 'ihd/core.py'),

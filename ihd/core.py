@@ -11,11 +11,12 @@ import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify, str2bool
 
 # %% auto #0
-__all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'STAGES', 'TMP_TAG', 'LEVEL2', 'find_settings', 'parse_value',
-           'settings', 'merge_settings', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir', 'kaggle_layout',
-           'rsna_sample', 'is_test', 'cpu_model', 'require', 'is_tmp', 'atomic_path', 'write_json', 'write_text',
-           'level2_dir', 'fold_of', 'fold_dirs', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss',
-           'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_long', 'to_long', 'write_long', 'read_labels']
+__all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'STAGES', 'TMP_TAG', 'LEVEL2', 'STAGE4_DIRS', 'find_settings',
+           'parse_value', 'settings', 'merge_settings', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir',
+           'kaggle_layout', 'rsna_sample', 'is_test', 'cpu_model', 'stage_of', 'require', 'is_tmp', 'atomic_path',
+           'write_json', 'write_text', 'level2_dir', 'fold_of', 'fold_dirs', 'level1_runs', 'ihd_log_level',
+           'log_to_file', 'label_log_loss', 'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_long', 'to_long',
+           'write_long', 'read_labels']
 
 # %% ../nbs/00a_core.ipynb #334ed4e1
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural']
@@ -140,18 +141,28 @@ STAGES = [AttrDict(n=0, nb='00c_tables', module='tables', command='ihd_tables', 
           AttrDict(n=1, nb='01_pixels', module='pixels', command='ihd_pixels', makes='the pixel recipe'),
           AttrDict(n=2, nb='02_cache', module='cache', command='ihd_cache', makes='the slice cache'),
           AttrDict(n=3, nb='03b_level1', module='level1', command='ihd_train', makes='level-1 runs'),
-          AttrDict(n=4, nb='04a_level2', module='level2', command='ihd_stack', makes='level 2 and the submission')]
+          AttrDict(n=4, nb='04a_level2', module='level2', command='ihd_stack', makes='the LightGBM stacker'),
+          AttrDict(n=4, nb='04b_sequence', module='sequence', command='ihd_sequence', makes='the sequence model'),
+          AttrDict(n=4, nb='04c_blend', module='blend', command='ihd_blend', makes='the stage-4 choice and the submission')]
+
+def stage_of(stage:int|str # A stage number (its first step) or a step's module or notebook name
+            )->AttrDict:
+    "The `STAGES` entry of `stage`: a number names the stage's first step (stage 4 has three: level2, sequence, blend)"
+    for s in STAGES:
+        if stage in (s.n, s.module, s.nb): return s
+    raise ValueError(f"unknown stage {stage!r}: stages are {', '.join(s.module for s in STAGES)} (or numbers 0-4)")
 
 def require(path:Path|str, # A file or folder a stage reads
-            stage:int, # The stage that makes it
+            stage:int|str, # The stage that makes it (a number, or a step's module name such as 'sequence')
             what:str='input' # What it is, for the message
            )->Path:
     "`path` when it exists, else a `FileNotFoundError` naming the command (and notebook) of the stage that makes it"
     path = Path(path)
     if not path.exists():
-        s = STAGES[stage]
+        s = stage_of(stage)
         raise FileNotFoundError(f"{what} {path} not found: run `{s.command}` first (stage {s.n}, nbs/{s.nb}.ipynb)")
     return path
+
 
 # %% ../nbs/00a_core.ipynb #c4bb4a15
 TMP_TAG = '.ihdtmp'
@@ -189,10 +200,14 @@ def write_text(text:str, path:Path|str)->Path:
 
 # %% ../nbs/00a_core.ipynb #287662dd
 LEVEL2 = 'level2'
+STAGE4_DIRS = (LEVEL2, 'sequence', 'blend')  # stage 4's folders under a models folder: never level-1 runs
 
-def level2_dir(models:Path|str)->Path:
-    "The level-2 folder of a models folder"
-    return Path(models)/LEVEL2
+def level2_dir(models:Path|str, # A models folder
+               step:str=LEVEL2 # One of `STAGE4_DIRS`: 'level2' (LightGBM), 'sequence' or 'blend'
+              )->Path:
+    "A stage-4 folder of a models folder: LightGBM's (default), the sequence model's or the blend's"
+    if step not in STAGE4_DIRS: raise ValueError(f"unknown stage-4 step {step!r}: expected one of {STAGE4_DIRS}")
+    return Path(models)/step
 
 # %% ../nbs/00a_core.ipynb #47aea0f8
 def fold_of(d:Path|str)->int:
@@ -208,10 +223,10 @@ def fold_dirs(run:Path|str # A level-1 run folder
 # %% ../nbs/00a_core.ipynb #9a7af7e7
 def level1_runs(models:Path|str # A models folder
                )->list[Path]:
-    "The level-1 run folders under `models`: those with `fold<k>` subfolders (never `level2/`), by name"
+    "The level-1 run folders under `models`: those with `fold<k>` subfolders (never stage 4's `STAGE4_DIRS`), by name"
     models = Path(models)
     if not models.is_dir(): return []
-    return sorted(d for d in models.iterdir() if d.is_dir() and d.name != LEVEL2 and fold_dirs(d))
+    return sorted(d for d in models.iterdir() if d.is_dir() and d.name not in STAGE4_DIRS and fold_dirs(d))
 
 # %% ../nbs/00a_core.ipynb #594f228e
 def ihd_log_level(level:str|int|None=None)->logging.Logger:
