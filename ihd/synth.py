@@ -18,8 +18,8 @@ from .core import (LABELS, SUBTYPES, kaggle_layout, settings, merge_settings, ih
                       models_dir, is_test, atomic_path, write_json, write_text)
 
 # %% auto #0
-__all__ = ['SIZES', 'make_plan', 'render_slice', 'encode_hu', 'quirk_fix', 'write_series', 'make_dataset', 'read_manifest',
-           'stage_paths', 'ihd_synth']
+__all__ = ['SIZES', 'GENERATOR_VERSION', 'make_plan', 'render_slice', 'encode_hu', 'quirk_fix', 'write_series', 'make_dataset',
+           'read_manifest', 'stage_paths', 'ihd_synth']
 
 # %% ../nbs/00b_synth.ipynb #0e25426c
 _BASE = dict(
@@ -444,7 +444,7 @@ def _work(args):
     s, dest, px, min_area = args
     return write_series(s, dest, px, min_area)
 
-_VERSION = 5  # bump when the generator's output changes, so that existing datasets are regenerated
+GENERATOR_VERSION = 5  # bump when the generator's output changes, so that existing datasets are regenerated
 
 def _is_current(man:Path, want:dict)->bool:
     "Whether the manifest `man` records the dataset `want` describes"
@@ -516,7 +516,7 @@ def make_dataset(dest:Path|str, # Folder to write (created)
     plan = make_plan(size, seed, **overrides)
     prm = plan.params
     ident = {k: v for k, v in prm.items() if k != 'n_workers'}   # how many processes does not change the bytes
-    want = dict(size=size, seed=seed, params=ident, version=_VERSION)
+    want = dict(size=size, seed=seed, params=ident, version=GENERATOR_VERSION)
     if not force and _is_current(dest/'synth.json', want): return dest
     lay = kaggle_layout(dest)
     _clear_dest(dest, lay, plan, want)
