@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_level1.ipynb #9f4fe483
 from __future__ import annotations
-import os, json, time, logging, warnings
+import os, json, time, logging, warnings, contextlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import AttrDict, listify, ifnone, store_attr, noop
@@ -18,6 +18,8 @@ from fastai.callback.core import Callback
 from fastai.callback.data import WeightedDL
 from fastai.callback.progress import CSVLogger, ProgressCallback
 from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.hook import Hook
+from fastai.layers import Flatten
 from fastai.learner import Learner
 from fastai.metrics import AccumMetric, ActivationType
 from fastai.vision.augment import aug_transforms
@@ -32,10 +34,11 @@ from .backbones import arch_kind, resolve_pretrained, create_model, input_stats,
 log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'TTA_PASSES', 'level1_config', 'WeightedBCE', 'wll_metric', 'CPUBf16', 'ChannelsLastIO', 'add_speed_cbs',
-           'SliceDataset', 'norm_stats', 'batch_tfms', 'loader_workers', 'make_dls', 'tta_apply', 'tta_passes',
-           'predict_arrays', 'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'GridClock', 'EpochProgress', 'score',
-           'predict_ids', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid',
+__all__ = ['log', 'TTA_PASSES', 'EMB_SPLITS', 'level1_config', 'WeightedBCE', 'wll_metric', 'CPUBf16', 'ChannelsLastIO',
+           'add_speed_cbs', 'SliceDataset', 'norm_stats', 'batch_tfms', 'loader_workers', 'make_dls', 'tta_apply',
+           'tta_passes', 'feature_dim', 'hook_features', 'predict_arrays', 'EpochCheckpoint', 'EpochLog',
+           'read_checkpoint', 'GridClock', 'EpochProgress', 'score', 'predict_ids', 'emb_path', 'save_embeddings',
+           'load_embeddings', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid',
            'load_run', 'summarize_runs', 'ihd_train', 'bench_train', 'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
@@ -172,7 +175,34 @@ def tta_passes(tta)->list:
     for t in tta: tta_apply(torch.zeros(1, 1, 2, 2), t)
     return tta
 
+# %% ../nbs/03b_level1.ipynb #f6d546af
+def feature_dim(model:nn.Module # A model from `ihd.backbones.create_model`: fastai body + head
+               )->int:
+    "Width of the pooled features the head of `model` sees (the input width of the head's first linear layer)"
+    if not (isinstance(model, nn.Sequential) and len(model) > 1):
+        raise ValueError(f"{type(model).__name__}: expected a fastai body + head `nn.Sequential` (ihd.backbones.create_model)")
+    lin = next((m for m in model[-1].modules() if isinstance(m, nn.Linear)), None)
+    if lin is None: raise ValueError(f"the head of this model has no linear layer: {model[-1]}")
+    return lin.in_features
+
+def hook_features(model:nn.Module # A model from `ihd.backbones.create_model`: fastai body + head
+                 )->Hook:
+    "A fastai `Hook` whose `stored` is the pooled features (n, d) the head saw in the last forward pass"
+    feature_dim(model)  # checks the body + head shape
+    flat = next((m for m in model[-1].modules() if isinstance(m, Flatten)), None)
+    if flat is not None: return Hook(flat, lambda m, i, o: o)
+    return Hook(model[-1], lambda m, i, o: i[0].flatten(1))  # a head without pooling of its own sees pooled features
+
+
 # %% ../nbs/03b_level1.ipynb #2aa38dfe
+def _tta_batch(model, xb, passes, hook=None):
+    "Sigmoid outputs of every pass (passes, n, 6) and, with `hook`, the pooled features averaged over the passes (n, d)"
+    probs, feats = [], []
+    for t in passes:
+        probs.append(torch.sigmoid(model(tta_apply(xb, t)).float()))
+        if hook is not None: feats.append(hook.stored.float())
+    return torch.stack(probs).cpu(), (torch.stack(feats).mean(0).half().cpu() if feats else None)
+
 @torch.no_grad()
 def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
                    run_info:dict, # The run's `run.json` (normalisation, channels, tta)
@@ -180,9 +210,10 @@ def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
                    tta=None, # Passes (default: the run's)
                    bs:int|None=None, # Batch size (default: settings [level1] pred_bs)
                    device=None,
-                   precision:str|None=None # 'auto', 'bf16', 'fp16' or 'fp32' (default: settings [level1] precision)
-                  )->tuple[np.ndarray, np.ndarray]:
-    "Probabilities (n, 6): mean and std over the TTA passes"
+                   precision:str|None=None, # 'auto', 'bf16', 'fp16' or 'fp32' (default: settings [level1] precision)
+                   features:bool=False # Also return the pooled features (embeddings), averaged over the passes
+                  )->tuple:
+    "Probabilities (n, 6): mean and std over the TTA passes; with `features`, also the embeddings (n, d) in float16"
     cfg = level1_config(pred_bs=bs, precision=precision)
     x, bs = np.asarray(x), int(cfg.pred_bs)
     if x.ndim != 4 or x.shape[-1] != run_info['n_in']:
@@ -192,14 +223,18 @@ def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
     model = model.to(device, memory_format=torch.channels_last).eval()
     mean = torch.tensor(run_info['mean'], device=device).view(1, -1, 1, 1)
     std = torch.tensor(run_info['std'], device=device).view(1, -1, 1, 1)
-    precision, out = choose_precision(device, cfg.precision), []
-    for i in range(0, len(x), bs):
-        xb = torch.from_numpy(np.ascontiguousarray(x[i:i+bs])).to(device).permute(0, 3, 1, 2).float().div_(255)
-        xb = ((xb - mean)/std).contiguous(memory_format=torch.channels_last)
-        with precision_ctx(device, precision):
-            out.append(torch.stack([torch.sigmoid(model(tta_apply(xb, t)).float()) for t in passes]).cpu())
+    precision, out, emb = choose_precision(device, cfg.precision), [], []
+    with (hook_features(model) if features else contextlib.nullcontext()) as hook:
+        for i in range(0, len(x), bs):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i+bs])).to(device).permute(0, 3, 1, 2).float().div_(255)
+            xb = ((xb - mean)/std).contiguous(memory_format=torch.channels_last)
+            with precision_ctx(device, precision): p, f = _tta_batch(model, xb, passes, hook)
+            out.append(p); emb.append(f)
     p = torch.cat(out, 1) if out else torch.zeros(len(passes), 0, len(LABELS))
-    return p.mean(0).numpy().astype(np.float32), p.std(0, unbiased=False).numpy().astype(np.float32)
+    res = p.mean(0).numpy().astype(np.float32), p.std(0, unbiased=False).numpy().astype(np.float32)
+    if not features: return res
+    return *res, (torch.cat(emb).numpy() if emb else np.zeros((0, feature_dim(model)), np.float16))
+
 
 # %% ../nbs/03b_level1.ipynb #e4c4168e
 def _plain(o):
@@ -324,13 +359,56 @@ def _pred_frame(ids, mean, std):
     for j, l in enumerate(LABELS): df[f'{l}_std'] = std[:, j]
     return df
 
-def predict_ids(model, run_info, cache, ids, chunk:int=512, **kw)->pd.DataFrame:
-    "TTA predictions for cached `ids`, as the level-1 parquet frame (ID, 6 means, 6 stds)"
+def predict_ids(model, run_info, cache, ids, chunk:int=512, features:bool=False, **kw):
+    "TTA predictions for cached `ids`, as the level-1 parquet frame (ID, 6 means, 6 stds); with `features`, `(frame, embeddings)`"
     ids = list(ids)
-    res = [predict_arrays(model, run_info, cache.load(ids[i:i+chunk]), **kw) for i in range(0, len(ids), chunk)]
+    res = [predict_arrays(model, run_info, cache.load(ids[i:i+chunk]), features=features, **kw)
+           for i in range(0, len(ids), chunk)]
     m = np.concatenate([r[0] for r in res]) if res else np.zeros((0, 6), np.float32)
     s = np.concatenate([r[1] for r in res]) if res else np.zeros((0, 6), np.float32)
-    return _pred_frame(ids, m, s)
+    if not features: return _pred_frame(ids, m, s)
+    e = np.concatenate([r[2] for r in res]) if res else np.zeros((0, feature_dim(model)), np.float16)
+    return _pred_frame(ids, m, s), e
+
+
+# %% ../nbs/03b_level1.ipynb #6b8917a9
+EMB_SPLITS = ('oof', 'test')
+
+def emb_path(fold_dir:Path|str, split:str='oof')->Path:
+    "`fold_dir/<split>_emb.npy`, `split` one of 'oof' and 'test'"
+    if split not in EMB_SPLITS: raise ValueError(f"split {split!r}: expected one of {EMB_SPLITS}")
+    return Path(fold_dir)/f'{split}_emb.npy'
+
+def save_embeddings(fold_dir:Path|str, split:str, emb:np.ndarray)->Path:
+    "Write `emb` (n, d) as float16 `<split>_emb.npy` in `fold_dir`, atomically"
+    emb = np.asarray(emb)
+    if emb.ndim != 2: raise ValueError(f"{Path(fold_dir)}: embeddings must be (n, d), got shape {emb.shape}")
+    with atomic_path(emb_path(fold_dir, split)) as t, open(t, 'wb') as f: np.save(f, emb.astype(np.float16))
+    return emb_path(fold_dir, split)
+
+
+# %% ../nbs/03b_level1.ipynb #c6394ed4
+def _cell(fd): return f"run {fd.parent.name}, {fd.name}"
+
+def load_embeddings(fold_dir:Path|str, # A finished `models/<run>/fold<k>` folder
+                    split:str='oof' # 'oof' or 'test'
+                   )->AttrDict:
+    "`ids` (str) and `emb` (n, d) float16, memory-mapped: row i for row i of `<split>.parquet`"
+    fd = Path(fold_dir)
+    f, pq = emb_path(fd, split), fd/f'{split}.parquet'
+    if not pq.is_file(): raise FileNotFoundError(f"{_cell(fd)}: {pq} not found: the cell is not finished (run `ihd_train`)")
+    if not f.is_file():
+        raise FileNotFoundError(f"{_cell(fd)}: no embeddings ({f} not found; the run predates them): "
+                                f"run `ihd_embed {fd.parent.parent} --runs {fd.parent.name}`")
+    ids = pd.read_parquet(pq, columns=['ID'])['ID'].astype(str).to_numpy()
+    emb = np.load(f, mmap_mode='r')
+    if emb.ndim != 2 or emb.dtype != np.float16:
+        raise ValueError(f"{_cell(fd)}: {f.name} is {emb.dtype} of shape {emb.shape}, expected float16 (n, d)")
+    if len(emb) != len(ids):
+        raise ValueError(f"{_cell(fd)}: {f.name} has {len(emb)} rows but {pq.name} has {len(ids)}: rewrite it with "
+                         f"`ihd_embed {fd.parent.parent} --runs {fd.parent.name} --force`")
+    return AttrDict(ids=ids, emb=emb)
+
 
 # %% ../nbs/03b_level1.ipynb #ebd29dd7
 def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weights=None):
@@ -434,14 +512,16 @@ def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None, cl
     return True
 
 def _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device=None)->dict:
-    "model.pth, OOF/test predictions, missing.csv, run.json, then metrics.json (last: it marks the cell finished)"
+    "model.pth, OOF/test predictions and embeddings, missing.csv, run.json, then metrics.json (last: it marks the cell finished)"
     t0, model = time.time(), _bare(learn.model)
     run['train_seconds'] = round(fit_s, 2)
-    oof = predict_ids(model, run, cache, d.va['ID'], device=device)
-    test = predict_ids(model, run, cache, d.test_ids, device=device)
+    oof, oof_e = predict_ids(model, run, cache, d.va['ID'], device=device, features=True)
+    test, test_e = predict_ids(model, run, cache, d.test_ids, device=device, features=True)
     _save(model.state_dict(), fold_dir/'model.pth')
-    for df, name in ((oof, 'oof.parquet'), (test, 'test.parquet')):
-        with atomic_path(fold_dir/name) as t: df.to_parquet(t, index=False)
+    for df, e, name in ((oof, oof_e, 'oof'), (test, test_e, 'test')):
+        with atomic_path(fold_dir/f'{name}.parquet') as t: df.to_parquet(t, index=False)
+        save_embeddings(fold_dir, name, e)
+    run['emb_dim'] = int(oof_e.shape[1])
     if len(d.missing):
         with atomic_path(fold_dir/'missing.csv') as t: d.missing.to_csv(t, index=False)
     run['predict_seconds'] = round(time.time() - t0, 2)
