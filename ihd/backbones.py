@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_backbones.ipynb #9bc50d23
 from __future__ import annotations
-import contextlib, difflib, functools, importlib, time, warnings
+import contextlib, difflib, functools, importlib, json, re, time, warnings
 from collections import OrderedDict
 from pathlib import Path
 import numpy as np, torch, timm
@@ -12,12 +12,15 @@ import torchvision.models as tvm
 from torch import nn
 from timm.models import adapt_input_conv
 from fastai.vision.learner import create_vision_model, create_timm_model, add_head, TimmBody
+from fastcore.basics import AttrDict, listify
 from .core import LABELS, merge_settings, as_bool
+from .synth import GENERATOR_VERSION
 
 # %% auto #0
-__all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'TV_ARCHS', 'PRECISIONS', 'DTYPES', 'is_pretrained_arch', 'weights_file',
-           'map_state_dict', 'load_pretrained_timm', 'pretrained_stats', 'arch_kind', 'resolve_pretrained',
-           'OutputBias', 'create_model', 'input_stats', 'load_weights', 'pretrained_splitter', 'cpu_capability',
+__all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'TV_ARCHS', 'PRETRAIN_JSON', 'PRECISIONS', 'DTYPES', 'is_pretrained_arch',
+           'weights_file', 'map_state_dict', 'load_pretrained_timm', 'pretrained_stats', 'arch_kind',
+           'resolve_pretrained', 'label_prior', 'OutputBias', 'create_model', 'input_stats', 'make_command',
+           'artifact_info', 'check_artifact', 'load_weights', 'pretrained_splitter', 'cpu_capability',
            'cpu_bf16_native', 'choose_precision', 'precision_ctx', 'probe_cpu_modes', 'choose_training_mode']
 
 # %% ../nbs/03a_backbones.ipynb #a501629b
@@ -137,17 +140,26 @@ def resolve_pretrained(arch:str, # Architecture
                          f"{', '.join(PRETRAINED_ARCHS)} ship them): use pretrained=False, or weights=<local state dict>")
     return pretrained
 
+# %% ../nbs/03a_backbones.ipynb #87159d59
+def label_prior(y # (n, n_labels) 0/1 targets
+               )->np.ndarray:
+    "Each label's frequency in `y`, clipped to [0.001, 0.999] so that its logit is finite"
+    return np.clip(np.asarray(y, dtype=np.float64).mean(0), 1e-3, 1 - 1e-3)
+
+
 # %% ../nbs/03a_backbones.ipynb #add73955
 class OutputBias(nn.Module):
     "A learnable bias per output, set to the logits of the label priors before training"
     def __init__(self, n_out:int=len(LABELS)):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(n_out))
+        self.prior = None  # the label frequencies of `set_prior` (not saved: `load_weights` shifts an artifact's bias by it)
     def forward(self, x): return x + self.bias
     def set_prior(self, y):
         "Start at the prior-only prediction: bias = logit of each label's frequency in `y`"
-        p = np.clip(np.asarray(y, dtype=np.float64).mean(0), 1e-3, 1 - 1e-3)
-        with torch.no_grad(): self.bias.copy_(torch.as_tensor(np.log(p/(1 - p)), dtype=torch.float32))
+        self.prior = label_prior(y)
+        with torch.no_grad(): self.bias.copy_(torch.as_tensor(np.log(self.prior/(1 - self.prior)), dtype=torch.float32))
+
 
 # %% ../nbs/03a_backbones.ipynb #e7e26ff1
 def _pretrained_body(arch, n_in):
@@ -159,12 +171,7 @@ def _with_bias(m, n_out):
     m[-1].append(OutputBias(n_out))  # fastai's head ends in a bias-free Linear (after BatchNorm)
     return m
 
-def create_model(arch:str, # Architecture name (see `arch_kind`)
-                 n_in:int=3, # Input channels
-                 n_out:int=len(LABELS), # Outputs
-                 pretrained:bool=False # ImageNet weights (EfficientNet-Lite only, see `PRETRAINED_ARCHS`)
-                )->nn.Module:
-    "A fastai body + head model for `arch` (the head ends in an `OutputBias`), randomly initialised unless `pretrained`"
+def _build(arch, n_in, n_out, pretrained):
     kind = arch_kind(arch)
     if pretrained: resolve_pretrained(arch, True)  # an arch without offline weights fails here
     if kind == 'torchvision':
@@ -176,14 +183,77 @@ def create_model(arch:str, # Architecture name (see `arch_kind`)
         return m
     return _with_bias(create_timm_model(arch, n_out, pretrained=False, n_in=n_in)[0], n_out)
 
+def create_model(arch:str, # Architecture name (see `arch_kind`)
+                 n_in:int=3, # Input channels
+                 n_out:int=len(LABELS), # Outputs
+                 pretrained:bool=False # ImageNet weights (EfficientNet-Lite only, see `PRETRAINED_ARCHS`)
+                )->nn.Module:
+    "A fastai body + head model for `arch` (the head ends in an `OutputBias`), randomly initialised unless `pretrained`"
+    m = _build(arch, n_in, n_out, pretrained)
+    m.ihd_arch, m.ihd_n_in = arch, n_in  # what `load_weights` checks a pretrained artifact against
+    return m
+
+
 # %% ../nbs/03a_backbones.ipynb #530cbe87
 def input_stats(model:nn.Module, # A model from `create_model`
                 n_in:int # Input channels
                )->tuple[list, list]|None:
-    "The normalisation a pretrained `model` expects, repeated over `n_in` channels (None when not pretrained)"
+    "The normalisation `model` expects: a pretrained artifact's (see `load_weights`), else ImageNet's repeated over `n_in` channels; None for neither"
+    if getattr(model, 'ihd_norm', None) is not None: return tuple([float(o) for o in v] for v in model.ihd_norm)
     cfg = getattr(getattr(model[0], 'model', None), 'pretrained_cfg', None) if isinstance(model, nn.Sequential) else None
     if not getattr(model, 'ihd_pretrained', False) or not cfg: return None
     return [float(cfg['mean'][i % 3]) for i in range(n_in)], [float(cfg['std'][i % 3]) for i in range(n_in)]
+
+
+# %% ../nbs/03a_backbones.ipynb #6e5dbc99
+PRETRAIN_JSON = 'pretrain.json'  # beside `model.pth` in an artifact folder `models/pretrained/<name>/`
+_NAME_RE = re.compile(r'^(?P<arch>.+?)(?P<imagenet>-imagenet)?_synth-(?P<size>[a-z]+)_(?P<sz>\d+)px')
+
+def make_command(name:str # An artifact folder's name, e.g. 'efficientnet_lite0-imagenet_synth-demo_96px'
+                )->str:
+    "The `ihd_pretrain` command line that makes the artifact `name` (its options read from the name where they can be)"
+    m = _NAME_RE.match(name)
+    if not m: return 'ihd_pretrain (see nbs/03d_pretrain.ipynb)'
+    return (f"ihd_pretrain --arch {m['arch']} --size {m['size']} --sz {m['sz']} --imagenet {str(bool(m['imagenet'])).lower()}"
+            " (nbs/03d_pretrain.ipynb)")
+
+
+# %% ../nbs/03a_backbones.ipynb #d39b76ee
+def _missing(path, why):
+    return FileNotFoundError(f"{path}: {why}; a synthetic-pretrained artifact is made by `{make_command(Path(path).name)}`")
+
+def artifact_info(path:Path|str # Weights given to level 1: a state dict file, or an artifact folder (or its model.pth)
+                 )->AttrDict|None:
+    "An artifact's `pretrain.json` with `dir`, `name` and `model` (its `model.pth`) added; None for a plain state dict"
+    path = Path(path)
+    if not path.exists(): raise _missing(path, 'weights not found')
+    d = path if path.is_dir() else path.parent
+    if not (d/PRETRAIN_JSON).is_file():
+        if path.is_dir(): raise _missing(path, f'a folder without {PRETRAIN_JSON} (not a finished pretrained artifact)')
+        return None
+    if not (d/'model.pth').is_file(): raise _missing(d, f'model.pth is missing beside {PRETRAIN_JSON}')
+    try: info = json.loads((d/PRETRAIN_JSON).read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{d/PRETRAIN_JSON}: not valid JSON ({e})") from e
+    return AttrDict(info, dir=d, name=d.name, model=d/'model.pth')
+
+
+# %% ../nbs/03a_backbones.ipynb #c1b5c566
+def _same(a, b): return [str(o) for o in listify(a)] == [str(o) for o in listify(b)]
+
+def check_artifact(info:dict, # From `artifact_info`
+                   arch:str|None=None, n_in:int|None=None, sz:int|None=None, windows=None # The run's (None: not checked)
+                  )->dict:
+    "`info` when the artifact was made for the run's arch, channels, size and windows by this generator version; else a ValueError naming both values"
+    run = dict(arch=arch, n_in=n_in, sz=sz, windows=windows, generator_version=GENERATOR_VERSION)
+    bad = [f"{k} {info.get(k)!r} in the artifact, {v!r} in the run" for k, v in run.items()
+           if k != 'generator_version' and v is not None and not _same(info.get(k), v)]
+    if not _same(info.get('generator_version'), GENERATOR_VERSION):
+        bad.append(f"synthetic generator version {info.get('generator_version')!r} in the artifact, "
+                   f"{GENERATOR_VERSION} now (ihd.synth.GENERATOR_VERSION)")
+    if bad: raise ValueError(f"pretrained artifact {info.get('dir', '')} does not fit: {'; '.join(bad)}; make a matching one "
+                             f"with `ihd_pretrain` (--force remakes it), or start from other weights")
+    return info
+
 
 # %% ../nbs/03a_backbones.ipynb #a993dfef
 def _load_sd(path):
@@ -206,11 +276,27 @@ def _match(sd, target):
     if len(src) == len(body): return dict(zip(body, src))
     return None
 
+def _n_in(model):
+    "The input channels of `model`: `create_model`'s record, else the first convolution's"
+    return getattr(model, 'ihd_n_in', None) or next((p.shape[1] for p in model.parameters() if p.ndim == 4), None)
+
+def _adopt(model, info):
+    "An artifact's normalisation, and its output bias moved from the synthetic prior to the run's (when set)"
+    model.ihd_norm, model.ihd_artifact = (list(info['mean']), list(info['std'])), info['name']
+    ob = next((m for m in model.modules() if isinstance(m, OutputBias)), None)
+    if ob is None or ob.prior is None or info.get('prior') is None: return
+    logit = lambda p: np.log(p/(1 - p))
+    shift = logit(ob.prior) - logit(np.clip(np.asarray(info['prior'], dtype=np.float64), 1e-3, 1 - 1e-3))
+    with torch.no_grad(): ob.bias += torch.as_tensor(shift, dtype=ob.bias.dtype)
+
 def load_weights(model:nn.Module, # Model from `create_model`
-                 path:Path|str # A local state dict (`torch.save(model.state_dict())`)
+                 path:Path|str, # A local state dict (`torch.save(model.state_dict())`), or a pretrained artifact (folder)
+                 sz:int|None=None, windows=None # The run's input size and windows, checked against an artifact's
                 )->nn.Module:
-    "Load `path` into `model` (strict on shapes); the head stays random when `path` holds a backbone only"
-    sd, target = _load_sd(path), model.state_dict()
+    "Load `path` into `model` (strict on shapes); an artifact is checked against the run first; the head stays random when `path` holds a backbone only"
+    info = artifact_info(path)
+    if info is not None: check_artifact(info, getattr(model, 'ihd_arch', None), _n_in(model), sz, windows)
+    sd, target = _load_sd(info.model if info is not None else path), model.state_dict()
     m = _match(sd, target)
     if m is None:
         raise ValueError(f"{path}: {len(sd)} tensors do not line up with the model's {len(target)} "
@@ -221,9 +307,10 @@ def load_weights(model:nn.Module, # Model from `create_model`
     if bad:
         raise ValueError(f"{path}: {len(bad)} tensor(s) do not fit the model (shape mismatch): " + '; '.join(bad[:8])
                          + ('; ...' if len(bad) > 8 else ''))
-    new = {**target, **{t: sd[s] for t, s in m.items()}}
-    model.load_state_dict(new)
+    model.load_state_dict({**target, **{t: sd[s] for t, s in m.items()}})
+    if info is not None: _adopt(model, info)
     return model
+
 
 # %% ../nbs/03a_backbones.ipynb #0b14eb80
 def _params(*ms): return [p for m in ms for p in m.parameters()]
