@@ -25,8 +25,8 @@ log = logging.getLogger('ihd.tables')  # not __name__: that is '__main__' when t
 # %% auto #0
 __all__ = ['log', 'CHECKS', 'REQUIRED', 'MIN_SIZE', 'SPLITS', 'BAD_COLUMNS', 'OUTPUTS', 'quiet_pydicom', 'pixel_element',
            'first_value', 'clean_id', 'read_header', 'list_dicoms', 'n_cores', 'read_headers', 'add_slice_order',
-           'join_labels', 'make_folds', 'data_signature', 'load_tables', 'say_bad', 'make_tables', 'ihd_tables',
-           'check_slice_order']
+           'join_labels', 'as_seed', 'make_folds', 'data_signature', 'load_tables', 'say_bad', 'make_tables',
+           'ihd_tables', 'check_slice_order']
 
 # %% ../nbs/00c_tables.ipynb #cf462f96
 CHECKS = dict(  # check code: (severity, what it means)
@@ -298,6 +298,19 @@ def join_labels(headers:pd.DataFrame, # Header rows (both splits)
     report = pd.concat([r for r in reps if len(r)], ignore_index=True) if any(len(r) for r in reps) else rep
     return AttrDict(train=train, test=te.reset_index(drop=True), report=report, counts=counts)
 
+# %% ../nbs/00c_tables.ipynb #cba4ecca
+def as_seed(v, # A seed: an int, or its text (from settings or a command line)
+            what:str='seed' # What it is, for the message (e.g. 'settings [level1] seed')
+           )->int:
+    "`v` as a seed, a whole number in [0, 2**32); a `ValueError` naming it otherwise"
+    s = None
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)): s = int(v)
+    elif isinstance(v, str) and v.strip().isdigit(): s = int(v.strip())
+    if s is None or not 0 <= s < 2**32:
+        raise ValueError(f"{what} {v!r} is not a valid seed: expected a whole number from 0 to 2**32 - 1")
+    return s
+
+
 # %% ../nbs/00c_tables.ipynb #d4e2a370
 def make_folds(train:pd.DataFrame, # Labelled rows with `PatientID` and the 6 labels
                n_folds:int=5, # Number of folds
@@ -313,7 +326,7 @@ def make_folds(train:pd.DataFrame, # Labelled rows with `PatientID` and the 6 la
     rarity = np.argsort(np.argsort(y.sum(0)))  # 0 = rarest subtype
     key = np.where(y.any(1), 1 + np.where(y == 1, rarity, len(SUBTYPES)).argmin(1), 0)
     fold = np.full(len(train), -1, dtype=np.int64)
-    sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=as_seed(seed))
     with warnings.catch_warnings():  # a stratum with fewer members than folds is expected for rare subtypes
         warnings.filterwarnings('ignore', message='The least populated class', category=UserWarning)
         for k, (_, va) in enumerate(sgkf.split(np.zeros(len(train)), key, train['PatientID'])): fold[va] = k
@@ -437,6 +450,7 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     "Stage 0: header table, wide labels, folds and reports, written to `work`; skipped when already there"
     lay, work = kaggle_layout(data), work_dir(data, work)
     s = merge_settings('tables', n_folds=n_folds, seed=seed)
+    s.seed = as_seed(s.seed, 'the fold seed')
     sig = data_signature(lay.root)
     if not force and (res := _existing(lay, work, sig, s.n_folds, s.seed)) is not None: return res
     if not lay.train_dir.is_dir(): raise FileNotFoundError(f"no {lay.train_dir.name} folder in {lay.root}")
