@@ -10,8 +10,9 @@ import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as 
 from fastcore.basics import AttrDict, listify, ifnone, store_attr, noop
 from fastprogress.fastprogress import IN_NOTEBOOK
 from fastcore.foundation import L
-from fastcore.script import call_parse
-from fastai.torch_core import TensorImage, to_float, trainable_params, default_device, rank_distrib, num_distrib
+from fastcore.script import call_parse, store_true
+from fastai.torch_core import TensorImage, to_float, trainable_params, default_device, rank_distrib, num_distrib, \
+    set_seed
 from fastai.data.core import TfmdDL, DataLoaders
 from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.callback.core import Callback
@@ -26,6 +27,7 @@ from fastai.vision.augment import aug_transforms
 import fastai.callback.schedule  # fit_one_cycle
 from .core import LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, data_root, weighted_log_loss, \
     label_log_loss, prior_baseline, folds_hash, require, atomic_path, write_json, level1_runs, fold_dirs, fold_of
+from .tables import as_seed
 from .pixels import Recipe
 from .cache import SliceCache, cache_dir
 from .backbones import arch_kind, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter, \
@@ -34,12 +36,13 @@ from .backbones import arch_kind, resolve_pretrained, create_model, input_stats,
 log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'TTA_PASSES', 'EMB_SPLITS', 'level1_config', 'WeightedBCE', 'wll_metric', 'CPUBf16', 'ChannelsLastIO',
-           'add_speed_cbs', 'SliceDataset', 'norm_stats', 'batch_tfms', 'loader_workers', 'make_dls', 'tta_apply',
-           'tta_passes', 'feature_dim', 'hook_features', 'predict_arrays', 'EpochCheckpoint', 'EpochLog',
-           'read_checkpoint', 'GridClock', 'EpochProgress', 'score', 'predict_ids', 'emb_path', 'save_embeddings',
-           'load_embeddings', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid',
-           'load_run', 'summarize_runs', 'ihd_train', 'bench_train', 'ihd_bench_train']
+__all__ = ['log', 'TTA_PASSES', 'DEFAULT_SEED', 'EMB_SPLITS', 'level1_config', 'WeightedBCE', 'wll_metric', 'CPUBf16',
+           'ChannelsLastIO', 'add_speed_cbs', 'SliceDataset', 'norm_stats', 'batch_tfms', 'loader_workers', 'make_dls',
+           'tta_apply', 'tta_passes', 'feature_dim', 'hook_features', 'predict_arrays', 'EpochCheckpoint', 'EpochLog',
+           'read_checkpoint', 'GridClock', 'EpochProgress', 'fold_seed', 'score', 'predict_ids', 'emb_path',
+           'save_embeddings', 'load_embeddings', 'load_run', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs',
+           'train_fold', 'train_grid', 'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs', 'ihd_train',
+           'ihd_embed', 'bench_train', 'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
 def level1_config(**overrides # Values that win over settings [level1]; `None` means "not given"
@@ -329,6 +332,16 @@ class EpochProgress(Callback):
         log.info(f"{self.cell}: epoch {self.offset + self.epoch + 1}/{self.total}, train loss {m['train_loss']:.4f}, "
                  f"valid wll {m['wll']:.4f}, {time.time() - self.t:.0f} s" + (f"; {self.clock}" if self.clock else ''))
 
+# %% ../nbs/03b_level1.ipynb #5d18efce
+DEFAULT_SEED = 42  # ihd's default seed: runs trained with it keep the plain run name
+
+def fold_seed(seed, # The run's seed (`as_seed` checks it)
+              fold:int # The validation fold
+             )->int:
+    "The seed one (arch, fold) cell trains with: the run's seed plus the fold number"
+    return (as_seed(seed) + int(fold)) % 2**32
+
+
 # %% ../nbs/03b_level1.ipynb #b9787df8
 def _phases(pretrained, epochs, lr, freeze_epochs):
     "fastai's `fine_tune` (frozen, then unfrozen with discriminative lrs) for a pretrained body, else one cycle"
@@ -410,6 +423,18 @@ def load_embeddings(fold_dir:Path|str, # A finished `models/<run>/fold<k>` folde
     return AttrDict(ids=ids, emb=emb)
 
 
+# %% ../nbs/03b_level1.ipynb #ddeef4c5
+def load_run(fold_dir:Path|str # A finished `models/<run_name>/fold<k>` folder
+            )->tuple[nn.Module, dict]:
+    "The trained model (eval mode, on CPU) and its `run.json`"
+    fold_dir = Path(fold_dir)
+    for f in ('run.json', 'model.pth'):
+        if not (fold_dir/f).is_file(): raise FileNotFoundError(f"{fold_dir/f} not found: the cell is not finished")
+    info = json.loads((fold_dir/'run.json').read_text())
+    model = create_model(info['arch'], info['n_in'], pretrained=False)
+    model.load_state_dict(torch.load(fold_dir/'model.pth', map_location='cpu', weights_only=True))
+    return model.eval(), info
+
 # %% ../nbs/03b_level1.ipynb #ebd29dd7
 def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weights=None):
     "run.json's facts known before training, and the key a checkpoint must match (all of them but `tta`)"
@@ -418,19 +443,22 @@ def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weight
     run = dict(arch=arch, **(info or {}), n_in=n_in, n_folds=len(folds), fold=fold, folds_hash=folds_hash(table),
                labels=LABELS, tta=tta_passes(cfg.tta), epochs=int(cfg.epochs), bs=int(cfg.bs), lr=float(cfg.lr),
                sampler=cfg.sampler, pretrained=('imagenet (ihd.backbones)' if pretrained else None),
-               weights=Path(weights).name if weights else None)
+               weights=Path(weights).name if weights else None, seed=int(cfg.seed), fold_seed=fold_seed(cfg.seed, fold))
     key = json.dumps({k: run[k] for k in run if k not in ('tta',)}, sort_keys=True, default=str)
     return run, key
 
-def _is_finished(fold_dir, fh, force):
-    "Whether `fold_dir` holds a finished cell made with the folds of hash `fh` (other folds: retrained)"
+def _is_finished(fold_dir, run, force):
+    "Whether `fold_dir` holds a finished cell made with `run`'s folds and seed (else it is retrained)"
     if force or not (fold_dir/'metrics.json').is_file(): return False
     old = json.loads((fold_dir/'run.json').read_text()) if (fold_dir/'run.json').is_file() else {}
-    if old.get('folds_hash') == fh:
-        log.info(f"{fold_dir}: finished already, skipped (force=True retrains)")
-        return True
-    log.info(f"{fold_dir}: made with other folds ({old.get('folds_hash')} != {fh}): retraining")
-    return False
+    if old.get('folds_hash') != run['folds_hash']:
+        log.info(f"{fold_dir}: made with other folds ({old.get('folds_hash')} != {run['folds_hash']}): retraining")
+        return False
+    if old.get('seed', run['seed']) != run['seed']:  # runs from before seeds were recorded: taken as they are
+        log.info(f"{fold_dir}: made with seed {old['seed']}, not {run['seed']}: retraining")
+        return False
+    log.info(f"{fold_dir}: finished already, skipped (force=True retrains)")
+    return True
 
 def _start_dir(fold_dir, key, force):
     "Make `fold_dir`, drop a stale `metrics.json` (and the log unless resuming); the checkpoint to resume from"
@@ -533,6 +561,31 @@ def _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device=None)->di
     write_json(met, fold_dir/'metrics.json')
     return met
 
+# %% ../nbs/03b_level1.ipynb #e6684576
+def _embed_split(fd, model, info, cache, split, device=None)->np.ndarray:
+    "Embeddings of the slices of `fd/<split>.parquet`, in its order, from `model` and `cache`"
+    pq = fd/f'{split}.parquet'
+    old = pd.read_parquet(pq, columns=['ID', *LABELS])
+    miss = [i for i in old['ID'] if i not in cache]
+    if miss: raise FileNotFoundError(f"{_cell(fd)}: {len(miss)} slices of {pq.name} are not in the cache (e.g. {miss[0]}): "
+                                     "the embeddings need the cache the run was trained on (its dataset and recipe)")
+    new, e = predict_ids(model, info, cache, old['ID'], device=device, features=True)
+    diff = float(np.abs(new[LABELS].values - old[LABELS].values).max()) if len(old) else 0.
+    if diff > 0.02: warnings.warn(f"{_cell(fd)}: {split} probabilities recomputed from model.pth differ from {pq.name} "
+                                  f"by up to {diff:.3f}: another cache or precision than the run's?")
+    return e
+
+def _embed_fold(fd:Path, cache, device=None, force:bool=False)->bool:
+    "Write the embeddings a finished fold folder lacks (all with `force`) and `emb_dim` in its run.json; True if written"
+    if not force and all(emb_path(fd, s).is_file() for s in EMB_SPLITS): return False
+    model, info = load_run(fd)
+    for s in EMB_SPLITS: save_embeddings(fd, s, _embed_split(fd, model, info, cache, s, device))
+    info['emb_dim'] = feature_dim(model)
+    write_json(info, fd/'run.json')
+    log.info(f"{_cell(fd)}: embeddings written ({info['emb_dim']} features per slice)")
+    return True
+
+
 # %% ../nbs/03b_level1.ipynb #700918bd
 def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids)`, `in`
              table:pd.DataFrame, # Labelled slices: `ID`, the 6 LABELS, `fold`
@@ -546,21 +599,27 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
              pretrained:bool=False, # ImageNet body from `ihd.backbones`
              weights:str|None=None, # Local state dict to start from
              force:bool=False, # Retrain even when finished
+             seed:int|None=None, # Seed of the run (default: `cfg.seed`, settings [level1] seed); the fold's is `fold_seed`
              cbs=None, # Extra fastai callbacks for the fit (e.g. an interruption in tests)
              device=None, # Default: fastai's `default_device()`
              distributed:bool|None=None, # Wrap in fastai's `distrib_ctx` (default: when `WORLD_SIZE` > 1)
              clock:GridClock|None=None # The grid's clock, for the time left in the progress lines (default: this cell's)
             )->Path:
     "Train one (arch, fold) cell and write model, log, OOF/test predictions, metrics and run facts to `fold_dir`"
-    cfg, fold_dir = cfg or level1_config(), Path(fold_dir)
+    cfg, fold_dir = AttrDict(cfg or level1_config()), Path(fold_dir)
+    cfg.seed = as_seed(ifnone(seed, cfg.get('seed', DEFAULT_SEED)), 'the training seed')
     run, key = _run_facts(arch, n_in, table, fold, cfg, info, pretrained, weights)
     phases = _phases(pretrained, int(cfg.epochs), float(cfg.lr), int(cfg.freeze_epochs))
     clock = clock or GridClock(sum(ph['n'] for ph in phases))
     clock.next_cell()
-    if _is_finished(fold_dir, run['folds_hash'], force): clock.skip(sum(ph['n'] for ph in phases)); return fold_dir
+    if _is_finished(fold_dir, run, force):
+        clock.skip(sum(ph['n'] for ph in phases))
+        if not rank_distrib(): _embed_fold(fold_dir, cache, device)
+        return fold_dir
     ck = _start_dir(fold_dir, key, force)
     t0 = time.time()
     d = _fold_data(cache, table, test_ids, fold)
+    set_seed(run['fold_seed'], reproducible=True)  # weights, batches, dropout and augmentation follow the seed
     learn = _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained, weights, device)
     if not _fit_phases(learn, phases, ck, fold_dir, key, cbs, distributed, clock) or rank_distrib(): return fold_dir
     fit_s = time.time() - t0
@@ -593,16 +652,18 @@ def _recipe(recipe=None):
 def run_name(arch:str, # Architecture
              recipe=None, # `ihd.pixels.Recipe` (or its dict; default: from settings)
              pretrained:bool=False, # Starts from the ImageNet weights of `ihd.backbones`
-             weights:str|None=None # Starts from a local weights file
+             weights:str|None=None, # Starts from a local weights file
+             seed:int|None=None # Training seed: any but `DEFAULT_SEED` (42) is part of the name
             )->str:
-    "Folder name of a level-1 run, e.g. 'resnet18_brain-subdural-soft_sz128_crop_nb0'"
+    "Folder name of a level-1 run, e.g. 'resnet18_brain-subdural-soft_sz128_crop_nb0', '..._seed7' for seed 7"
     tag = '-imagenet' if pretrained else (f"-w{Path(weights).stem}" if weights else '')
-    return f"{arch}{tag}_{_recipe(recipe).name}"
+    s = as_seed(ifnone(seed, DEFAULT_SEED))
+    return f"{arch}{tag}_{_recipe(recipe).name}" + (f"_seed{s}" if s != DEFAULT_SEED else '')
 
 # %% ../nbs/03b_level1.ipynb #d636e191
-def fold_dir(models, arch, fold:int, recipe=None, pretrained=False, weights=None)->Path:
+def fold_dir(models, arch, fold:int, recipe=None, pretrained=False, weights=None, seed=None)->Path:
     "`models/<run_name>/fold<k>`"
-    return Path(models)/run_name(arch, recipe, pretrained, weights)/f'fold{fold}'
+    return Path(models)/run_name(arch, recipe, pretrained, weights, seed)/f'fold{fold}'
 
 # %% ../nbs/03b_level1.ipynb #578422cd
 def load_stage_inputs(work:Path, recipe)->AttrDict:
@@ -628,13 +689,15 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
                pretrained=None, # 'auto' (EfficientNet-Lite: yes), True or False (default: settings)
                weights:str|None=None, # Local state dict to start from
                sampler:str|None=None, # 'none' or 'balanced' (default: settings)
+               seed:int|None=None, # Training seed (default: settings [level1] seed); the fold's is `fold_seed`
                force:bool=False, # Retrain a finished cell
                cbs=None, # Extra fastai callbacks
                device=None, # Default: fastai's default device (CUDA when there is one)
                clock:GridClock|None=None # The grid's clock (`train_grid` passes it), for the time left
               )->Path:
     "Stage 3, one grid cell: train `arch` on all folds but `fold`, predict `fold` and the test set"
-    cfg = level1_config(epochs=epochs, bs=bs, lr=lr, tta=tta, sampler=sampler)
+    cfg = level1_config(epochs=epochs, bs=bs, lr=lr, tta=tta, sampler=sampler, seed=seed)
+    cfg.seed = as_seed(cfg.get('seed', DEFAULT_SEED), 'the training seed')
     arch = arch or cfg.archs[0]
     arch_kind(arch)  # unknown names fail before anything is read
     pretrained = resolve_pretrained(arch, ifnone(pretrained, cfg.pretrained))
@@ -643,7 +706,7 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
     inp = load_stage_inputs(work, recipe)
     folds = sorted(int(f) for f in inp.train['fold'].unique())
     if fold not in folds: raise ValueError(f"fold {fold} out of range: {work/'train.parquet'} has folds {folds}")
-    fd = fold_dir(models, arch, fold, recipe, pretrained, weights)
+    fd = fold_dir(models, arch, fold, recipe, pretrained, weights, cfg.seed)
     info = dict(run_name=fd.parent.name, recipe=recipe.to_dict(), dataset=data_root(data).name)
     return fit_fold(inp.cache, inp.train, inp.test_ids, fold, fd, arch, recipe.n_channels, info=info, cfg=cfg,
                     pretrained=pretrained, weights=weights, force=force, cbs=cbs, device=device, clock=clock)
@@ -668,18 +731,6 @@ def train_grid(archs=None, # Architectures (default: settings [level1] archs)
     clock = GridClock(sum(_cell_epochs(a, **kwargs) for a, _ in cells), len(cells))
     return [train_fold(a, k, data, work, models, recipe, clock=clock, **kwargs) for a, k in cells]
 
-# %% ../nbs/03b_level1.ipynb #ddeef4c5
-def load_run(fold_dir:Path|str # A finished `models/<run_name>/fold<k>` folder
-            )->tuple[nn.Module, dict]:
-    "The trained model (eval mode, on CPU) and its `run.json`"
-    fold_dir = Path(fold_dir)
-    for f in ('run.json', 'model.pth'):
-        if not (fold_dir/f).is_file(): raise FileNotFoundError(f"{fold_dir/f} not found: the cell is not finished")
-    info = json.loads((fold_dir/'run.json').read_text())
-    model = create_model(info['arch'], info['n_in'], pretrained=False)
-    model.load_state_dict(torch.load(fold_dir/'model.pth', map_location='cpu', weights_only=True))
-    return model.eval(), info
-
 # %% ../nbs/03b_level1.ipynb #6c0f82b0
 def _finished_oof(run, train):
     "OOF predictions of `run`'s finished folds beside their targets (`<label>_y`), and each fold's prior baseline"
@@ -691,21 +742,81 @@ def _finished_oof(run, train):
         base.append(prior_baseline(train.loc[train.fold != fold_of(fd), LABELS].values, len(o)))
     return oofs, base
 
+def _emb_report(run, models)->tuple[int, int|None]:
+    "Finished folds of `run` with both embedding files (a warning names those without), and the run's seed"
+    done = [fd for fd in fold_dirs(run) if (fd/'metrics.json').is_file()]
+    lack = [fd.name for fd in done if not all(emb_path(fd, s).is_file() for s in EMB_SPLITS)]
+    if lack: log.warning(f"run {run.name}: {', '.join(lack)} without embeddings (trained before level 1 wrote them): "
+                         f"run `ihd_embed {models} --runs {run.name}`")
+    seed = json.loads((done[0]/'run.json').read_text()).get('seed') if done and (done[0]/'run.json').is_file() else None
+    return len(done) - len(lack), seed
+
 def summarize_runs(models:Path|str, # Runs folder
                    train:pd.DataFrame # The folds table (`ID`, LABELS, `fold`)
                   )->pd.DataFrame:
-    "One row per run: finished folds, out-of-fold weighted log loss and AUC over them, the prior baseline"
+    "One row per run: seed, finished folds (and those with embeddings), out-of-fold weighted log loss and AUC, the prior baseline"
     rows = []
     for run in level1_runs(models):
         oofs, base = _finished_oof(run, train)
         if not oofs: continue
+        emb_folds, seed = _emb_report(run, models)
         o = pd.concat(oofs)
         y, p = o[[f'{l}_y' for l in LABELS]].values, o[LABELS].values
         s = score(y, p, y)
-        rows.append(dict(run=run.name, folds=len(oofs), n=len(o), oof_wll=s['wll'],
+        rows.append(dict(run=run.name, seed=seed, folds=len(oofs), emb_folds=emb_folds, n=len(o), oof_wll=s['wll'],
                          baseline_wll=weighted_log_loss(y, np.concatenate(base)),
                          **{f'auc_{l}': s['auc'][l] for l in LABELS}))
     return pd.DataFrame(rows)
+
+def seed_spread(summary:pd.DataFrame # `summarize_runs`' table
+               )->pd.DataFrame:
+    "Runs that differ only by their seed, grouped: number of seeds, mean and standard deviation of the OOF wll"
+    g = summary.assign(recipe=summary['run'].str.replace(r'_seed\d+$', '', regex=True)).groupby('recipe')
+    return g.agg(seeds=('seed', 'nunique'), oof_wll_mean=('oof_wll', 'mean'), oof_wll_std=('oof_wll', 'std'),
+                 baseline_wll=('baseline_wll', 'mean')).reset_index()
+
+# %% ../nbs/03b_level1.ipynb #051a8849
+def _run_cache(run_dir:Path, info:dict, data=None, work=None):
+    "The stage-2 cache of the recipe a run was trained on, in the stage folders of `data` / `work`"
+    if 'recipe' not in info:
+        raise ValueError(f"run {run_dir.name}: run.json has no cache recipe (trained by `fit_fold` on a cache object): pass `cache=`")
+    if data is None and work is None and info.get('dataset') not in (None, data_root().name):
+        raise ValueError(f"run {run_dir.name} was trained on dataset {info['dataset']!r}, not the default "
+                         f"{data_root().name!r}: pass that dataset's --data (or --work)")
+    recipe, w = Recipe.from_dict(info['recipe']), work_dir(data, work)
+    require(cache_dir(w, recipe), 2, f'slice cache of recipe {recipe.name} (run {run_dir.name}):')
+    return SliceCache(w, recipe)
+
+def embed_run(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
+              data=None, work=None, # The stage folders of the dataset it was trained on (default: settings)
+              cache=None, # Or a cache object (`SliceCache`-like) directly
+              device=None, # Default: fastai's default device
+              force:bool=False # Rewrite embeddings that exist
+             )->list[Path]:
+    "Write the embeddings the finished folds of a run lack (all with `force`); the fold folders written"
+    run_dir = Path(run_dir)
+    done = [fd for fd in fold_dirs(run_dir) if (fd/'metrics.json').is_file()]
+    if not done: raise FileNotFoundError(f"run {run_dir.name}: no finished fold in {run_dir} (train it with `ihd_train`)")
+    todo = [fd for fd in done if force or not all(emb_path(fd, s).is_file() for s in EMB_SPLITS)]
+    if todo and cache is None: cache = _run_cache(run_dir, json.loads((todo[0]/'run.json').read_text()), data, work)
+    written = [fd for fd in todo if _embed_fold(fd, cache, device, force)]
+    log.info(f"run {run_dir.name}: embeddings written for {len(written)} of its {len(done)} finished folds")
+    return written
+
+
+# %% ../nbs/03b_level1.ipynb #d03e9eeb
+def embed_runs(models=None, # Models folder (default: the dataset's)
+               runs=None, # Run names: a list or comma-separated text (default: every level-1 run there)
+               data=None, work=None, device=None, force:bool=False # As in `embed_run`
+              )->list[Path]:
+    "`embed_run` for every level-1 run under `models`, or those named in `runs`; the fold folders written"
+    models = models_dir(data, models)
+    found = {r.name: r for r in level1_runs(models)}
+    names = [o.strip() for o in runs.split(',') if o.strip()] if isinstance(runs, str) else listify(runs or list(found))
+    unknown = [n for n in names if n not in found]
+    if unknown: raise ValueError(f"no level-1 run {', '.join(unknown)} in {models}; runs there: {', '.join(found) or 'none'}")
+    return [fd for n in names for fd in embed_run(found[n], data, work, device=device, force=force)]
+
 
 # %% ../nbs/03b_level1.ipynb #546541e7
 @call_parse
@@ -722,15 +833,30 @@ def ihd_train(arch:str=None, # Architecture (default: the first of settings [lev
               weights:str=None, # Local state dict to start from
               sampler:str=None, # none or balanced (default: settings)
               sz:int=None, # Cache size (default: settings [pixels] sz)
+              seed:int=None, # Training seed (default: settings [level1] seed; any but 42 is part of the run name)
               force:bool=False # Retrain a finished cell
              ):
     "Stage 3: train one (arch, fold) cell of the level-1 grid and write its predictions"
     recipe = _recipe(None)
     if sz: recipe = _recipe({**recipe.to_dict(), 'sz': sz})
     kw = dict(data=data, work=work, models=models, recipe=recipe, epochs=epochs, bs=bs, lr=lr, tta=tta,
-              pretrained=pretrained, weights=weights, sampler=sampler, force=force)
+              pretrained=pretrained, weights=weights, sampler=sampler, seed=seed, force=force)
     if fold == -1: return train_grid([arch] if arch else None, **kw)
     return train_fold(arch, fold, **kw)
+
+# %% ../nbs/03b_level1.ipynb #c935a67d
+@call_parse(pos=['models'])
+def ihd_embed(models:str=None, # Models folder of the runs (default: the dataset's)
+              runs:str=None, # Run names, comma-separated (default: every level-1 run there)
+              data:str=None, # Kaggle-layout root the runs were trained on (default: IHD_DATA or settings.ini)
+              work:str=None, # Its tables and cache folder (default: per dataset)
+              force:store_true=False # Rewrite embeddings that exist
+             ):
+    "Write the embeddings (oof_emb.npy, test_emb.npy) that finished level-1 runs lack, from model.pth and the cache"
+    written = embed_runs(models, runs, data, work, force=force)
+    print(f"embeddings written for {len(written)} fold folder(s)")
+    return written
+
 
 # %% ../nbs/03b_level1.ipynb #a3264cb2
 def _rate(f, n_imgs, reps, warm=True):
