@@ -4,20 +4,21 @@
 
 # %% ../nbs/04g_pipeline.ipynb #f5e8f8aa
 from __future__ import annotations
-import os, sys, time, codecs, shutil, datetime, logging, threading
+import os, sys, json, time, codecs, shutil, datetime, logging, threading
 from contextlib import contextmanager
 from pathlib import Path
-import pandas as pd
+import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
 from .core import (STAGES, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, models_dir, find_settings,
-                      atomic_path, write_json, level1_runs)
+                      atomic_path, write_json, level1_runs, level2_dir)
 from . import synth
-from .tables import make_tables
+from .tables import make_tables, as_seed
 from .pixels import Recipe
 from .cache import build_cache
 from .level1 import train_grid
 from .level2 import stack
+from .blend import blend, LEVELS
 from .report import build_report
 
 log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -26,7 +27,7 @@ log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when
 # %% auto #0
 __all__ = ['log', 'TINY', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params', 'notebook_params',
            'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError', 'run_notebook', 'complete_runs',
-           'run_pipeline', 'ihd_run', 'run_stages']
+           'small_data', 'run_pipeline', 'ihd_run', 'run_stages']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -38,16 +39,17 @@ def nbs_dir()->Path:
     raise FileNotFoundError("ihd's notebooks folder `nbs/` was not found beside settings.ini or the package")
 
 # %% ../nbs/04g_pipeline.ipynb #2ca7e334
-def select_stages(stages:list|str|None=None # Stages to run: notebook names, modules or numbers (default: all)
+def select_stages(stages:list|str|None=None # Stages to run: numbers (a whole stage: 4 is its three steps), notebook or module names (one step)
                  )->list[AttrDict]:
     "The entries of `ihd.core.STAGES` named in `stages`, always in `STAGES` order (the one source of the order)"
     if not stages: return list(STAGES)
-    names = {str(k): s for s in STAGES for k in (s.nb, s.module, s.n)}
     want = [str(o).strip() for o in listify(stages)]
-    unknown = [o for o in want if o not in names]
+    pick = {o: {s.nb for s in STAGES if o in (s.nb, s.module, str(s.n))} for o in want}
+    unknown = [o for o, v in pick.items() if not v]
     if unknown: raise ValueError(f"unknown stages {unknown}; stages are {', '.join(s.nb for s in STAGES)} (or their numbers 0-4)")
-    chosen = {names[o].n for o in want}
-    return [s for s in STAGES if s.n in chosen]
+    chosen = set().union(*pick.values())
+    return [s for s in STAGES if s.nb in chosen]
+
 
 # %% ../nbs/04g_pipeline.ipynb #37166fc7
 def run_folder(data:Path|str|None=None, # Kaggle-layout root; its folder name names the dataset
@@ -212,6 +214,23 @@ def complete_runs(models:Path|str, # Folder of the level-1 runs
         (done if ok else partial).append(d.name)
     return done, partial
 
+# %% ../nbs/04g_pipeline.ipynb #b607a28e
+def small_data(work:Path|str, # Stage 0's folder (its `train.parquet` gives the labelled series)
+               given:dict|None=None # Parameters given explicitly (`--params`): they win over the overrides
+              )->AttrDict:
+    "Whether the labelled set is small (fewer series than `[small_data] max_series`), and the parameter overrides that then apply"
+    s, f = settings('small_data'), Path(work)/'train.parquet'
+    mx = s.pop('max_series', None)
+    res = AttrDict(small=False, n_series=None, max_series=mx, overrides={}, kept={})
+    if mx is None or not f.is_file(): return res
+    res.n_series = int(pd.read_parquet(f, columns=['SeriesInstanceUID'])['SeriesInstanceUID'].nunique())
+    res.small = res.n_series < int(mx)
+    if res.small:
+        given = given or {}
+        res.overrides = {k: v for k, v in s.items() if k not in given}
+        res.kept = {k: given[k] for k in s if k in given}
+    return res
+
 # %% ../nbs/04g_pipeline.ipynb #75258952
 _RUN_KEYS = ('size', 'threshold', 'skip_flags')
 
@@ -230,15 +249,33 @@ def _pipeline_data(data, size, s:AttrDict, times:dict)->Path:
     times['synth'] = time.time()-t0
     return data_root(root)
 
+def _this_job(models:Path, names:list, base:dict)->tuple:
+    "The runs among `names` of this job's level-1 seed and architectures (fold 0's `run.json`), and the others with the reason"
+    seed = base.get('seed', settings('level1').get('seed'))
+    archs = set(listify(base['archs'])) if base.get('archs') else None
+    keep, other = [], []
+    for nm in names:
+        f = models/nm/'fold0'/'run.json'
+        info = json.loads(f.read_text()) if f.is_file() else {}
+        why = []
+        if None not in (info.get('seed'), seed) and info['seed'] != seed: why.append(f"seed {info['seed']}, not {seed}")
+        if archs and info.get('arch') and info['arch'] not in archs: why.append(f"arch {info['arch']} not in {sorted(archs)}")
+        if why: other.append(f"{nm} ({'; '.join(why)})")
+        else: keep.append(nm)
+    return keep, other
+
 def _run_stage(st:AttrDict, i:int, n:int, base:dict, knobs:dict, r:AttrDict, s:AttrDict, progress:bool):
     "Run one stage notebook with the parameters it declares, timing it into `r.times` (and `times.json`)"
     nb = nbs_dir()/f'{st.nb}.ipynb'
     if not nb.is_file(): raise FileNotFoundError(f"stage notebook {nb} not found")
-    if st.n == 4 and 'runs' not in knobs:   # the stage-4 steps get the complete level-1 runs only
+    if st.n == 4 and 'runs' not in knobs:   # the stage-4 steps get the complete level-1 runs of this job's seed and archs
         done, partial = complete_runs(r.models, r.work)
         if partial: log.info(f"[run] level-1 runs left out of stage {st.n} (incomplete): {', '.join(partial)}")
+        done, other = _this_job(r.models, done, base)
+        if other: log.info(f"[run] level-1 runs left out of stage {st.n} (not this job's seed or architectures): {', '.join(other)}")
         if done: base['runs'] = done
     ps = notebook_params(nb, base)
+    if st.n == 0: ps.pop('seed', None)   # stage 0's `seed` makes the folds: they keep `[tables] seed` (see `run_pipeline`)
     log.info(f"[run] stage {i+1}/{n}: {st.nb}  parameters: " +
              ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models')))
     t0 = time.time()
@@ -248,13 +285,51 @@ def _run_stage(st:AttrDict, i:int, n:int, base:dict, knobs:dict, r:AttrDict, s:A
         write_json(r.times, r.run/'times.json')
     log.info(f"[run] {st.nb} done in {r.times[st.nb]:.1f} s")
 
+def _reads(nb:Path, k:str)->bool:
+    "Whether notebook `nb`'s parameters cell declares `k` (a notebook without one reads nothing)"
+    try: return bool(nb.is_file() and notebook_params(nb, {k: None}))
+    except ValueError: return False
+
+def _apply_small(r:AttrDict, base:dict, given:dict)->AttrDict:
+    "Merge the small-data overrides into `base` when the labelled set is small (`small_data`); log which and why"
+    sd = small_data(r.work, given)
+    if sd.n_series is None:
+        log.info(f"[run] small data: not decided ({r.work/'train.parquet'} not found)"); return sd
+    if not sd.small:
+        log.info(f"[run] {sd.n_series} labelled series (at least [small_data] max_series = {sd.max_series}): the standard recipe"); return sd
+    nbs = [nbs_dir()/f'{st.nb}.ipynb' for st in STAGES if st.n > 0]
+    lines = []
+    for k, v in sd.overrides.items():
+        who = [nb.stem for nb in nbs if _reads(nb, k)]
+        lines.append(f"  {k} = {v} (instead of {base[k] if k in base else 'the stage settings'}; read by {', '.join(who) or 'no stage notebook: no effect'})")
+    lines += [f"  {k} = {v}: kept, given explicitly" for k, v in sd.kept.items()]
+    log.info(f"[run] small data: {sd.n_series} labelled series in {r.work/'train.parquet'}, fewer than [small_data] max_series = "
+             f"{sd.max_series}: the small-data recipe (settings.ini [small_data]) over [run]'s:\n" + '\n'.join(lines))
+    base.update(sd.overrides)
+    return sd
+
+def _stage4_result(r:AttrDict, stages:list)->AttrDict|None:
+    "The submission of stage 4 and the level it applied: the blend step's choice, else the last stage-4 step run"
+    ran = [st.module for st in stages if st.n == 4]
+    if not ran: return None
+    meta = level2_dir(r.models, 'blend')/'blend.json'
+    if 'blend' in ran and meta.is_file():
+        m = json.loads(meta.read_text())
+        return AttrDict(sub=r.models/'submission.csv', level=m['choice'], row=m['choice_row'], weighted=m['weighted'],
+                        how="the blend step's choice: lowest weighted OOF log loss")
+    own = level2_dir(r.models, ran[-1])/'submission.csv'
+    return AttrDict(sub=own if own.is_file() else r.models/'submission.csv', level=ran[-1], row=LEVELS.get(ran[-1], ran[-1]),
+                    weighted={}, how=f"stage 4 ran without its blend step: {ran[-1]}'s own submission")
+
 def _finish(r:AttrDict, stages:list, report:bool, t_all:float):
-    "Copy the submission and build the report into the run folder; write and show the times"
-    sub = r.models/'submission.csv'
-    if STAGES[-1] in stages and sub.is_file():
-        with atomic_path(r.run/'submission.csv') as t: shutil.copy(sub, t)
-        r.submission = r.run/'submission.csv'
-        log.info(f"[run] submission: {r.submission}")
+    "Copy the submission, say which level stage 4 applied, build the report into the run folder; write and show the times"
+    res = _stage4_result(r, stages)
+    if res is not None and res.sub.is_file():
+        with atomic_path(r.run/'submission.csv') as t: shutil.copy(res.sub, t)
+        r.submission, r.level = r.run/'submission.csv', res.level
+        figs = ', '.join(f'{k} {v:.4f}' for k, v in res.weighted.items())
+        log.info(f"[run] stage 4 applied: {res.row} ({res.how}){'; weighted OOF log loss: ' + figs if figs else ''}\n[run] submission: {r.submission}")
+        write_json(dict(level=res.level, row=res.row, how=res.how, weighted=res.weighted, submission=str(r.submission)), r.run/'result.json')
     if report:
         t0 = time.time()
         log.info("[run] report")
@@ -267,29 +342,40 @@ def _finish(r:AttrDict, stages:list, report:bool, t_all:float):
     log.info(f"[run] times per step:\n{_fmt_times(r.times)}\n[run] slowest step: {slow} "
              f"({r.times[slow]:.1f} s of {total:.1f} s)\n[run] everything is in {r.run}")
 
+def _params_json(r:AttrDict, stages:list, knobs:dict, seed, sd:AttrDict|None=None):
+    "Write the run's `params.json`: folders, stages, parameters, seeds and the small-data decision"
+    write_json(dict(data=str(r.data), work=str(r.work), models=str(r.models), stages=[st.nb for st in stages], knobs=knobs, seed=seed,
+                    fold_seed=settings('tables').get('seed'), small_data=dict(sd) if sd else None), r.run/'params.json')
+
 def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the synthetic dataset, made when missing)
                  work:Path|str|None=None, # Derived tables and caches (default: per dataset)
                  models:Path|str|None=None, # Model runs (default: per dataset)
                  size:str|None=None, # Synthetic size when `data` is None (`[run] size`)
                  stages:list|None=None, # Stages to run (`select_stages`; default: all of `ihd.core.STAGES`, in order)
-                 params:dict|None=None, # Notebook parameters over `[run]`'s
+                 params:dict|None=None, # Notebook parameters over `[run]`'s (and over `[small_data]`'s)
                  runs:Path|str|None=None, # Parent of the run folders (default: `ihd_path('runs')`)
                  report:bool=True, # Build the report at the end
-                 progress:bool=False # Papermill's per-cell bars (the stages' log lines stream anyway)
+                 progress:bool=False, # Papermill's per-cell bars (the stages' log lines stream anyway)
+                 seed:int|None=None # The `seed` parameter of every stage notebook after stage 0 (default: each one's settings)
                 )->AttrDict:
-    "Run the main job; returns the run folder, the times per step, and the submission and report paths"
-    s, t_all, times = run_settings(), time.time(), {}
-    knobs = {k:v for k,v in s.items() if k not in _RUN_KEYS}
-    knobs.update(params or {})
+    "Run the main job; returns the run folder, the times per step, the level stage 4 applied, and the submission and report paths"
+    s, t_all, times, given = run_settings(), time.time(), {}, dict(params or {})
+    seed = given.pop('seed', None) if seed is None else seed
+    seed = None if seed is None else as_seed(seed, 'the seed of the main job')
+    knobs = dict({k:v for k,v in s.items() if k not in _RUN_KEYS}, **given)
     stages = select_stages(stages)
     root = _pipeline_data(data, size, s, times)
     work, models = work_dir(root, work), models_dir(root, models)
-    r = AttrDict(run=run_folder(root, runs), data=root, work=work, models=models, times=times, submission=None, report=None)
+    r = AttrDict(run=run_folder(root, runs), data=root, work=work, models=models, times=times, submission=None, report=None, level=None)
     log.info(f"[run] data {root}\n[run] work {work}\n[run] models {models}\n[run] run folder {r.run}")
-    write_json(dict(data=str(root), work=str(work), models=str(models), stages=[st.nb for st in stages], knobs=knobs),
-               r.run/'params.json')
-    base = dict(knobs, data=root, work=work, models=models)
-    for i, st in enumerate(stages): _run_stage(st, i, len(stages), base, knobs, r, s, progress)
+    if seed is not None: log.info(f"[run] seed {seed} for every stage after stage 0 (the folds keep [tables] seed = {settings('tables').get('seed')})")
+    _params_json(r, stages, knobs, seed)
+    base, sd = dict(knobs, data=root, work=work, models=models, **({'seed': seed} if seed is not None else {})), None
+    for i, st in enumerate(stages):
+        if sd is None and st.n > 0:
+            sd = _apply_small(r, base, given); _params_json(r, stages, knobs, seed, sd)
+        _run_stage(st, i, len(stages), base, knobs, r, s, progress)
+    if sd is None and (r.work/'train.parquet').is_file(): _params_json(r, stages, knobs, seed, _apply_small(r, base, given))
     _finish(r, stages, report, t_all)
     return r
 
@@ -302,14 +388,15 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
             models:str=None, # Model runs (default: per dataset under `IHD_MODELS`)
             stages:str=None, # Comma-separated stages to run, by notebook, module or number (default: all of `ihd.core.STAGES`)
             params:str=None, # Notebook parameters, `;`-separated `name=value` (e.g. 'epochs=1;archs=resnet18')
-            report:bool=True # Build the report at the end
+            report:bool=True, # Build the report at the end
+            seed:int=None # Seed of every stage after stage 0 (notebook parameter `seed`; recorded in params.json)
            ):
     "The main job: data, stage notebooks 0-4 (papermill, executed copies kept), submission and report"
     knobs = parse_params([o for o in (params or '').split(';') if o.strip()])
     try:
         run_pipeline(data=data, work=work, models=models, size=size, params=knobs, report=report,
-                     stages=stages.split(',') if stages else None)
-    except StageError as e:
+                     stages=stages.split(',') if stages else None, seed=seed)
+    except (StageError, ValueError) as e:
         print(f"[run] FAILED: {e}", file=sys.stderr); return 1
 
 # %% ../nbs/04g_pipeline.ipynb #7a2abbf7
@@ -322,7 +409,7 @@ def run_stages(data:Path|str|None=None, # Kaggle-layout root
                epochs:int|None=None, sz:int|None=None, tta=None, bs:int|None=None, # Level-1 knobs
                n_rounds:int|None=None # Level-2 boosting rounds (`[level2]`)
               )->AttrDict:
-    "Stages 0-4 in-process through the library (idempotent: finished work is skipped); returns stage 4's result and the times"
+    "Stages 0-4 in-process through the library (idempotent: finished work is skipped); returns the blend step's result and the times"
     root = data_root(data); work, models = work_dir(root, work), models_dir(root, models)
     rec, times = Recipe.from_settings(sz=sz), {}
     def step(name, f):
@@ -331,5 +418,6 @@ def run_stages(data:Path|str|None=None, # Kaggle-layout root
     step('tables', lambda: make_tables(root, work, n_folds=n_folds))
     step('cache', lambda: build_cache(root, work, rec, n_workers=1, progress=False))
     step('level1', lambda: train_grid(archs, None, root, work, models, rec, epochs=epochs, tta=tta, bs=bs))
-    res = step('level2', lambda: stack(root, work, models, n_rounds=n_rounds))
+    step('level2', lambda: stack(root, work, models, n_rounds=n_rounds))
+    res = step('blend', lambda: blend(root, work, models))
     return AttrDict(res, times=times, recipe=rec, work=work, models=models)
