@@ -229,16 +229,21 @@ def _weights_json(i:AttrDict, f:AttrDict)->dict:
     as_d = lambda w: {l: dict(zip(names, map(float, w[j]))) for j, l in enumerate(LABELS)}
     return dict(weights=as_d(f.fit.weights), fold_weights={str(k): as_d(w) for k, w in f.fit.fold_weights.items()})
 
+def _write_preds(f:AttrDict, oof:np.ndarray, test:pd.DataFrame, out:Path, prefix:str=''):
+    "Write OOF (`ID` + `LABELS` + `fold`) and test predictions as `<prefix>oof.parquet` and `<prefix>test.parquet`"
+    o = pd.DataFrame(oof, columns=LABELS).assign(ID=f.tr.ID, fold=f.folds)[['ID'] + LABELS + ['fold']]
+    with atomic_path(out/f'{prefix}oof.parquet') as t: o.to_parquet(t, index=False)
+    with atomic_path(out/f'{prefix}test.parquet') as t: test.to_parquet(t, index=False)
+
 def _blend_write(i:AttrDict, f:AttrDict, tests:dict)->AttrDict:
-    "Write the chosen predictions, the blend's own, the report, `filled.csv`, and the validated submissions"
+    "Write the blend's own predictions and submission, the chosen ones, the report, `filled.csv`, and the final submission"
     out, ch = i.out, f.choice
-    oof = pd.DataFrame(f.oof[LEVELS[ch]], columns=LABELS).assign(ID=f.tr.ID, fold=f.folds)[['ID'] + LABELS + ['fold']]
-    with atomic_path(out/'oof.parquet') as t: oof.to_parquet(t, index=False)
-    with atomic_path(out/'test.parquet') as t: tests[ch].to_parquet(t, index=False)
+    _write_preds(f, f.oof[LEVELS[ch]], tests[ch], out, 'final_')
     if f.fit is not None:
-        mo = pd.DataFrame(f.fit.oof, columns=LABELS).assign(ID=f.tr.ID, fold=f.folds)[['ID'] + LABELS + ['fold']]
-        with atomic_path(out/'mix_oof.parquet') as t: mo.to_parquet(t, index=False)
-        with atomic_path(out/'mix_test.parquet') as t: tests['blend'].to_parquet(t, index=False)
+        _write_preds(f, f.fit.oof, tests['blend'], out)
+        write_submission(tests['blend'], i.sample_csv, out/'submission.csv', fill=f.prior)
+    else:
+        for n in ('oof.parquet', 'test.parquet', 'submission.csv'): (out/n).unlink(missing_ok=True)   # no blend: none stale
     with atomic_path(out/'report.csv') as t: f.report.to_csv(t, index=False)
     with atomic_path(out/'report.png') as t: plot_report(f.report).savefig(t, dpi=90)
     have, tids = set(tests[ch].ID), set(i.test.ID)
@@ -246,7 +251,6 @@ def _blend_write(i:AttrDict, f:AttrDict, tests:dict)->AttrDict:
     why = ['no test prediction' if o in tids else 'not in test.parquet (no readable DICOM)' for o in fill]
     with atomic_path(out/'filled.csv') as t: pd.DataFrame(dict(ID=fill, reason=why)).to_csv(t, index=False)
     if fill: log.info(f"[blend] {len(fill)} sample images without a prediction get the training prior (listed in {out/'filled.csv'})")
-    write_submission(tests[ch], i.sample_csv, out/'submission.csv', fill=f.prior)
     return AttrDict(write_submission(tests[ch], i.sample_csv, i.sub, fill=f.prior), n_filled=len(fill))
 
 # %% ../nbs/04c_blend.ipynb #286ad28f
