@@ -12,16 +12,18 @@ import torchvision.models as tvm
 from torch import nn
 from timm.models import adapt_input_conv
 from fastai.vision.learner import create_vision_model, create_timm_model, add_head, TimmBody
+from fastai.layers import AdaptiveConcatPool2d, Flatten
 from fastcore.basics import AttrDict, listify
 from .core import LABELS, merge_settings, as_bool
 from .synth import GENERATOR_VERSION
 
 # %% auto #0
-__all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'TV_ARCHS', 'PRETRAIN_JSON', 'PRECISIONS', 'DTYPES', 'is_pretrained_arch',
-           'weights_file', 'map_state_dict', 'load_pretrained_timm', 'pretrained_stats', 'arch_kind',
-           'resolve_pretrained', 'label_prior', 'OutputBias', 'create_model', 'input_stats', 'make_command',
-           'artifact_info', 'check_artifact', 'load_weights', 'pretrained_splitter', 'cpu_capability',
-           'cpu_bf16_native', 'choose_precision', 'precision_ctx', 'probe_cpu_modes', 'choose_training_mode']
+__all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'MODEL_KINDS', 'TV_ARCHS', 'PRETRAIN_JSON', 'PRECISIONS', 'DTYPES',
+           'is_pretrained_arch', 'weights_file', 'map_state_dict', 'load_pretrained_timm', 'pretrained_stats',
+           'split_arch', 'arch_kind', 'resolve_pretrained', 'label_prior', 'OutputBias', 'SliceTrunk', 'SliceCombine',
+           'create_model', 'input_stats', 'make_command', 'artifact_info', 'check_artifact', 'load_weights',
+           'pretrained_splitter', 'cpu_capability', 'cpu_bf16_native', 'choose_precision', 'precision_ctx',
+           'probe_cpu_modes', 'choose_training_mode']
 
 # %% ../nbs/03a_backbones.ipynb #a501629b
 def _lite(n, size, n_tensors):
@@ -34,10 +36,10 @@ PRETRAINED_ARCHS = {f'{pre}efficientnet_lite{n}': _lite(n, size, nt)
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 # %% ../nbs/03a_backbones.ipynb #ac45f999
-def is_pretrained_arch(arch:str # A timm architecture name
+def is_pretrained_arch(arch:str # A timm architecture name (or its 2.5D model, `<arch>@2.5d`)
                       )->bool:
-    "True when `arch` has offline ImageNet weights here"
-    return arch in PRETRAINED_ARCHS
+    "True when `arch` (the 2D trunk of a 2.5D name) has offline ImageNet weights here"
+    return arch.partition('@')[0] in PRETRAINED_ARCHS
 
 # %% ../nbs/03a_backbones.ipynb #b809c3bb
 def _check_arch(arch):
@@ -115,12 +117,26 @@ def pretrained_stats(arch:str='efficientnet_lite0', # One of `PRETRAINED_ARCHS`
     _check_arch(arch)
     return tuple(LITE_MEAN[i % 3] for i in range(n_channels)), tuple(LITE_STD[i % 3] for i in range(n_channels))
 
+# %% ../nbs/03a_backbones.ipynb #ea807482
+MODEL_KINDS = ('2d', '2.5d')  # '<arch>' is the 2D model, '<arch>@2.5d' the 2.5D model with `arch` as its trunk
+
+def split_arch(arch:str # An architecture name, optionally with '@2.5d'
+              )->tuple[str, str]:
+    "`(2D architecture, model kind)`: 'resnet34@2.5d' -> ('resnet34', '2.5d'), a plain name -> (name, '2d')"
+    base, sep, kind = str(arch).partition('@')
+    if not sep: return base, '2d'
+    if kind.lower() not in MODEL_KINDS[1:]:
+        raise ValueError(f"architecture {arch!r}: unknown model kind '@{kind}'; the only suffix is '@2.5d' "
+                         "(the slices of the input through one shared 2D trunk)")
+    return base, kind.lower()
+
 # %% ../nbs/03a_backbones.ipynb #7df2d356
 TV_ARCHS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'densenet121', 'resnext50_32x4d')
 
-def arch_kind(arch:str # A torchvision name from `TV_ARCHS` or any timm model name
+def arch_kind(arch:str # A torchvision name from `TV_ARCHS` or any timm model name (either with '@2.5d')
              )->str:
-    "'torchvision' or 'timm'; a clear error naming close matches for an unknown `arch`"
+    "'torchvision' or 'timm' (of the trunk, for a 2.5D name); a clear error naming close matches for an unknown `arch`"
+    arch = split_arch(arch)[0]
     if arch in TV_ARCHS: return 'torchvision'
     if timm.is_model(arch): return 'timm'
     near = difflib.get_close_matches(arch, list(TV_ARCHS) + timm.list_models(), n=5, cutoff=0.6)
@@ -161,6 +177,35 @@ class OutputBias(nn.Module):
         with torch.no_grad(): self.bias.copy_(torch.as_tensor(np.log(self.prior/(1 - self.prior)), dtype=torch.float32))
 
 
+# %% ../nbs/03a_backbones.ipynb #9c872060
+class SliceTrunk(nn.Module):
+    "One 2D `trunk` run on each of `slices` slices stacked slice-major in the channels, each pooled: (N, S*w, H, W) -> (N, F, S)"
+    def __init__(self, trunk:nn.Module, # A 2D body for one slice's `w` channels
+                 slices:int, # S, the slices in the input channels
+                 pool:nn.Module|None=None # (N*S, ...) -> (N*S, F), e.g. fastai's concat pool + Flatten (default: Flatten)
+                ):
+        super().__init__()
+        self.trunk, self.slices, self.pool = trunk, int(slices), pool if pool is not None else Flatten()
+    def forward(self, x):
+        n, c, h, w = x.shape
+        if c % self.slices: raise ValueError(f"{c} input channels do not split into {self.slices} slices")
+        xs = x.reshape(n*self.slices, c//self.slices, h, w)   # slice j of image i is row i*S + j
+        if x.is_contiguous(memory_format=torch.channels_last): xs = xs.contiguous(memory_format=torch.channels_last)
+        return self.pool(self.trunk(xs)).reshape(n, self.slices, -1).transpose(1, 2)
+
+# %% ../nbs/03a_backbones.ipynb #14b811c3
+class SliceCombine(nn.Module):
+    "Per-slice features (N, F, S) to one vector for the centre slice (N, F): a depthwise convolution over the S slices, started as the centre slice alone"
+    def __init__(self, n_features:int, # F, the width of each slice's pooled features
+                 slices:int # S, the slices (odd: s-n..s+n)
+                ):
+        super().__init__()
+        self.conv = nn.Conv1d(n_features, n_features, slices, groups=n_features)  # F*(S+1) parameters
+        with torch.no_grad():
+            self.conv.weight.zero_(); self.conv.weight[..., slices//2] = 1.; self.conv.bias.zero_()
+        self.flatten = Flatten()  # what level 1 hooks for the embeddings: the combined features
+    def forward(self, x): return self.flatten(self.conv(x))
+
 # %% ../nbs/03a_backbones.ipynb #e7e26ff1
 def _pretrained_body(arch, n_in):
     # no classifier; the stem adapted to `n_in` channels by timm's rule (every channel gets the RGB filters'
@@ -183,14 +228,34 @@ def _build(arch, n_in, n_out, pretrained):
         return m
     return _with_bias(create_timm_model(arch, n_out, pretrained=False, n_in=n_in)[0], n_out)
 
-def create_model(arch:str, # Architecture name (see `arch_kind`)
+_POOLS = (AdaptiveConcatPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, Flatten)
+
+def _slice_model(base, n_in, n_out, pretrained, slices):
+    "The 2.5D model: the 2D model of one slice's channels, its pooling moved into a `SliceTrunk`, a `SliceCombine` before its head"
+    if slices is None or int(slices) < 1 or n_in % int(slices):
+        raise ValueError(f"{base}@2.5d: slices={slices!r} must be given and divide the {n_in} input channels "
+                         f"(the slices s-n..s+n of the recipe, {n_in} = slices x channels per slice)")
+    s = int(slices)
+    m2 = _build(base, n_in//s, n_out, pretrained)
+    layers = list(m2[1])
+    k = next(i for i, l in enumerate(layers) if not isinstance(l, _POOLS))   # the 2D head's pooling, if any
+    nf = next(l for l in layers if isinstance(l, nn.Linear)).in_features
+    m = nn.Sequential(SliceTrunk(m2[0], s, nn.Sequential(*layers[:k]) if k else None),
+                      nn.Sequential(SliceCombine(nf, s), *layers[k:]))
+    if getattr(m2, 'ihd_pretrained', False): m.ihd_pretrained = True
+    return m
+
+def create_model(arch:str, # Architecture name (see `arch_kind`), `<arch>@2.5d` for its 2.5D model
                  n_in:int=3, # Input channels
                  n_out:int=len(LABELS), # Outputs
-                 pretrained:bool=False # ImageNet weights (EfficientNet-Lite only, see `PRETRAINED_ARCHS`)
+                 pretrained:bool=False, # ImageNet weights (EfficientNet-Lite only, see `PRETRAINED_ARCHS`)
+                 slices:int|None=None # 2.5D: the slices stacked (slice-major) in the `n_in` channels; a 2D model ignores it
                 )->nn.Module:
     "A fastai body + head model for `arch` (the head ends in an `OutputBias`), randomly initialised unless `pretrained`"
-    m = _build(arch, n_in, n_out, pretrained)
+    base, kind = split_arch(arch)
+    m = _build(base, n_in, n_out, pretrained) if kind == '2d' else _slice_model(base, n_in, n_out, pretrained, slices)
     m.ihd_arch, m.ihd_n_in = arch, n_in  # what `load_weights` checks a pretrained artifact against
+    if kind != '2d': m.ihd_slices = int(slices)
     return m
 
 
@@ -200,9 +265,12 @@ def input_stats(model:nn.Module, # A model from `create_model`
                )->tuple[list, list]|None:
     "The normalisation `model` expects: a pretrained artifact's (see `load_weights`), else ImageNet's repeated over `n_in` channels; None for neither"
     if getattr(model, 'ihd_norm', None) is not None: return tuple([float(o) for o in v] for v in model.ihd_norm)
-    cfg = getattr(getattr(model[0], 'model', None), 'pretrained_cfg', None) if isinstance(model, nn.Sequential) else None
+    body = model[0] if isinstance(model, nn.Sequential) else None
+    c = n_in//getattr(body, 'slices', 1)   # channels of one trunk image: all of them, or one slice's (2.5D)
+    body = getattr(body, 'trunk', body)
+    cfg = getattr(getattr(body, 'model', None), 'pretrained_cfg', None)
     if not getattr(model, 'ihd_pretrained', False) or not cfg: return None
-    return [float(cfg['mean'][i % 3]) for i in range(n_in)], [float(cfg['std'][i % 3]) for i in range(n_in)]
+    return [float(cfg['mean'][i % c % 3]) for i in range(n_in)], [float(cfg['std'][i % c % 3]) for i in range(n_in)]
 
 
 # %% ../nbs/03a_backbones.ipynb #6e5dbc99
@@ -270,7 +338,7 @@ def _match(sd, target):
     "Map `sd` keys onto `target` keys: by name (optionally under a prefix), else by order when all shapes agree"
     body = [k for k in target if k.startswith('0.')]
     src = [k for k in sd if not k.split('.')[0] in ('fc', 'classifier', 'head', 'last_linear')]
-    for pre in ('', '0.', '0.model.'):
+    for pre in ('', '0.', '0.model.', '0.trunk.', '0.trunk.model.'):  # last two: a 2.5D model's trunk
         m = {pre+k: k for k in src if pre+k in target}
         if len(m) == len(src) and set(body) <= set(m): return m
     if len(src) == len(body): return dict(zip(body, src))
@@ -319,10 +387,12 @@ def _lite_groups(m, head):
     k = len(m.blocks)//2 + 1
     return [_params(m.conv_stem, m.bn1, *m.blocks[:k]), _params(*m.blocks[k:], m.conv_head, m.bn2), _params(*head)]
 
-def pretrained_splitter(model:nn.Module # A timm model, or fastai's `Sequential(TimmBody, head)`
+def pretrained_splitter(model:nn.Module # A timm model, or fastai's `Sequential(TimmBody, head)` (or a 2.5D model's)
                        )->list[list]:
-    "Parameter groups for fastai's `Learner(splitter=...)`: body groups first, the head last"
+    "Parameter groups for fastai's `Learner(splitter=...)`: body groups first, the head last (with a 2.5D model's `SliceCombine`)"
     eff = lambda m: all(hasattr(m, a) for a in ('conv_stem', 'bn1', 'blocks', 'conv_head', 'bn2'))
+    if isinstance(model, nn.Sequential) and len(model) >= 2 and isinstance(model[0], SliceTrunk):  # 2.5D: the trunk's groups
+        return pretrained_splitter(nn.Sequential(model[0].trunk, *model[1:]))
     if isinstance(model, nn.Sequential) and len(model) >= 2 and hasattr(model[0], 'model'):  # fastai body + head
         body = model[0].model
         if eff(body): return _lite_groups(body, [body.classifier, *model[1:]])
@@ -378,10 +448,10 @@ def precision_ctx(device, # The device computed on
     return torch.autocast(torch.device(device).type, dtype=dt) if dt is not None else contextlib.nullcontext()
 
 # %% ../nbs/03a_backbones.ipynb #18b48c1e
-def _probe_steps(arch, x, y, mode, steps):
+def _probe_steps(arch, x, y, mode, steps, slices=None):
     "A function running `steps` training steps of a fresh `arch` on `x` in `mode` ('fp32', 'fp32+cl', 'bf16+cl')"
     prec, cl = mode.split('+')[0], mode.endswith('+cl')
-    m = create_model(arch, x.shape[1]).train()
+    m = create_model(arch, x.shape[1], slices=slices).train()
     if cl: m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(m.parameters(), 1e-4)
     def run():
@@ -397,14 +467,15 @@ def probe_cpu_modes(arch:str, # Architecture (see `create_model`)
                     bs:int=16, # Batch size of the probe
                     steps:int=2, # Steps per timing
                     rounds:int=2, # Interleaved timed rounds after one warm-up round (the best is kept)
-                    bf16:bool|None=None # Try bf16 + channels-last (default: where bf16 is native)
+                    bf16:bool|None=None, # Try bf16 + channels-last (default: where bf16 is native)
+                    slices:int|None=None # Slices in the channels, for a 2.5D `arch`
                    )->tuple:
     "Training images/s of `arch` on this CPU in each candidate mode, `((mode, rate), ...)`, fastest first"
     modes = ('fp32', 'fp32+cl') + (('bf16+cl',) if (cpu_bf16_native() if bf16 is None else bf16) else ())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x, y = torch.randn(bs, n_in, sz, sz), (torch.rand(bs, len(LABELS)) < 0.1).float()
-        fns, best = {m: _probe_steps(arch, x, y, m, steps) for m in modes}, dict.fromkeys(modes, 0.)
+        fns, best = {m: _probe_steps(arch, x, y, m, steps, slices) for m in modes}, dict.fromkeys(modes, 0.)
         for r in range(rounds + 1):
             for m, f in fns.items():
                 t = time.perf_counter(); f(); rate = bs*steps/(time.perf_counter() - t)
@@ -414,13 +485,14 @@ def probe_cpu_modes(arch:str, # Architecture (see `create_model`)
 # %% ../nbs/03a_backbones.ipynb #971e36e9
 def choose_training_mode(device, # The training device
                          want:str|None=None, # 'auto', 'bf16', 'fp16' or 'fp32' (default: settings [level1] precision)
-                         arch:str|None=None, n_in:int=3, sz:int=128, bs:int=16 # The model and input to probe
+                         arch:str|None=None, n_in:int=3, sz:int=128, bs:int=16, # The model and input to probe
+                         slices:int|None=None # Slices in the channels, for a 2.5D `arch`
                         )->dict:
     "`{'precision', 'channels_last', 'probe'}` for training: probed on a CPU under 'auto', else `choose_precision`"
     want = str(want if want is not None else merge_settings('level1').get('precision') or 'auto').lower()
     prec = choose_precision(device, want)
     if torch.device(device).type != 'cpu' or want != 'auto' or arch is None:
         return dict(precision=prec, channels_last=True, probe=None)
-    rates = probe_cpu_modes(arch, n_in, sz, min(bs, 16))
+    rates = probe_cpu_modes(arch, n_in, sz, min(bs, 16), slices=slices)
     best = rates[0][0]
     return dict(precision=best.split('+')[0], channels_last=best.endswith('+cl'), probe=dict(rates))
