@@ -26,11 +26,11 @@ from fastai.metrics import AccumMetric, ActivationType
 from fastai.vision.augment import aug_transforms
 import fastai.callback.schedule  # fit_one_cycle
 from .core import LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, data_root, weighted_log_loss, \
-    label_log_loss, prior_baseline, folds_hash, require, atomic_path, write_json, level1_runs, fold_dirs, fold_of
+    label_log_loss, prior_baseline, folds_hash, require, atomic_path, write_json, level1_runs, fold_dirs, fold_of, parse_value
 from .tables import as_seed
 from .pixels import Recipe
 from .cache import SliceCache, cache_dir
-from .backbones import arch_kind, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter, \
+from .backbones import arch_kind, split_arch, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter, \
     choose_precision, choose_training_mode, precision_ctx, cpu_capability, cpu_bf16_native
 
 log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -38,11 +38,12 @@ log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when t
 # %% auto #0
 __all__ = ['log', 'TTA_PASSES', 'DEFAULT_SEED', 'EMB_SPLITS', 'level1_config', 'WeightedBCE', 'wll_metric', 'CPUBf16',
            'ChannelsLastIO', 'add_speed_cbs', 'SliceDataset', 'norm_stats', 'batch_tfms', 'loader_workers', 'make_dls',
-           'tta_apply', 'tta_passes', 'feature_dim', 'hook_features', 'predict_arrays', 'EpochCheckpoint', 'EpochLog',
-           'read_checkpoint', 'GridClock', 'EpochProgress', 'fold_seed', 'score', 'predict_ids', 'emb_path',
-           'save_embeddings', 'load_embeddings', 'load_run', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs',
-           'train_fold', 'train_grid', 'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs', 'ihd_train',
-           'ihd_embed', 'bench_train', 'ihd_bench_train']
+           'tta_apply', 'tta_passes', 'feature_dim', 'hook_features', 'predict_arrays', 'SnapshotEnsemble',
+           'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'snapshot_epochs', 'SnapshotSaver', 'GridClock',
+           'EpochProgress', 'fold_seed', 'score', 'predict_ids', 'emb_path', 'save_embeddings', 'load_embeddings',
+           'load_run', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid',
+           'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs', 'ihd_train', 'ihd_embed', 'bench_train',
+           'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
 def level1_config(**overrides # Values that win over settings [level1]; `None` means "not given"
@@ -182,6 +183,7 @@ def tta_passes(tta)->list:
 def feature_dim(model:nn.Module # A model from `ihd.backbones.create_model`: fastai body + head
                )->int:
     "Width of the pooled features the head of `model` sees (the input width of the head's first linear layer)"
+    if hasattr(model, 'members'): return feature_dim(model.members[0])  # a `SnapshotEnsemble`: its models' width
     if not (isinstance(model, nn.Sequential) and len(model) > 1):
         raise ValueError(f"{type(model).__name__}: expected a fastai body + head `nn.Sequential` (ihd.backbones.create_model)")
     lin = next((m for m in model[-1].modules() if isinstance(m, nn.Linear)), None)
@@ -192,6 +194,7 @@ def hook_features(model:nn.Module # A model from `ihd.backbones.create_model`: f
                  )->Hook:
     "A fastai `Hook` whose `stored` is the pooled features (n, d) the head saw in the last forward pass"
     feature_dim(model)  # checks the body + head shape
+    if hasattr(model, 'members'): return Hook(model, lambda m, i, o: m.features)  # a `SnapshotEnsemble`: its mean
     flat = next((m for m in model[-1].modules() if isinstance(m, Flatten)), None)
     if flat is not None: return Hook(flat, lambda m, i, o: o)
     return Hook(model[-1], lambda m, i, o: i[0].flatten(1))  # a head without pooling of its own sees pooled features
@@ -238,6 +241,21 @@ def predict_arrays(model:nn.Module, # Trained model (see `load_run`)
     if not features: return res
     return *res, (torch.cat(emb).numpy() if emb else np.zeros((0, feature_dim(model)), np.float16))
 
+
+# %% ../nbs/03b_level1.ipynb #c387cecb
+class SnapshotEnsemble(nn.Module):
+    "Several models of one run (its epoch snapshots) as one: the mean of their probabilities (as logits) and of their pooled features"
+    def __init__(self, models, # Models from `ihd.backbones.create_model`, of one architecture and input
+                 epochs=None # The epochs they were saved after (1-based), for the record
+                ):
+        super().__init__()
+        self.members, self.epochs, self.features = nn.ModuleList(models), listify(epochs), None
+    def forward(self, x):
+        ps, fs = [], []
+        for m in self.members:
+            with hook_features(m) as h: ps.append(torch.sigmoid(m(x).float())); fs.append(h.stored.float())
+        self.features = torch.stack(fs).mean(0)  # (n, d): what `hook_features` returns for the ensemble
+        return torch.logit(torch.stack(ps).mean(0), eps=1e-7)
 
 # %% ../nbs/03b_level1.ipynb #e4c4168e
 def _plain(o):
@@ -294,6 +312,36 @@ def read_checkpoint(path:Path, key:str)->dict|None:
         warnings.warn(f"Ignoring checkpoint {path}: it belongs to another configuration")
         return None
     return ck
+
+# %% ../nbs/03b_level1.ipynb #d0857c36
+def snapshot_epochs(spec, # None or 'none', 'all', an epoch or a list of them (1-based; negative: from the end), or their text ('2, 3')
+                    total:int # The cell's epochs (a pretrained body's frozen ones included)
+                   )->list[int]|None:
+    "The epochs (sorted, 1..total) whose models are averaged; None when that is the last epoch's model alone"
+    if isinstance(spec, str): spec = parse_value(spec)
+    if spec is None or spec is False or (isinstance(spec, (list, tuple)) and not spec): return None
+    if isinstance(spec, str) and spec.lower() == 'all': eps = list(range(1, total + 1))
+    else:
+        vals = listify(spec)
+        bad = [v for v in vals if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v == 0 or v > total]
+        if bad: raise ValueError(f"snapshots {spec!r}: {bad[0]!r} is not an epoch of this cell: its epochs are 1..{total} (a "
+                                 "pretrained body's frozen ones included), -1 is the last; or 'all', or 'none'")
+        eps = sorted({int(v) if v > 0 else total + 1 + int(v) for v in vals if v > 0 or total + 1 + v >= 1})
+    return None if eps == [total] else eps
+
+def _snap_file(epoch:int, total:int)->str:
+    "The weights file of `epoch`: `model.pth` for the last, else `model_e<epoch>.pth`"
+    return 'model.pth' if epoch == total else f'model_e{epoch}.pth'
+
+# %% ../nbs/03b_level1.ipynb #3fbea306
+class SnapshotSaver(Callback):
+    "Save the weights after each epoch of `epochs` (1-based, over all phases) as `model_e<k>.pth`, the last epoch's excepted (rank 0)"
+    order = 65
+    def __init__(self, fold_dir:Path, epochs, total:int, offset:int=0, skip_to:int=0): store_attr()
+    def after_epoch(self):
+        k = self.offset + self.epoch + 1
+        if rank_distrib() or self.epoch < self.skip_to or k not in self.epochs or k == self.total: return
+        _save(_bare(self.learn.model).state_dict(), Path(self.fold_dir)/_snap_file(k, self.total))
 
 # %% ../nbs/03b_level1.ipynb #d3898c2b
 def _hms(s:float)->str:
@@ -424,26 +472,62 @@ def load_embeddings(fold_dir:Path|str, # A finished `models/<run>/fold<k>` folde
 
 
 # %% ../nbs/03b_level1.ipynb #ddeef4c5
+def _member(path:Path, info:dict)->nn.Module:
+    "The model of a run's weights file (`model.pth` or a snapshot), on the CPU"
+    if not path.is_file(): raise FileNotFoundError(f"{path} not found: the cell is not finished (or lost a file: retrain it with force)")
+    model = create_model(info['arch'], info['n_in'], pretrained=False, slices=info.get('slices'))
+    model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+    return model
+
+def _with_snapshots(model:nn.Module, run:dict, fold_dir:Path)->nn.Module:
+    "`model` (the last epoch's), or the `SnapshotEnsemble` of the run's snapshots (`model` standing for `model.pth`)"
+    if not run.get('snapshots'): return model
+    ms = [model if f == 'model.pth' else _member(Path(fold_dir)/f, run) for f in run['snapshot_files']]
+    return SnapshotEnsemble(ms, run['snapshots'])
+
 def load_run(fold_dir:Path|str # A finished `models/<run_name>/fold<k>` folder
             )->tuple[nn.Module, dict]:
-    "The trained model (eval mode, on CPU) and its `run.json`"
+    "The trained model (eval mode, on CPU) and its `run.json`; a run with snapshots gives their `SnapshotEnsemble`"
     fold_dir = Path(fold_dir)
     for f in ('run.json', 'model.pth'):
         if not (fold_dir/f).is_file(): raise FileNotFoundError(f"{fold_dir/f} not found: the cell is not finished")
     info = json.loads((fold_dir/'run.json').read_text())
-    model = create_model(info['arch'], info['n_in'], pretrained=False)
-    model.load_state_dict(torch.load(fold_dir/'model.pth', map_location='cpu', weights_only=True))
-    return model.eval(), info
+    files = info.get('snapshot_files') if info.get('snapshots') else None
+    if not files: return _member(fold_dir/'model.pth', info).eval(), info
+    return SnapshotEnsemble([_member(fold_dir/f, info) for f in files], info['snapshots']).eval(), info
 
 # %% ../nbs/03b_level1.ipynb #ebd29dd7
-def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weights=None):
+def _recipe_slices(recipe)->int:
+    "The slices s-n..s+n a recipe stacks in its channels"
+    recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
+    return len({j for j, _ in recipe.channel_plan})
+
+def _slices(arch, n_in, info=None, slices=None)->int|None:
+    "The slices in the `n_in` channels of a 2.5D `arch` (`slices`, else the recipe's in `info`); None for a 2D arch"
+    if split_arch(arch)[1] != '2.5d': return None
+    if slices is None and (info or {}).get('recipe'): slices = _recipe_slices(info['recipe'])
+    if slices is None: raise ValueError(f"{arch}: a 2.5D model needs the number of slices in its {n_in} channels: pass slices=")
+    if int(slices) < 2: raise ValueError(f"{arch}: a 2.5D model needs neighbour slices, the recipe has {slices}: set [pixels] neighbours >= 1")
+    return int(slices)
+
+def _model_facts(arch, n_in, info, slices, cfg, pretrained)->dict:
+    "run.json's `slices` (2.5D archs) and `snapshots` with their `snapshot_files` (when set): none of them for a plain 2D run"
+    res, s = {}, _slices(arch, n_in, info, slices)
+    if s is not None: res['slices'] = s
+    total = int(cfg.epochs) + (int(cfg.freeze_epochs) if pretrained else 0)
+    snaps = snapshot_epochs(cfg.get('snapshots'), total)
+    if snaps: res.update(snapshots=snaps, snapshot_files=[_snap_file(k, total) for k in snaps])
+    return res
+
+def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weights=None, slices=None):
     "run.json's facts known before training, and the key a checkpoint must match (all of them but `tta`)"
     folds = sorted(int(f) for f in table['fold'].unique())
     if fold not in folds: raise ValueError(f"fold {fold} out of range: the folds table has folds {folds}")
     run = dict(arch=arch, **(info or {}), n_in=n_in, n_folds=len(folds), fold=fold, folds_hash=folds_hash(table),
                labels=LABELS, tta=tta_passes(cfg.tta), epochs=int(cfg.epochs), bs=int(cfg.bs), lr=float(cfg.lr),
                sampler=cfg.sampler, pretrained=('imagenet (ihd.backbones)' if pretrained else None),
-               weights=Path(weights).name if weights else None, seed=int(cfg.seed), fold_seed=fold_seed(cfg.seed, fold))
+               weights=Path(weights).name if weights else None, seed=int(cfg.seed), fold_seed=fold_seed(cfg.seed, fold),
+               **_model_facts(arch, n_in, info, slices, cfg, pretrained))
     key = json.dumps({k: run[k] for k in run if k not in ('tta',)}, sort_keys=True, default=str)
     return run, key
 
@@ -457,6 +541,9 @@ def _is_finished(fold_dir, run, force):
     if old.get('seed', run['seed']) != run['seed']:  # runs from before seeds were recorded: taken as they are
         log.info(f"{fold_dir}: made with seed {old['seed']}, not {run['seed']}: retraining")
         return False
+    if old.get('snapshots') != run.get('snapshots'):
+        log.info(f"{fold_dir}: made with snapshots {old.get('snapshots')}, not {run.get('snapshots')}: retraining")
+        return False
     log.info(f"{fold_dir}: finished already, skipped (force=True retrains)")
     return True
 
@@ -466,7 +553,8 @@ def _start_dir(fold_dir, key, force):
     ck = None if force else read_checkpoint(fold_dir/'checkpoint.pth', key)
     if not rank_distrib():
         (fold_dir/'metrics.json').unlink(missing_ok=True)
-        if ck is None: (fold_dir/'log.csv').unlink(missing_ok=True)
+        if ck is None:  # a fresh start: no log or snapshot of an earlier attempt
+            for f in [fold_dir/'log.csv', *fold_dir.glob('model_e*.pth')]: f.unlink(missing_ok=True)
     return ck
 
 def _fold_data(cache, table, test_ids, fold)->AttrDict:
@@ -485,7 +573,7 @@ def _fold_data(cache, table, test_ids, fold)->AttrDict:
 # %% ../nbs/03b_level1.ipynb #10a53a73
 def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, weights=None, device=None)->Learner:
     "Model (prior bias, optional weights), normalisation (recorded in `run`), loaders, and the fastai `Learner`"
-    model = create_model(arch, n_in, pretrained=pretrained)
+    model = create_model(arch, n_in, pretrained=pretrained, slices=run.get('slices'))
     model[-1][-1].set_prior(d.tr[LABELS].values)  # training starts from the prior-only prediction
     if weights: load_weights(model, weights)
     stats = input_stats(model, n_in)
@@ -498,7 +586,8 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
                     model_dir='.', splitter=_splitter(pretrained))
     sz = int(np.asarray(cache[d.tr['ID'].iloc[0]]).shape[0])
     # every process of a distributed run must train alike: no per-process timing there, the precision rule only
-    mode = choose_training_mode(dls.device, cfg.precision, arch if num_distrib() <= 1 else None, n_in, sz, int(cfg.bs))
+    mode = choose_training_mode(dls.device, cfg.precision, arch if num_distrib() <= 1 else None, n_in, sz, int(cfg.bs),
+                                run.get('slices'))
     run.update(precision=mode['precision'], channels_last=mode['channels_last'], speed_probe=mode['probe'],
                cpu_capability=cpu_capability(), cpu_bf16_native=cpu_bf16_native())
     if mode['probe']: log.info(f"{arch} at {sz} px on this CPU, training images/s by mode: {mode['probe']}: "
@@ -514,7 +603,7 @@ def _resume(learn, ck):
     if learn.opt is None: learn.create_opt()
     learn.opt.load_state_dict(ck['opt'])
 
-def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None, clock=None)->bool:
+def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None, clock=None, snapshots=None)->bool:
     "Fit phase by phase, resuming after the checkpoint's epoch; False when the fit stopped before the end"
     done, offset, total = (ck['epoch'] + 1 if ck else 0), 0, sum(ph['n'] for ph in phases)
     if ck: log.info(f"{fold_dir}: resuming after epoch {ck['epoch']}")
@@ -529,6 +618,7 @@ def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None, cl
         cb_ck.skip_to = skip
         fit_cbs = [cb_ck, EpochLog('log.csv', offset, skip), *listify(cbs),
                    EpochProgress(f"{fold_dir.parent.name}/{fold_dir.name}", offset, total, skip, clock)]
+        if snapshots: fit_cbs.append(SnapshotSaver(fold_dir, snapshots, total, offset, skip))
         if distributed: _distrib_fit(learn, ph, skip, fit_cbs)
         else: learn.fit_one_cycle(ph['n'], ph['lr'], start_epoch=skip, cbs=fit_cbs, **ph['kw'])
         if rank_distrib(): done = offset + ph['n']
@@ -543,8 +633,9 @@ def _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device=None)->di
     "model.pth, OOF/test predictions and embeddings, missing.csv, run.json, then metrics.json (last: it marks the cell finished)"
     t0, model = time.time(), _bare(learn.model)
     run['train_seconds'] = round(fit_s, 2)
-    oof, oof_e = predict_ids(model, run, cache, d.va['ID'], device=device, features=True)
-    test, test_e = predict_ids(model, run, cache, d.test_ids, device=device, features=True)
+    pm = _with_snapshots(model, run, fold_dir)  # the model, or the ensemble of the run's snapshots
+    oof, oof_e = predict_ids(pm, run, cache, d.va['ID'], device=device, features=True)
+    test, test_e = predict_ids(pm, run, cache, d.test_ids, device=device, features=True)
     _save(model.state_dict(), fold_dir/'model.pth')
     for df, e, name in ((oof, oof_e, 'oof'), (test, test_e, 'test')):
         with atomic_path(fold_dir/f'{name}.parquet') as t: df.to_parquet(t, index=False)
@@ -603,12 +694,13 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
              cbs=None, # Extra fastai callbacks for the fit (e.g. an interruption in tests)
              device=None, # Default: fastai's `default_device()`
              distributed:bool|None=None, # Wrap in fastai's `distrib_ctx` (default: when `WORLD_SIZE` > 1)
-             clock:GridClock|None=None # The grid's clock, for the time left in the progress lines (default: this cell's)
+             clock:GridClock|None=None, # The grid's clock, for the time left in the progress lines (default: this cell's)
+             slices:int|None=None # A 2.5D arch's slices in the `n_in` channels (default: the recipe's in `info`)
             )->Path:
     "Train one (arch, fold) cell and write model, log, OOF/test predictions, metrics and run facts to `fold_dir`"
     cfg, fold_dir = AttrDict(cfg or level1_config()), Path(fold_dir)
     cfg.seed = as_seed(ifnone(seed, cfg.get('seed', DEFAULT_SEED)), 'the training seed')
-    run, key = _run_facts(arch, n_in, table, fold, cfg, info, pretrained, weights)
+    run, key = _run_facts(arch, n_in, table, fold, cfg, info, pretrained, weights, slices)
     phases = _phases(pretrained, int(cfg.epochs), float(cfg.lr), int(cfg.freeze_epochs))
     clock = clock or GridClock(sum(ph['n'] for ph in phases))
     clock.next_cell()
@@ -621,7 +713,8 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
     d = _fold_data(cache, table, test_ids, fold)
     set_seed(run['fold_seed'], reproducible=True)  # weights, batches, dropout and augmentation follow the seed
     learn = _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained, weights, device)
-    if not _fit_phases(learn, phases, ck, fold_dir, key, cbs, distributed, clock) or rank_distrib(): return fold_dir
+    if not _fit_phases(learn, phases, ck, fold_dir, key, cbs, distributed, clock, run.get('snapshots')) or rank_distrib():
+        return fold_dir
     fit_s = time.time() - t0
     met = _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device)
     log.info(f"{fold_dir.parent.name}/{fold_dir.name}: OOF wll {met['wll']:.4f} (prior baseline {met['baseline_wll']:.4f}), "
@@ -653,17 +746,19 @@ def run_name(arch:str, # Architecture
              recipe=None, # `ihd.pixels.Recipe` (or its dict; default: from settings)
              pretrained:bool=False, # Starts from the ImageNet weights of `ihd.backbones`
              weights:str|None=None, # Starts from a local weights file
-             seed:int|None=None # Training seed: any but `DEFAULT_SEED` (42) is part of the name
+             seed:int|None=None, # Training seed: any but `DEFAULT_SEED` (42) is part of the name
+             snapshots=None # Snapshot epochs (a `snapshot_epochs` list): part of the name when set
             )->str:
-    "Folder name of a level-1 run, e.g. 'resnet18_brain-subdural-soft_sz128_crop_nb0', '..._seed7' for seed 7"
+    "Folder name of a level-1 run, e.g. 'resnet18_brain-subdural-soft_sz128_crop_nb0', '..._snap2-3' with snapshots, '..._seed7'"
     tag = '-imagenet' if pretrained else (f"-w{Path(weights).stem}" if weights else '')
     s = as_seed(ifnone(seed, DEFAULT_SEED))
-    return f"{arch}{tag}_{_recipe(recipe).name}" + (f"_seed{s}" if s != DEFAULT_SEED else '')
+    snap = f"_snap{'-'.join(str(int(k)) for k in snapshots)}" if snapshots else ''
+    return f"{arch}{tag}_{_recipe(recipe).name}{snap}" + (f"_seed{s}" if s != DEFAULT_SEED else '')
 
 # %% ../nbs/03b_level1.ipynb #d636e191
-def fold_dir(models, arch, fold:int, recipe=None, pretrained=False, weights=None, seed=None)->Path:
+def fold_dir(models, arch, fold:int, recipe=None, pretrained=False, weights=None, seed=None, snapshots=None)->Path:
     "`models/<run_name>/fold<k>`"
-    return Path(models)/run_name(arch, recipe, pretrained, weights, seed)/f'fold{fold}'
+    return Path(models)/run_name(arch, recipe, pretrained, weights, seed, snapshots)/f'fold{fold}'
 
 # %% ../nbs/03b_level1.ipynb #578422cd
 def load_stage_inputs(work:Path, recipe)->AttrDict:
@@ -690,23 +785,26 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
                weights:str|None=None, # Local state dict to start from
                sampler:str|None=None, # 'none' or 'balanced' (default: settings)
                seed:int|None=None, # Training seed (default: settings [level1] seed); the fold's is `fold_seed`
+               snapshots=None, # Epochs whose models are averaged: 'all', '2, 3', [-2, -1] (default: settings [level1] snapshots)
                force:bool=False, # Retrain a finished cell
                cbs=None, # Extra fastai callbacks
                device=None, # Default: fastai's default device (CUDA when there is one)
                clock:GridClock|None=None # The grid's clock (`train_grid` passes it), for the time left
               )->Path:
     "Stage 3, one grid cell: train `arch` on all folds but `fold`, predict `fold` and the test set"
-    cfg = level1_config(epochs=epochs, bs=bs, lr=lr, tta=tta, sampler=sampler, seed=seed)
+    cfg = level1_config(epochs=epochs, bs=bs, lr=lr, tta=tta, sampler=sampler, seed=seed, snapshots=snapshots)
     cfg.seed = as_seed(cfg.get('seed', DEFAULT_SEED), 'the training seed')
     arch = arch or cfg.archs[0]
     arch_kind(arch)  # unknown names fail before anything is read
     pretrained = resolve_pretrained(arch, ifnone(pretrained, cfg.pretrained))
     recipe = _recipe(recipe)
+    _slices(arch, recipe.n_channels, dict(recipe=recipe.to_dict()))  # a 2.5D arch without neighbour slices fails here
+    snaps = snapshot_epochs(cfg.get('snapshots'), int(cfg.epochs) + (int(cfg.freeze_epochs) if pretrained else 0))
     work, models = work_dir(data, work), models_dir(data, models)
     inp = load_stage_inputs(work, recipe)
     folds = sorted(int(f) for f in inp.train['fold'].unique())
     if fold not in folds: raise ValueError(f"fold {fold} out of range: {work/'train.parquet'} has folds {folds}")
-    fd = fold_dir(models, arch, fold, recipe, pretrained, weights, cfg.seed)
+    fd = fold_dir(models, arch, fold, recipe, pretrained, weights, cfg.seed, snaps)
     info = dict(run_name=fd.parent.name, recipe=recipe.to_dict(), dataset=data_root(data).name)
     return fit_fold(inp.cache, inp.train, inp.test_ids, fold, fd, arch, recipe.n_channels, info=info, cfg=cfg,
                     pretrained=pretrained, weights=weights, force=force, cbs=cbs, device=device, clock=clock)
@@ -834,13 +932,14 @@ def ihd_train(arch:str=None, # Architecture (default: the first of settings [lev
               sampler:str=None, # none or balanced (default: settings)
               sz:int=None, # Cache size (default: settings [pixels] sz)
               seed:int=None, # Training seed (default: settings [level1] seed; any but 42 is part of the run name)
+              snapshots:str=None, # Epochs whose models are averaged: all, 2,3 or =-2,-1 (default: settings [level1] snapshots)
               force:bool=False # Retrain a finished cell
              ):
     "Stage 3: train one (arch, fold) cell of the level-1 grid and write its predictions"
     recipe = _recipe(None)
     if sz: recipe = _recipe({**recipe.to_dict(), 'sz': sz})
     kw = dict(data=data, work=work, models=models, recipe=recipe, epochs=epochs, bs=bs, lr=lr, tta=tta,
-              pretrained=pretrained, weights=weights, sampler=sampler, seed=seed, force=force)
+              pretrained=pretrained, weights=weights, sampler=sampler, seed=seed, snapshots=snapshots, force=force)
     if fold == -1: return train_grid([arch] if arch else None, **kw)
     return train_fold(arch, fold, **kw)
 
@@ -882,10 +981,10 @@ def _loader_fn(dl, n):
             except StopIteration: it = iter(dl); next(it)
     return load_n
 
-def _model_fns(arch, n_in, batches, device, precision='fp32', cl=False):
+def _model_fns(arch, n_in, batches, device, precision='fp32', cl=False, slices=None):
     "Training-step and inference functions of a fresh `arch` over `batches` in `precision`, channels-last if `cl`"
     torch.manual_seed(0)
-    m = create_model(arch, n_in).to(device).train()
+    m = create_model(arch, n_in, slices=slices).to(device).train()
     fmt = torch.channels_last if cl else torch.contiguous_format
     m = m.to(memory_format=fmt)
     opt, loss_func = torch.optim.AdamW(m.parameters(), 1e-3), WeightedBCE().to(device)
@@ -940,6 +1039,7 @@ def bench_train(arch:str|None=None, # Architecture (default: the first of settin
                 n_batches:int=4, # Batches timed per measurement
                 rounds:int=3, # Interleaved measurement rounds (the best of each is kept)
                 cache=None, ids=None, # Or a cache object and IDs directly
+                slices:int|None=None, # A 2.5D arch's slices (default: the recipe's; needed with `cache=`)
                 device=None)->AttrDict:
     "Print and return loader, training and inference images/s in fp32 and bf16 (+ channels-last), and what ihd picks here"
     cfg = level1_config(bs=bs)
@@ -947,12 +1047,13 @@ def bench_train(arch:str|None=None, # Architecture (default: the first of settin
     device = torch.device(ifnone(device, default_device()))
     dl, n_in = _bench_loader(cfg, bs, device, data, work, recipe, cache, ids)
     batches = _first_batches(dl, n_batches)
+    slices = _slices(arch, n_in, None if cache is not None else dict(recipe=_recipe(recipe).to_dict()), slices)
     res = AttrDict(arch=arch, sz=int(batches[0][0].shape[-1]), n_in=n_in, bs=bs, device=str(device))
-    mode = choose_training_mode(device, cfg.get('precision'), arch, n_in, res.sz, bs)
+    mode = choose_training_mode(device, cfg.get('precision'), arch, n_in, res.sz, bs, slices)
     res.update(cpu_capability=cpu_capability(), cpu_bf16_native=cpu_bf16_native(), probe=mode['probe'],
                picks=mode['precision'] + ('+cl' if mode['channels_last'] else ''), precision_setting=cfg.get('precision', 'auto'))
-    fns = dict(train_fp32=_model_fns(arch, n_in, batches, device)[0])
-    for p in ('fp32', 'bf16'): fns[f'train_{p}_cl'], fns[f'infer_{p}_cl'] = _model_fns(arch, n_in, batches, device, p, True)
+    fns = dict(train_fp32=_model_fns(arch, n_in, batches, device, slices=slices)[0])
+    for p in ('fp32', 'bf16'): fns[f'train_{p}_cl'], fns[f'infer_{p}_cl'] = _model_fns(arch, n_in, batches, device, p, True, slices)
     fns['loader'] = _loader_fn(dl, n_batches)
     res.update(_time_rounds(fns, n_batches*bs, rounds))
     res.loader_over_train = res.loader/res[dict(fp32='train_fp32').get(res.picks, f"train_{res.picks.replace('+', '_')}")]
