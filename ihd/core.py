@@ -11,8 +11,9 @@ import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify, str2bool
 
 # %% auto #0
-__all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'STAGES', 'TMP_TAG', 'LEVEL2', 'STAGE4_DIRS', 'find_settings',
-           'parse_value', 'settings', 'merge_settings', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir',
+__all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'PRESET_META', 'SCALES', 'STAGES', 'TMP_TAG', 'LEVEL2', 'STAGE4_DIRS',
+           'find_settings', 'parse_value', 'settings', 'merge_settings', 'preset_names', 'preset_values',
+           'default_scale', 'use_preset', 'active_preset', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir',
            'kaggle_layout', 'rsna_sample', 'is_test', 'cpu_model', 'stage_of', 'require', 'is_tmp', 'atomic_path',
            'write_json', 'write_text', 'level2_dir', 'fold_of', 'fold_dirs', 'level1_runs', 'ihd_log_level',
            'log_to_file', 'label_log_loss', 'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_long', 'to_long',
@@ -47,15 +48,22 @@ def parse_value(v:str):
     except (TypeError, ValueError): return v
 
 # %% ../nbs/00a_core.ipynb #1e48f344
-def settings(section:str, # Section of `settings.ini`, e.g. 'pixels'
-             path:Path|str|None=None # A settings file (default: `find_settings()`)
-            )->AttrDict:
-    "Typed values of `section` in `settings.ini` (empty when the file or section is missing)"
+def _read_ini(path:Path|str|None=None)->configparser.ConfigParser:
+    "The parsed settings file (`path`, else `find_settings()`; empty when there is none)"
     f = Path(path) if path else find_settings()
-    if f is None: return AttrDict()
     cp = configparser.ConfigParser(inline_comment_prefixes=('#', ';'))
-    cp.read(f)
-    return AttrDict({k:parse_value(v) for k,v in cp[section].items()}) if cp.has_section(section) else AttrDict()
+    if f is not None: cp.read(f)
+    return cp
+
+def settings(section:str, # Section of `settings.ini`, e.g. 'pixels'
+             path:Path|str|None=None # A settings file (default: `find_settings()`, with the active preset's values over it)
+            )->AttrDict:
+    "Typed values of `section` in `settings.ini` (empty when the file or section is missing), under the active preset"
+    cp = _read_ini(path)
+    s = AttrDict({k:parse_value(v) for k,v in cp[section].items()}) if cp.has_section(section) else AttrDict()
+    p = active_preset() if path is None and os.environ.get('IHD_PRESET') else None  # `active_preset`: see Presets below
+    if p is not None: s.update({k: parse_value(v) for k,v in p.overrides.get(section, {}).items()})
+    return s
 
 # %% ../nbs/00a_core.ipynb #f13dfa8a
 def merge_settings(section:str, # Section of `settings.ini`
@@ -65,6 +73,68 @@ def merge_settings(section:str, # Section of `settings.ini`
     s = settings(section)
     s.update({k:v for k,v in overrides.items() if v is not None})
     return s
+
+# %% ../nbs/00a_core.ipynb #c95b4538
+PRESET_META = ('seed', 'place', 'published', 'reproduces', 'changes', 'weights')  # descriptive keys of a preset section
+SCALES = ('demo', 'full')
+
+def preset_names(path:Path|str|None=None # A settings file (default: `find_settings()`)
+                )->list[str]:
+    "The presets a settings file defines (its `[preset.<name>]` sections)"
+    return sorted(s.split('.')[1] for s in _read_ini(path).sections() if s.startswith('preset.') and s.count('.') == 1)
+
+def _preset_keys(cp, sec:str)->dict:
+    "The `(section, key) -> raw value` settings of preset section `sec`, each checked against the stage sections"
+    out = {}
+    for k, v in cp[sec].items():
+        if k in PRESET_META: continue
+        s, _, key = k.partition('.')
+        if not key or s.startswith('preset') or not cp.has_option(s, key):
+            raise ValueError(f"[{sec}] {k}: no stage reads it (settings.ini has no key `{key or k}` in [{s}]); "
+                             f"a preset key is `<section>.<key>` of settings.ini, or one of {', '.join(PRESET_META)}")
+        out[(s, key)] = v
+    return out
+
+# %% ../nbs/00a_core.ipynb #0338c4cb
+def preset_values(name:str, # A preset (`preset_names`)
+                  scale:str='demo', # 'demo' (shrunk for a CPU) or 'full' (the published recipe)
+                  path:Path|str|None=None # A settings file (default: `find_settings()`)
+                 )->AttrDict:
+    "A preset at `scale`: `overrides` (section -> key -> raw value), `meta`, and the demo scale's `substitutions`"
+    cp, names = _read_ini(path), preset_names(path)
+    if name not in names: raise ValueError(f"unknown preset {name!r}: known presets are {', '.join(names) or 'none'}")
+    if scale not in SCALES: raise ValueError(f"unknown scale {scale!r}: expected one of {', '.join(SCALES)}")
+    base, sec = _preset_keys(cp, f'preset.{name}'), f'preset.{name}.{scale}'
+    over = _preset_keys(cp, sec) if cp.has_section(sec) else {}
+    subs = {f'{s}.{k}': dict(full=base.get((s, k), cp.get(s, k)), demo=v) for (s, k), v in over.items()} if scale == 'demo' else {}
+    values = {}
+    for (s, k), v in {**base, **over}.items(): values.setdefault(s, {})[k] = v
+    meta = {k: v for k, v in cp[f'preset.{name}'].items() if k in PRESET_META}
+    return AttrDict(name=name, scale=scale, overrides=values, meta=meta, substitutions=subs)
+
+# %% ../nbs/00a_core.ipynb #8d2e59c7
+def default_scale()->str:
+    "'full' on a machine with a CUDA GPU, else 'demo'"
+    try:
+        import torch
+        return 'full' if torch.cuda.is_available() else 'demo'
+    except ImportError: return 'demo'
+
+def use_preset(name:str|None=None, # A preset (`preset_names`); None, '' or 'none' clears it
+               scale:str|None=None # 'demo' or 'full' (default: `default_scale()`)
+              )->AttrDict|None:
+    "Make `name` the active preset of this process and the processes it starts (`IHD_PRESET`, `IHD_SCALE`); its values"
+    if not name or name == 'none':
+        for k in ('IHD_PRESET', 'IHD_SCALE'): os.environ.pop(k, None)
+        return None
+    p = preset_values(name, scale or default_scale())  # checked before it becomes active
+    os.environ['IHD_PRESET'], os.environ['IHD_SCALE'] = p.name, p.scale
+    return p
+
+def active_preset()->AttrDict|None:
+    "The active preset's `preset_values` (`IHD_PRESET` at `IHD_SCALE`), or `None`"
+    name = os.environ.get('IHD_PRESET')
+    return preset_values(name, os.environ.get('IHD_SCALE') or default_scale()) if name else None
 
 # %% ../nbs/00a_core.ipynb #23c17832
 def as_bool(v)->bool|None:
@@ -95,8 +165,9 @@ def data_root(data:Path|str|None=None # A Kaggle-layout folder (default: `ihd_pa
 # %% ../nbs/00a_core.ipynb #274ee038
 def _derived(key, given, data):
     if given: return Path(given).expanduser().resolve()
-    if os.environ.get(_ENV[key]): return ihd_path(key)
-    return ihd_path(key)/data_root(data).name
+    base = ihd_path(key) if os.environ.get(_ENV[key]) else ihd_path(key)/data_root(data).name
+    p = os.environ.get('IHD_PRESET') if key == 'models' else None
+    return base/f"preset-{p}-{os.environ.get('IHD_SCALE') or default_scale()}" if p else base
 
 def work_dir(data=None, work=None)->Path:
     "Folder for the derived tables and caches of dataset `data` (`work` or `IHD_WORK` wins)"
@@ -104,7 +175,7 @@ def work_dir(data=None, work=None)->Path:
 
 # %% ../nbs/00a_core.ipynb #958a9d4a
 def models_dir(data=None, models=None)->Path:
-    "Folder for the level-1 and level-2 runs of dataset `data` (`models` or `IHD_MODELS` wins)"
+    "Folder for the runs of dataset `data` (`models` or `IHD_MODELS` wins); an active preset trains in its own subfolder"
     return _derived('models', models, data)
 
 # %% ../nbs/00a_core.ipynb #82238093
