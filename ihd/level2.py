@@ -12,6 +12,7 @@ from fastcore.script import call_parse, store_true
 from .core import (LABELS, read_long, CLIP, label_log_loss, weighted_log_loss, folds_hash, merge_settings,
                       kaggle_layout, work_dir, models_dir, require, atomic_path, write_json, level1_runs, fold_dirs,
                       fold_of, level2_dir, STAGES)
+from .calibrate import calibration_method, calibrate_run, calibrate_frame
 
 log = logging.getLogger('ihd.level2')  # not __name__: that is '__main__' when this cell runs in the notebook
 
@@ -92,11 +93,19 @@ def fake_level1(train:pd.DataFrame, # Stage 0's train table (`ID`, labels, `fold
     return d
 
 # %% ../nbs/04a_level2.ipynb #d8956f30
+def _calibrated(run_dir:Path, train:pd.DataFrame, oofs:list, test:pd.DataFrame, method:str)->AttrDict:
+    "OOF predictions of each fold mapped by its held-out fold's calibration, test ones by `all`'s (`none`: as they are)"
+    if method == 'none': return AttrDict(oof=pd.concat(oofs, ignore_index=True), test=test, calibration=None)
+    cal = calibrate_run(run_dir, train, method)
+    return AttrDict(oof=pd.concat([calibrate_frame(o, cal.params['folds'][str(f)]) for f, o in enumerate(oofs)], ignore_index=True),
+                    test=calibrate_frame(test, cal.params['all']), calibration=cal)
+
 def load_run_preds(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
-             train:pd.DataFrame, # Stage 0's train table (`ID`, `fold`)
-             test:pd.DataFrame # Stage 0's test table (`ID`)
+             train:pd.DataFrame, # Stage 0's train table (`ID`, `fold`, labels)
+             test:pd.DataFrame, # Stage 0's test table (`ID`)
+             method:str|None=None # Calibration: `platt`, `temperature`, `none` (default: `[calibrate] method`)
             )->AttrDict:
-    "A complete level-1 run: `name`, `oof` (all folds) and `test` (mean over folds) predictions, `info` (run.json of fold 0)"
+    "A complete level-1 run: `oof` (all folds) and `test` (mean over folds) predictions, calibrated; the raw ones; `info`"
     run_dir = Path(run_dir)
     dirs = {fold_of(d): d for d in fold_dirs(run_dir)}
     infos = {f: json.loads((d/'run.json').read_text()) for f,d in dirs.items() if (d/'run.json').is_file()}
@@ -128,15 +137,17 @@ def load_run_preds(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
             raise ValueError(f"{d/'test.parquet'}: its test IDs differ from those of {dirs[0]/'test.parquet'}")
         tests.append(t.set_index('ID'))
     test_mean = (sum(t.loc[tests[0].index] for t in tests)/n_folds).reset_index()
-    return AttrDict(name=run_dir.name, dir=run_dir, oof=pd.concat(oofs, ignore_index=True), test=test_mean,
-                    info=infos.get(0, {}), n_folds=n_folds)
+    method = calibration_method(method)
+    return AttrDict(name=run_dir.name, dir=run_dir, **_calibrated(run_dir, train, oofs, test_mean, method), method=method,
+                    oof_raw=pd.concat(oofs, ignore_index=True), test_raw=test_mean, info=infos.get(0, {}), n_folds=n_folds)
 
 # %% ../nbs/04a_level2.ipynb #c3966e4c
 def gather_runs(models:Path|str, # Folder holding the level-1 run folders
                 train:pd.DataFrame, test:pd.DataFrame,
-                runs:list|str|None=None # Run names to use (default: every run found)
+                runs:list|str|None=None, # Run names to use (default: every run found)
+                method:str|None=None # Calibration (default: `[calibrate] method`)
                )->list[AttrDict]:
-    "Every level-1 run under `models` (or those named in `runs`), each loaded and checked by `load_run_preds`"
+    "Every level-1 run under `models` (or those named in `runs`), each loaded, checked and calibrated by `load_run_preds`"
     found = {d.name: d for d in level1_runs(models)}
     names = listify(runs) if runs else list(found)
     if not names:
@@ -145,7 +156,7 @@ def gather_runs(models:Path|str, # Folder holding the level-1 run folders
                                 f"(stage {s.n}, nbs/{s.nb}.ipynb)")
     unknown = [n for n in names if n not in found]
     if unknown: raise FileNotFoundError(f"level-1 runs {unknown} not found under {models}; found {list(found)}")
-    return [load_run_preds(found[n], train, test) for n in names]
+    return [load_run_preds(found[n], train, test, method) for n in names]
 
 # %% ../nbs/04a_level2.ipynb #4e632d1a
 POS_COLS = ['rel_pos', 'slice_idx', 'n_slices', 'dz_prev', 'dz_next']
@@ -206,8 +217,12 @@ def slice_features(index:pd.DataFrame, # Header rows: `ID`, `SeriesInstanceUID`,
 _NOT_LGB = ('k', 'n_rounds', 'init_from_l1', 'early_stopping')
 
 def level2_params(**overrides)->AttrDict:
-    "`settings.ini`'s `[level2]` (the only defaults) with `overrides` (None values ignored)"
-    return merge_settings('level2', **overrides)
+    "`settings.ini`'s `[level2]` (the only defaults) with `overrides` (None values ignored); the seed must be an integer"
+    s = merge_settings('level2', **overrides)
+    sd = s.get('seed')
+    if sd is not None and (isinstance(sd, bool) or not isinstance(sd, (int, np.integer))):
+        raise ValueError(f"[level2] seed must be an integer, got {sd!r}")
+    return s
 
 # %% ../nbs/04a_level2.ipynb #3974dcd0
 def _lgb_params(s):
@@ -420,13 +435,15 @@ def load_level2(out:Path|str # A `models/level2` folder
 # %% ../nbs/04a_level2.ipynb #9034bd57
 def apply_level2(index:pd.DataFrame, # Header rows of the slices (`ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`)
                  preds:dict, # Level-1 run name -> predictions (`ID` + `PRED_COLS`) for those slices
-                 out:Path|str # The `models/level2` folder
+                 out:Path|str, # The `models/level2` folder
+                 raw:bool=False # `preds` are raw level-1 output: calibrate them here (default: already calibrated)
                 )->pd.DataFrame:
     "Level-2 probabilities (`ID` + `LABELS`) for new slices, from the saved model (used by inference on new data)"
     l2 = load_level2(out)
-    need = l2.meta['runs']
+    need, cal = l2.meta['runs'], l2.meta.get('calibration') or {}
     miss = [r for r in need if r not in preds]
     if miss: raise ValueError(f"level 2 in {out} needs predictions of runs {miss}; got {list(preds)}")
+    if raw: preds = {r: calibrate_frame(preds[r], cal[r]['all']) if cal.get(r) else preds[r] for r in need}
     x = slice_features(index, [preds[r] for r in need], l2.meta['k'])
     return pd.DataFrame(predict_level2(l2, x), columns=LABELS).assign(ID=index['ID'].to_numpy())[['ID']+LABELS]
 
@@ -447,18 +464,19 @@ def _fingerprint(files, **kw)->str:
     st = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     return hashlib.sha1(json.dumps([st, kw], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-def _stack_inputs(data, work, models, k, runs, out, params)->AttrDict:
-    "Stage 4's folders, settings, stage-0 tables and level-1 runs, and a fingerprint of all of them"
+def _stack_inputs(data, work, models, k, runs, out, params, calibrate)->AttrDict:
+    "Stage 4's folders, settings, stage-0 tables and (calibrated) level-1 runs, and a fingerprint of all of them"
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
-    s = level2_params(k=k, **params)
+    s, method = level2_params(k=k, **params), calibration_method(calibrate)
     out = Path(out) if out else level2_dir(models)
     train, test = _read_tables(work)
-    rs = gather_runs(models, train, test, runs)
+    rs = gather_runs(models, train, test, runs, method)
     inputs = [work/'train.parquet', work/'test.parquet', sample_csv] + \
              [f for r in rs for f in sorted(f for d in fold_dirs(r.dir) for f in d.iterdir())
               if f.name in ('oof.parquet', 'test.parquet', 'run.json')]
-    fp = _fingerprint(inputs, s=dict(s), runs=[r.name for r in rs])
-    return AttrDict(sample_csv=sample_csv, s=s, out=out, sub=out.parent/'submission.csv', train=train, test=test, rs=rs, fp=fp)
+    fp = _fingerprint(inputs, s=dict(s), runs=[r.name for r in rs], calibrate=method,
+                      calibrations=[r.calibration.fingerprint if r.calibration else None for r in rs])
+    return AttrDict(sample_csv=sample_csv, s=s, out=out, sub=out/'submission.csv', train=train, test=test, rs=rs, fp=fp, method=method)
 
 def _stack_done(i:AttrDict)->AttrDict|None:
     "The last result when it was made from the same inputs and settings, else `None`"
@@ -470,7 +488,7 @@ def _stack_done(i:AttrDict)->AttrDict|None:
 def _stack_fit(i:AttrDict)->AttrDict:
     "Features of the labelled slices that have OOF predictions of every run, the cross-fitted level 2 and its report"
     t0, rs = time.time(), i.rs
-    log.info(f"[level2] {len(rs)} level-1 run(s): {', '.join(r.name for r in rs)}; k={i.s.k}")
+    log.info(f"[level2] {len(rs)} level-1 run(s): {', '.join(r.name for r in rs)}; k={i.s.k}; calibration: {i.method}")
     x = slice_features(i.train, [r.oof for r in rs], i.s.k)
     has = np.logical_and.reduce([i.train['ID'].isin(r.oof['ID']).to_numpy() for r in rs])
     if not has.any(): raise ValueError("no labelled slice has out-of-fold predictions from every run")
@@ -480,7 +498,7 @@ def _stack_fit(i:AttrDict)->AttrDict:
     log.info(f"[level2] features: {x.shape[1]} columns x {len(x)} rows ({time.time()-t0:.1f} s)")
     fit = fit_level2(x, y, folds, i.s)
     preds = {r.name: r.oof.set_index('ID').loc[tr['ID'], LABELS].to_numpy() for r in rs}  # the same rows for every set
-    preds.update({'L1 average': x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64), 'level 2': fit.oof,
+    preds.update({'L1 average': x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64), 'LightGBM': fit.oof,
                   'prior baseline': oof_prior(y, folds)})
     return AttrDict(fit=fit, report=report_table(y, preds), tr=tr, folds=folds, prior=y.mean(0), features=list(x.columns),
                     n_used=int(has.sum()))
@@ -511,12 +529,13 @@ def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
           models:Path|str|None=None, # Level-1 runs (default: per dataset)
           k:int|None=None, # Neighbour slices on each side (`[level2] k`)
           runs:list|str|None=None, # Level-1 run names (default: every run in `models`)
-          out:Path|str|None=None, # Level-2 outputs (default: `models/level2`; the submission goes beside it)
+          out:Path|str|None=None, # Level-2 outputs and its `submission.csv` (default: `models/level2`)
           force:bool=False, # Redo even when the inputs are unchanged
+          calibrate:str|None=None, # Calibration of the level-1 runs: platt, temperature, none (`[calibrate] method`)
           **params # LightGBM and level-2 settings over `[level2]` (e.g. `n_rounds=100`)
          )->AttrDict:
     "Stage 4: features, cross-fitted LightGBM per label, report, test predictions and the validated `submission.csv`"
-    i = _stack_inputs(data, work, models, k, runs, out, params)
+    i = _stack_inputs(data, work, models, k, runs, out, params, calibrate)
     if not force and (done := _stack_done(i)) is not None: return done
     t0 = time.time()
     f = _stack_fit(i)
@@ -524,10 +543,11 @@ def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
     res = _stack_write(i, f, pt)
     rep = f.report
     save_level2(f.fit, i.out, dict(runs=[r.name for r in i.rs], k=int(i.s.k), features=f.features, n_train=int(len(i.train)),
-                                   n_used=f.n_used, n_test=int(len(i.test)), n_filled=res.n_filled, fingerprint=i.fp,
+                                   n_used=f.n_used, n_test=int(len(i.test)), n_filled=res.n_filled, fingerprint=i.fp, calibrate=i.method,
+                                   calibration={r.name: r.calibration and dict(method=r.method, all=r.calibration.params['all']) for r in i.rs},
                                    weighted=rep.set_index('model')['weighted'].to_dict(), seconds=round(time.time()-t0, 1)))
     w = rep.set_index('model')['weighted']
-    log.info(f"[level2] weighted log loss: L1 average {w['L1 average']:.4f}, level 2 {w['level 2']:.4f}, prior {w['prior baseline']:.4f}")
+    log.info(f"[level2] weighted log loss: L1 average {w['L1 average']:.4f}, LightGBM {w['LightGBM']:.4f}, prior {w['prior baseline']:.4f}")
     log.info(f"[level2] submission {i.sub}: {res.rows} rows, valid ({time.time()-t0:.1f} s)")
     return AttrDict(report=rep, submission=i.sub, dir=i.out, skipped=False, fit=f.fit, test=pt,
                     oof=f.tr[['ID']].assign(**dict(zip(LABELS, f.fit.oof.T))))
@@ -627,15 +647,17 @@ def bench_stack(n_rows:int=752_803, # Slices (752,803 = the full stage-2 train s
 @call_parse
 def ihd_stack(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings.ini)
               work:str=None, # Stage 0's tables (default: per dataset)
-              models:str=None, # Level-1 runs; level 2 writes `level2/` and `submission.csv` here
+              models:str=None, # Level-1 runs; level 2 writes `level2/` (with its `submission.csv`) here
               k:int=None, # Neighbour slices on each side (`[level2] k`)
               runs:str=None, # Comma-separated level-1 run names (default: every run)
               n_rounds:int=None, # LightGBM rounds (`[level2] n_rounds`)
+              calibrate:str=None, # Level-1 calibration: platt, temperature or none (`[calibrate] method`)
+              seed:int=None, # LightGBM's seed (`[level2] seed`)
               force:store_true=False # Redo even when the inputs are unchanged
              ):
-    "Stage 4: level-2 LightGBM stacker over the level-1 runs, report and validated submission"
+    "Stage 4: level-2 LightGBM stacker over the (calibrated) level-1 runs, report and validated submission"
     res = stack(data, work, models, k=k, runs=[o.strip() for o in runs.split(',')] if runs else None,
-                n_rounds=n_rounds, force=force)
+                n_rounds=n_rounds, force=force, calibrate=calibrate, seed=seed)
     print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
 
 # %% ../nbs/04a_level2.ipynb #de88409f

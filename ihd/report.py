@@ -12,8 +12,10 @@ from matplotlib import pyplot as plt
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
 from sklearn.metrics import roc_curve, roc_auc_score
-from .core import (LABELS, SUBTYPES, STAGES, label_log_loss, weighted_log_loss, prior_baseline, data_root, work_dir,
-                      models_dir, require, atomic_path, write_text, level1_runs, fold_dirs, level2_dir)
+from .core import (LABELS, SUBTYPES, LABEL_WEIGHTS, STAGES, STAGE4_DIRS, stage_of, label_log_loss, weighted_log_loss,
+                      prior_baseline, data_root, work_dir, models_dir, require, atomic_path, write_text, level1_runs,
+                      fold_dirs, fold_of, level2_dir)
+from .calibrate import calibration_curve, load_calibration, calibrate_frame
 from .pixels import Recipe, preprocess
 from .cache import SliceCache
 
@@ -21,8 +23,9 @@ log = logging.getLogger('ihd.report')  # not __name__: that is '__main__' when t
 
 
 # %% auto #0
-__all__ = ['log', 'metrics_table', 'md_table', 'plot_roc', 'calibration_table', 'plot_calibration', 'pick_examples',
-           'slice_title', 'plot_montage', 'collect_predictions', 'load_examples', 'build_report', 'ihd_report']
+__all__ = ['log', 'STAGE4_NAMES', 'metrics_table', 'md_table', 'plot_roc', 'plot_calibration', 'plot_calibration_runs',
+           'pick_examples', 'slice_title', 'plot_montage', 'collect_predictions', 'stage4_table', 'load_examples',
+           'build_report', 'ihd_report']
 
 # %% ../nbs/04d_report.ipynb #f06a738b
 def metrics_table(y, # (n, 6) targets
@@ -77,18 +80,6 @@ def plot_roc(y, # (n, 6) targets
     fig.suptitle(title); fig.tight_layout()
     return fig
 
-# %% ../nbs/04d_report.ipynb #41d3a33c
-def calibration_table(y, # targets (any shape)
-                      p, # probabilities, same shape
-                      n_bins:int=10 # Number of quantile bins
-                     )->pd.DataFrame:
-    "Mean prediction, observed rate and count per quantile bin of `p`"
-    y, p = np.asarray(y, dtype=np.float64).ravel(), np.asarray(p, dtype=np.float64).ravel()
-    edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins+1)))
-    b = np.clip(np.searchsorted(edges, p, side='right')-1, 0, max(len(edges)-2, 0))
-    df = pd.DataFrame(dict(bin=b, p=p, y=y)).groupby('bin').agg(mean_pred=('p', 'mean'), observed=('y', 'mean'), n=('y', 'size'))
-    return df.reset_index(drop=True)
-
 # %% ../nbs/04d_report.ipynb #e8016d55
 def plot_calibration(y, # (n, 6) targets
                      preds:dict, # name -> (n, 6) probabilities
@@ -100,10 +91,41 @@ def plot_calibration(y, # (n, 6) targets
     for ax, (sub, sel) in zip(axs, [('all 6 labels pooled', slice(None)), ("'any'", slice(5, 6))]):
         ax.plot([0, 1], [0, 1], ls=':', c='grey', lw=1, label='perfect')
         for name, p in preds.items():
-            ct = calibration_table(y[:, sel], np.asarray(p)[:, sel], n_bins)
+            ct = calibration_curve(y[:, sel], np.asarray(p)[:, sel], n_bins)
             ax.plot(ct.mean_pred, ct.observed, marker='o', lw=1.5, label=name)
         ax.set(title=sub, xlabel='mean predicted probability', ylabel='observed rate', xlim=(0, 1), ylim=(0, 1))
         ax.legend(loc='upper left', fontsize=8)
+    fig.suptitle(title); fig.tight_layout()
+    return fig
+
+# %% ../nbs/04d_report.ipynb #bf456317
+def _reliability(ax, y, preds:dict, n_bins:int, pooled:bool):
+    "Curves of `preds` (label -> (n, 6)) on one axis: `any`, or the 6 labels pooled with the metric's weights"
+    ax.plot([0, 1], [0, 1], ls=':', c='grey', lw=1, label='perfect')
+    sel = slice(None) if pooled else slice(5, 6)
+    w = np.broadcast_to(LABEL_WEIGHTS, y.shape)[:, sel]
+    for kind, p in preds.items():
+        p = np.asarray(p, np.float64)
+        ct = calibration_curve(y[:, sel], p[:, sel], n_bins, w)
+        ll = weighted_log_loss(y, p) if pooled else label_log_loss(y, p)[5]
+        ax.plot(ct.mean_pred, ct.observed, marker='o', lw=1.5, ls='--' if kind == 'raw' else '-', label=f'{kind}: log loss {ll:.4f}')
+    ax.set(xlabel='mean predicted probability', ylabel='observed rate', xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc='upper left', fontsize=8)
+
+def plot_calibration_runs(y, # (n, 6) targets
+                          raw:dict, # run name -> (n, 6) raw level-1 probabilities
+                          calibrated:dict, # run name -> (n, 6) calibrated probabilities (runs without one: absent)
+                          n_bins:int=10, # Quantile bins per curve
+                          title:str='Level-1 runs before and after calibration (out-of-fold)')->plt.Figure:
+    "Per run, reliability curves raw and calibrated: `any`, and the 6 labels pooled with the metric's weights"
+    y = np.asarray(y, np.float64)
+    fig, axs = plt.subplots(len(raw), 2, figsize=(11, 4.6*len(raw)), squeeze=False)
+    for row, name in zip(axs, raw):
+        ps = {'raw': raw[name], **({'calibrated': calibrated[name]} if name in calibrated else {})}
+        for ax, pooled in zip(row, (False, True)):
+            _reliability(ax, y, ps, n_bins, pooled)
+            what = "6 labels, weighted like the metric" if pooled else "'any'"
+            ax.set_title(f"{name}\n{what}" + ('' if name in calibrated else ' (no calibration)'), fontsize=9)
     fig.suptitle(title); fig.tight_layout()
     return fig
 
@@ -154,31 +176,72 @@ def plot_montage(images:list, # uint8 (sz, sz, C) arrays; 3+ channels shown as R
     return fig
 
 # %% ../nbs/04d_report.ipynb #74f78a4f
+STAGE4_NAMES = dict(level2='LightGBM', sequence='sequence', blend='blend')  # stage-4 folder -> its row in the tables
+
 def _read_oof(files)->pd.DataFrame:
     df = pd.concat([pd.read_parquet(f, columns=['ID']+LABELS) for f in files], ignore_index=True)
     return df.drop_duplicates('ID').reset_index(drop=True)
 
+def _run_oof(run:Path)->AttrDict:
+    "A run's raw OOF and, when its `calibration.json` is usable, the calibrated one (else `None` and why)"
+    parts = {fold_of(d): d/'oof.parquet' for d in fold_dirs(run) if (d/'oof.parquet').is_file()}
+    raw = _read_oof(list(parts.values()))
+    if not (run/'calibration.json').is_file(): return AttrDict(raw=raw, cal=None, how='raw: no calibration.json')
+    try:
+        c = load_calibration(run)
+        if c['method'] == 'none': return AttrDict(raw=raw, cal=None, how='raw: calibration method none')
+        if c.get('n') != len(raw): raise ValueError(f"fitted on {c.get('n')} OOF rows, the run has {len(raw)}: stale")
+        cal = pd.concat([calibrate_frame(_read_oof([f]), c['params']['folds'][str(k)]) for k, f in parts.items()],
+                        ignore_index=True).drop_duplicates('ID')
+    except (ValueError, KeyError) as e:
+        warnings.warn(f"{run/'calibration.json'} not used: {e}"); return AttrDict(raw=raw, cal=None, how=f'raw: calibration not usable: {e}')
+    choice = f" ({', '.join(f'{_SHORT[l]} {m}' for l, m in c['choice'].items())})" if c['method'] == 'auto' and c.get('choice') else ''
+    return AttrDict(raw=raw, cal=cal, how=f"{c['method']}-calibrated{choice}")
+
+def _average(frames:dict)->pd.DataFrame:
+    "The plain mean of aligned `ID` + LABELS frames"
+    fs = list(frames.values())
+    return fs[0][['ID']].assign(**{l: np.mean([f[l].to_numpy() for f in fs], 0) for l in LABELS})
+
 def collect_predictions(work:Path|str, # Stage-0 folder with `train.parquet` (labels, folds)
-                        models:Path|str # Folder of the level-1 runs and `level2/`
+                        models:Path|str # Folder of the level-1 runs and stage 4's folders
                        )->AttrDict:
-    "Labels and out-of-fold predictions (ID + LABELS frames, same rows) of each run, the level-1 average and level 2"
+    "Labels and aligned OOF predictions (`ID` + LABELS): runs as stacked, raw and calibrated, level-1 averages, stage-4 steps"
     work, models = Path(work), Path(models)
     y = pd.read_parquet(require(work/'train.parquet', 0, 'labels'), columns=['ID']+LABELS+['fold'])
-    runs = {r.name: fs for r in level1_runs(models) if (fs := [d/'oof.parquet' for d in fold_dirs(r) if (d/'oof.parquet').is_file()])}
+    runs = {r.name: _run_oof(r) for r in level1_runs(models) if any((d/'oof.parquet').is_file() for d in fold_dirs(r))}
     if not runs:
         s = STAGES[3]
         raise FileNotFoundError(f"no level-1 out-of-fold predictions under {models}: run `{s.command}` first (stage {s.n}, nbs/{s.nb}.ipynb)")
-    preds = {k: _read_oof(v) for k,v in runs.items()}
-    ids = set(y.ID)
-    for p in preds.values(): ids &= set(p.ID)
-    if (level2_dir(models)/'oof.parquet').is_file():
-        preds['level 2'] = _read_oof([level2_dir(models)/'oof.parquet']); ids &= set(preds['level 2'].ID)
+    st4 = {n: _read_oof([level2_dir(models, s)/'oof.parquet']) for s, n in STAGE4_NAMES.items() if (level2_dir(models, s)/'oof.parquet').is_file()}
+    ids = set(y.ID).intersection(*[set(r.raw.ID) for r in runs.values()], *[set(p.ID) for p in st4.values()])
     order = [i for i in y.ID if i in ids]
-    al = {k: p.set_index('ID').loc[order, LABELS].reset_index() for k,p in preds.items()}
-    l1 = [k for k in al if k != 'level 2']
-    avg = al[l1[0]][['ID']].assign(**{l: np.mean([al[k][l].to_numpy() for k in l1], 0) for l in LABELS})
-    al = {**{k: al[k] for k in l1}, 'L1 average': avg, **({'level 2': al['level 2']} if 'level 2' in al else {})}
-    return AttrDict(y=y.set_index('ID').loc[order].reset_index(), y_train=y, preds=al, runs=l1)
+    def al(p): return p.set_index('ID').loc[order, LABELS].reset_index()
+    raw = {k: al(r.raw) for k, r in runs.items()}
+    cal = {k: al(r.cal) for k, r in runs.items() if r.cal is not None}
+    used = {k: cal.get(k, raw[k]) for k in raw}
+    preds = {**used, 'L1 average': _average(used), **({'L1 average (raw)': _average(raw)} if cal else {}),
+             **{k: al(p) for k, p in st4.items()}}
+    return AttrDict(y=y.set_index('ID').loc[order].reset_index(), y_train=y, preds=preds, raw=raw, calibrated=cal,
+                    runs=list(raw), how={k: r.how for k, r in runs.items()}, stage4=list(st4))
+
+# %% ../nbs/04d_report.ipynb #44f055cc
+def stage4_table(models:Path|str # A models folder
+                )->AttrDict:
+    "Stage 4's side-by-side table (`table`, or `None`), the files it came from (`sources`) and a note per missing step"
+    f = {s: level2_dir(models, s)/'report.csv' for s in STAGE4_DIRS}
+    have = [s for s in STAGE4_DIRS if f[s].is_file()]
+    notes = [f"No {'LightGBM stacker' if s == 'level2' else s + ' step'}: {f[s]} is absent (run `{stage_of(s).command}`, "
+             f"nbs/{stage_of(s).nb}.ipynb)." for s in STAGE4_DIRS if s not in have]
+    src = ['blend'] if 'blend' in have else [s for s in ('level2', 'sequence') if s in have]
+    if not src: return AttrDict(table=None, sources=[], notes=notes)
+    tab = pd.concat([pd.read_csv(f[s]) for s in src], ignore_index=True).drop_duplicates('model').reset_index(drop=True)
+    first = tab['model'].eq('prior baseline')
+    tab = pd.concat([tab[first], tab[~first]], ignore_index=True)
+    if 'n' in tab and tab['n'].nunique() > 1:
+        notes.append(f"The rows were computed on different numbers of slices ({', '.join(map(str, sorted(tab['n'].unique())))}): "
+                     "compare them with care.")
+    return AttrDict(table=tab, sources=[f[s] for s in src], notes=notes)
 
 # %% ../nbs/04d_report.ipynb #0a4e0096
 def _example_recipe(models:Path)->Recipe:
@@ -246,31 +309,55 @@ def _save_fig(fig, path:Path):
     with atomic_path(path) as t: fig.savefig(t, dpi=90)
     plt.close(fig)
 
+def _stage4_parts(models:Path)->list:
+    "Report parts of stage 4's side-by-side table, with a note for each step that did not run"
+    st = stage4_table(models)
+    parts = [('h2', 'Stage 4: every model side by side (out-of-fold log loss)')] + [('p', n) for n in st.notes]
+    if st.table is not None:
+        parts += [('p', f"From {', '.join(str(f) for f in st.sources)}; weighted is the competition metric."), ('table', st.table)]
+    return parts
+
+def _calibration_parts(cp:AttrDict, out:Path)->list:
+    "Report parts of the level-1 calibration (a table raw vs calibrated, the curves); writes `calibration_runs.png`"
+    y = cp.y[LABELS].to_numpy()
+    t = pd.DataFrame([dict(run=k, calibration=cp.how[k], raw=weighted_log_loss(y, cp.raw[k][LABELS].to_numpy()),
+                           calibrated=weighted_log_loss(y, cp.calibrated[k][LABELS].to_numpy()) if k in cp.calibrated else np.nan)
+                      for k in cp.runs])
+    _save_fig(plot_calibration_runs(y, {k: v[LABELS].to_numpy() for k, v in cp.raw.items()},
+                                    {k: v[LABELS].to_numpy() for k, v in cp.calibrated.items()}), out/'calibration_runs.png')
+    return [('h2', 'Calibration of the level-1 runs, before and after'),
+            ('p', 'Out-of-fold weighted log loss of each run as level 1 wrote it and as stage 4 stacks it (each fold '
+                  'calibrated by maps fitted on the other folds). NaN: the run has no calibration.'), ('table', t),
+            ('img', 'calibration_runs.png')]
+
 def _metric_parts(cp:AttrDict, models:Path, out:Path)->list:
     "Report parts of the metrics (stage 4's table, `metrics.csv`), ROC curves and calibration; writes their files"
-    y, P = cp.y[LABELS].to_numpy(), {k: v[LABELS].to_numpy() for k,v in cp.preds.items()}
-    parts, rep = [], level2_dir(models)/'report.csv'
-    if rep.is_file(): parts += [('h2', 'Metrics per model and level (stage 4 report)'), ('table', pd.read_csv(rep))]
+    y, P = cp.y[LABELS].to_numpy(), {}
+    for k, v in cp.preds.items():  # each calibrated run followed by its raw output
+        P[k] = v[LABELS].to_numpy()
+        if k in cp.calibrated: P[f'{k} (raw)'] = cp.raw[k][LABELS].to_numpy()
     mt = metrics_table(y, P, folds=cp.y['fold'].to_numpy())
     with atomic_path(out/'metrics.csv') as t: mt.to_csv(t, index=False)
-    parts += [('h2', 'Out-of-fold log loss and AUC per model, against the prior-only baseline'),
-              ('p', 'Weighted log loss is the competition metric (any x2, clipped at 1e-6); lower is better. '
-                    'mean_auc averages the labels that have positives.'), ('table', mt)]
-    curves = {k: P[k] for k in ('L1 average', 'level 2') if k in P}
+    parts = _stage4_parts(models) + [
+        ('h2', 'Out-of-fold log loss and AUC per model, against the prior-only baseline'),
+        ('p', 'Weighted log loss is the competition metric (any x2, clipped at 1e-6); lower is better. '
+              'mean_auc averages the labels that have positives. Runs are shown as stage 4 stacks them, and raw.'), ('table', mt)]
+    curves = {k: P[k] for k in ('L1 average', *STAGE4_NAMES.values()) if k in P}
     _save_fig(plot_roc(y, curves), out/'roc.png'); _save_fig(plot_calibration(y, curves), out/'calibration.png')
-    return parts + [('h2', 'ROC curves per label'), ('img', 'roc.png'), ('h2', 'Calibration'), ('img', 'calibration.png')]
+    return parts + [('h2', 'ROC curves per label'), ('img', 'roc.png')] + _calibration_parts(cp, out) + [
+        ('h2', 'Calibration of the final models'), ('img', 'calibration.png')]
 
 def _example_parts(cp:AttrDict, out:Path, n_examples:int, load_images)->list:
-    "Report parts of the example montage (best predictions: level 2, else the level-1 average); writes `montage.png`"
-    which = 'level 2' if 'level 2' in cp.preds else 'L1 average'
+    "Report parts of the example montage (the last stage present: blend, sequence, LightGBM, else the level-1 average)"
+    which = next((k for k in ('blend', 'sequence', 'LightGBM') if k in cp.preds), 'L1 average')
     best, parts = cp.preds[which], []
     ids = pick_examples(cp.y, best, n_examples)
     ok = [(i, im) for i, im in zip(ids, load_images(ids)) if im is not None]
     yi, pi = cp.y.set_index('ID'), best.set_index('ID')
     if ok:
         _save_fig(plot_montage([im for _, im in ok], [slice_title(i, yi.loc[i], pi.loc[i]) for i, _ in ok]), out/'montage.png')
-        parts += [('h2', 'Example slices: true labels and predicted probabilities ('
-                   + ('level 2' if which == 'level 2' else 'level-1 average') + ')'), ('img', 'montage.png')]
+        parts += [('h2', f"Example slices: true labels and predicted probabilities ({which if which != 'L1 average' else 'level-1 average'})"),
+                  ('img', 'montage.png')]
     if len(ok) < len(ids): parts.append(('p', f'{len(ids)-len(ok)} example slice(s) could not be loaded from the cache or DICOM.'))
     return parts
 
@@ -287,7 +374,8 @@ def build_report(data:Path|str|None=None, # Kaggle-layout root (for decoding exa
     cp = collect_predictions(work, models)
     parts = [('h1', f'ihd report: {data_root(data).name}'),
              ('p', f'{len(cp.y)} labelled slices with out-of-fold predictions from {len(cp.runs)} level-1 run(s): '
-                   f'{", ".join(cp.runs)}' + ('; level 2 present.' if 'level 2' in cp.preds else '; no level 2.'))]
+                   + '; '.join(f'{k} ({cp.how[k]})' for k in cp.runs) + '. Stage 4: '
+                   + (', '.join(cp.stage4) if cp.stage4 else 'no step has out-of-fold predictions') + '.')]
     parts += _metric_parts(cp, models, out)
     parts += _example_parts(cp, out, n_examples, load_images or (lambda i: load_examples(i, work, models, data)))
     write_text(_md(parts), out/'report.md'); write_text(_html(parts), out/'report.html')
