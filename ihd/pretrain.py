@@ -31,6 +31,8 @@ def pretrain_config(**overrides # Values that win over settings [pretrain]; `Non
     "Settings `[pretrain]` with every override that is not `None`"
     cfg = merge_settings('pretrain', **overrides)
     if cfg.get('size') not in ('tiny', 'demo', 'bench'): raise ValueError(f"synthetic size {cfg.get('size')!r}: expected tiny, demo or bench")
+    for k in ('sz', 'epochs', 'seed', 'n_folds', 'holdout', 'score_folds'):
+        if type(cfg.get(k)) is not int: raise ValueError(f"[pretrain] {k} = {cfg.get(k)!r}: expected a whole number")
     return cfg
 
 # %% ../nbs/03d_pretrain.ipynb #1dbd0bcf
