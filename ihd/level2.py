@@ -12,6 +12,7 @@ from fastcore.script import call_parse, store_true
 from .core import (LABELS, read_long, CLIP, label_log_loss, weighted_log_loss, folds_hash, merge_settings,
                       kaggle_layout, work_dir, models_dir, require, atomic_path, write_json, level1_runs, fold_dirs,
                       fold_of, level2_dir, STAGES)
+from .tables import as_seed
 from .calibrate import calibration_method, calibrate_run, calibrate_frame
 
 log = logging.getLogger('ihd.level2')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -219,9 +220,7 @@ _NOT_LGB = ('k', 'n_rounds', 'init_from_l1', 'early_stopping')
 def level2_params(**overrides)->AttrDict:
     "`settings.ini`'s `[level2]` (the only defaults) with `overrides` (None values ignored); the seed must be an integer"
     s = merge_settings('level2', **overrides)
-    sd = s.get('seed')
-    if sd is not None and (isinstance(sd, bool) or not isinstance(sd, (int, np.integer))):
-        raise ValueError(f"[level2] seed must be an integer, got {sd!r}")
+    if s.get('seed') is not None: s['seed'] = as_seed(s['seed'], 'the level-2 seed')
     return s
 
 # %% ../nbs/04a_level2.ipynb #3974dcd0
