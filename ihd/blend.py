@@ -131,7 +131,7 @@ def cross_fit(y, # (n, 6) labels
         oof[~tr] = mix([p[~tr] for p in preds], fw[int(f)], space)
     return AttrDict(oof=oof, fold_weights=fw, weights=fit_weights(y, preds, grid, space))
 
-# %% ../nbs/04c_blend.ipynb #d0210c2b
+# %% ../nbs/04c_blend.ipynb #74671335
 def choose(report:pd.DataFrame, # `ihd.level2.report_table`'s output (rows named like `LEVELS`' values)
            candidates # Levels that may be chosen (keys of `LEVELS`), in order of preference on ties
           )->str:
@@ -144,12 +144,12 @@ def choose(report:pd.DataFrame, # `ihd.level2.report_table`'s output (rows named
     if not have: raise ValueError(f"none of the candidates {cands} has a row in the report (rows: {list(w.index)})")
     return min(have, key=lambda c: w[LEVELS[c]])
 
-# %% ../nbs/04c_blend.ipynb #a1d34a92
+# %% ../nbs/04c_blend.ipynb #88df6695
 def blend_params(**overrides)->AttrDict:
     "`settings.ini`'s `[blend]` (the only defaults) with `overrides` (None values ignored)"
     return merge_settings('blend', **overrides)
 
-# %% ../nbs/04c_blend.ipynb #d011173b
+# %% ../nbs/04c_blend.ipynb #adf407aa
 def _tables(work:Path)->tuple:
     "Stage 0's train and test tables"
     train, test = [pd.read_parquet(require(work/f'{n}.parquet', 0, 'stage-0 table')) for n in ('train', 'test')]
@@ -188,7 +188,7 @@ def _blend_inputs(data, work, models, runs, out, params)->AttrDict:
     return AttrDict(sample_csv=sample_csv, s=s, out=out, models=models, sub=out.parent/'submission.csv', train=train, test=test, steps=steps,
                     missing=[k for k in STEPS if k not in steps], rs=rs, fp=fp)
 
-# %% ../nbs/04c_blend.ipynb #adf407aa
+# %% ../nbs/04c_blend.ipynb #211847b9
 def _blend_fit(i:AttrDict)->AttrDict:
     "The report rows on the labelled slices every step and run predicts, the cross-fitted blend and the choice"
     have = set.intersection(*[set(st.oof.ID) for st in i.steps.values()], *[set(r.oof.ID) for r in i.rs])
@@ -221,7 +221,7 @@ def _blend_test(i:AttrDict, f:AttrDict)->dict:
     res['level1'] = pd.DataFrame(l1, columns=LABELS).assign(ID=t_ids)
     return {k: v[['ID'] + LABELS] for k, v in res.items()}
 
-# %% ../nbs/04c_blend.ipynb #211847b9
+# %% ../nbs/04c_blend.ipynb #286ad28f
 def _weights_json(i:AttrDict, f:AttrDict)->dict:
     "The blend's weights as JSON: per label `{step: weight}`, fitted on every OOF row and per held-out fold"
     if f.fit is None: return {}
@@ -253,7 +253,7 @@ def _blend_write(i:AttrDict, f:AttrDict, tests:dict)->AttrDict:
     if fill: log.info(f"[blend] {len(fill)} sample images without a prediction get the training prior (listed in {out/'filled.csv'})")
     return AttrDict(write_submission(tests[ch], i.sample_csv, i.sub, fill=f.prior), n_filled=len(fill))
 
-# %% ../nbs/04c_blend.ipynb #286ad28f
+# %% ../nbs/04c_blend.ipynb #ed32449a
 def _stat(f:Path)->list: return [f.stat().st_size, f.stat().st_mtime_ns]
 
 def _blend_done(i:AttrDict)->AttrDict|None:
@@ -274,7 +274,7 @@ def _say(i:AttrDict, f:AttrDict):
                  ', '.join(f"{l} {'/'.join(f'{v:.2f}' for v in f.fit.weights[j])}" for j, l in enumerate(LABELS)))
     log.info(f"[blend] choice: {LEVELS[f.choice]} (lowest weighted OOF log loss of {', '.join(LEVELS[c] for c in listify(i.s.candidates) if LEVELS[c] in w)})")
 
-# %% ../nbs/04c_blend.ipynb #ed32449a
+# %% ../nbs/04c_blend.ipynb #ff50e4a0
 def blend(data:Path|str|None=None, # Kaggle-layout root (for the sample submission)
           work:Path|str|None=None, # Stage 0's tables (default: per dataset)
           models:Path|str|None=None, # Level-1 runs and stage 4's folders (default: per dataset)
@@ -302,7 +302,7 @@ def blend(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
     return AttrDict(report=rep, submission=i.sub, dir=i.out, skipped=False, choice=f.choice, fit=f.fit, test=tests[f.choice],
                     missing=i.missing)
 
-# %% ../nbs/04c_blend.ipynb #d2e5eedc
+# %% ../nbs/04c_blend.ipynb #4d745a8d
 _NO_BLEND = ('level2', 'sequence', 'level1')   # preference without `blend.json`
 
 def _preference(meta:dict|None)->list:
@@ -342,7 +342,7 @@ def apply_blend(preds:dict, # level -> predictions (`ID` + `LABELS`) of the same
            f"stage 4 chose {LEVELS[choice]}, which needs {', '.join(LEVELS[k] for k in (meta['steps'] if choice == 'blend' else [choice]) if k not in have)} (absent here): applied {LEVELS[lv]}, the best of the others out of fold")
     return AttrDict(pred=pd.DataFrame(p, columns=LABELS).assign(ID=ids)[['ID'] + LABELS], level=lv, choice=choice, note=note)
 
-# %% ../nbs/04c_blend.ipynb #a37be1b4
+# %% ../nbs/04c_blend.ipynb #89502736
 @call_parse
 def ihd_blend(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings.ini)
               work:str=None, # Stage 0's tables (default: per dataset)
