@@ -8,6 +8,7 @@ import os, io, json, math, time, tempfile, warnings
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 import numpy as np, pandas as pd
+from scipy.ndimage import zoom, correlate1d
 import pydicom
 from pydicom import config as dcm_config
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -40,7 +41,7 @@ _BASE = dict(
     p_intercept1000=.1,            # 12-bit series with RescaleIntercept -1000
     p_pad1024=.25,                 # 16-bit series padded with -1024 (else -2000) outside the scan circle
     p_slope_text=.2,               # series with RescaleSlope written '1.0' or '1.000000' (else '1')
-    noise=[3., 6.],                # HU noise sigma
+    noise=[2.5, 5.],               # HU noise of a pixel (correlated over ~1 mm, like CT's)
     n_quirk=2,                     # series with the 12-bit RescaleIntercept quirk (1st train, 2nd test, ...)
     n_corrupt=1,                   # truncated train files
     n_dup_rows=4,                  # exact duplicate rows in the label CSV
@@ -59,8 +60,9 @@ def _hex(rng, n, used):
         s = 'ID_' + ''.join(rng.choice(list('0123456789abcdef'), n))
         if s not in used: used.add(s); return s
 
-_BLEED_T = dict(epidural=(.3, .85), subdural=(.28, .88), subarachnoid=(.15, .8), intraparenchymal=(.3, .8),
-                intraventricular=(.46, .64))  # where each subtype's run is centred, as a share of head height
+_BLEED_T = dict(epidural=(.25, .9), subdural=(.2, .92), subarachnoid=(.18, .85), intraparenchymal=(.14, .82),
+                intraventricular=(.48, .66))  # where each subtype's run is centred, as a share of head height (real ones reach
+                                              # the middle and posterior fossae)
 
 def _bleeds(rng, subs, n, prm):
     "Bleed specs for subtypes `subs` in a series of `n` slices"
@@ -70,9 +72,27 @@ def _bleeds(rng, subs, n, prm):
         L = int(np.clip(round(rng.uniform(*prm['run_frac'])*n), 2, n))
         if s == 'intraventricular': L = min(L, max(2, round(.18*n)))
         out.append(dict(kind=s, tc=float(rng.uniform(lo, hi)), L=L, th0=float(rng.uniform(-np.pi, np.pi)),
-                        hu=float(rng.uniform(60, 80)), u=float(rng.uniform(0, 1)), w=float(rng.uniform(0, 1)),
-                        psi=float(rng.uniform(0, 2*np.pi))))
+                        hu=float(rng.uniform(55, 85)), u=float(rng.uniform(0, 1)), w=float(rng.uniform(0, 1)),
+                        psi=float(rng.uniform(0, 2*np.pi)), site=float(rng.uniform(0, 1))))
     return out
+
+def _anatomy(pid:str)->dict:
+    "Per-patient anatomy, drawn from the patient ID (both studies of a patient share it; the master generator is not used)"
+    r = np.random.default_rng(int(pid[3:], 16))
+    atro = float(r.uniform(0, 1)**1.2)                                   # atrophy (most patients are old): wider CSF spaces
+    return dict(atrophy=atro, cortex=float(r.uniform(3, 4.2)), gyrus=float(r.uniform(10, 13.5)),
+                sdepth=float(r.uniform(10, 17)), scalp=float(r.uniform(3.5, 6.5)), fat=float(r.uniform(1, 3.5)),
+                skull=float(r.uniform(5.5, 8)), temporalis=float(r.uniform(4, 9)), grey=float(r.uniform(35, 40)),
+                white=float(r.uniform(25, 30)), csf=float(r.uniform(2, 9)), bone=float(r.uniform(1450, 1800)),
+                diploe=float(r.uniform(450, 800)), sinus=float(r.uniform(44, 58)), ph=r.uniform(0, 2*np.pi, 6).tolist(),
+                calc=(r.random(4) < [.6, .5, .15, .08]).tolist(), face=float(r.uniform(.92, 1.08)))
+
+def _acquisition(r)->dict:
+    "Per-series acquisition: scanned range, slab thickness, resolution, streaks, table and pose"
+    big = r.random() < .25                                               # some heads lie clearly rotated
+    return dict(t0=float(r.uniform(-.08, .04)), t1=float(r.uniform(.97, 1.08)), thick=float(r.uniform(4.5, 5.5)),
+                psf=float(r.uniform(.45, .65)), streak=float(r.uniform(.5, 1.5)), table=int(r.choice(3, p=[.5, .3, .2])),
+                rot=float(r.uniform(-.45, .45) if big else r.uniform(-.12, .12)))
 
 # %% ../nbs/00b_synth.ipynb #c21cb717
 def _check_params(size, overrides):
@@ -108,12 +128,13 @@ def _draw_split(rng, used, split, prm)->list:
     return sp
 
 def _draw_geometry(s, rng, used, prm, tilted:bool, uneven:bool):
-    "Add slice positions, field of view, noise, window, pose, SOP UIDs and bleeds to series `s` (its own generator)"
+    "Add slice positions, acquisition, noise, window, pose, SOP UIDs, anatomy and bleeds to series `s` (its own generator)"
     r = np.random.default_rng(s['seed'])
     n = s['n']
     tilt = float(r.uniform(*prm['tilt_deg'])*r.choice([-1, 1])) if tilted else 0.
-    height = float(r.uniform(135, 160))*s['head']['scale']
-    t0, t1 = float(r.uniform(.01, .08)), float(r.uniform(.9, .98))
+    height = float(r.uniform(130, 150))*s['head']['scale']
+    acq = _acquisition(r)
+    t0, t1 = acq.pop('t0'), acq.pop('t1')
     gaps = np.full(n - 1, (t1 - t0)*height/(n - 1))
     if uneven: gaps *= np.where(np.arange(n - 1) % 3 == int(r.integers(3)), r.uniform(.6, 1.6, n - 1), 1.)
     z0 = float(r.uniform(-60, 200))
@@ -123,9 +144,9 @@ def _draw_geometry(s, rng, used, prm, tilted:bool, uneven:bool):
              intercept=-1024,
              slope='1',
              window=int(r.choice([30, 36, 40])), quirk=False,
-             offset=[float(r.uniform(-8, 8)), float(r.uniform(-12, 6))], rot=float(r.uniform(-.15, .15)),
+             offset=[float(r.uniform(-8, 8)), float(r.uniform(-12, 6))],
              sop=[_hex(rng, 9, used) for _ in range(n)],
-             bleeds=_bleeds(r, s['subs'], n, prm))
+             bleeds=_bleeds(r, s['subs'], n, prm), anat=_anatomy(s['PatientID']), **acq)
 
 def _draw_encodings(series, rng, prm):
     "Encodings in exact proportions (so that even the tiny set has each), then the slope, pad and intercept variants"
@@ -163,8 +184,31 @@ def make_plan(size:str='demo', # A key of `SIZES`
 # %% ../nbs/00b_synth.ipynb #9da670c1
 def _angdiff(a, b): return np.abs(np.mod(a - np.float32(b) + np.float32(np.pi), np.float32(2*np.pi)) - np.float32(np.pi))
 
+def _ramp(x, w):
+    "Partial volume of an edge: 0 -> 1 linearly over a width `w` (mm) centred on x = 0"
+    return np.clip(x*np.float32(1/w) + np.float32(.5), 0, 1)
+
+def _kernel(sigma):
+    "Normalised 1-D Gaussian taps of `sigma` pixels (None below half a pixel: coarse pixels need no blur)"
+    if sigma < .5: return None
+    x = np.arange(-math.ceil(2.5*sigma), math.ceil(2.5*sigma) + 1)
+    k = np.exp(-x*x/(2*sigma*sigma)); return (k/k.sum()).astype(np.float32)
+
+def _texture(rng, px, cells=12):
+    "A smooth random field (unit spread) of `px` x `px`: noise on a coarse grid, bilinearly enlarged"
+    g = rng.standard_normal((cells + 3, cells + 3)).astype(np.float32)
+    return zoom(g, px/cells, order=1, mode='nearest', grid_mode=True)[:px, :px]
+
+def _table(x, y, s):
+    "Pixels (flat indices) and HU of the patient table, fixed in the image (x right, y down, mm from the centre)"
+    bmax = 76*s['head']['scale']/s['head']['ab'] + s['offset'][1]
+    if s['table'] == 0: m = (np.abs(y - (bmax + 12 + .004*x*x)) < 1.5) & (np.abs(x) < 85)       # a curved cradle
+    elif s['table'] == 1: m = (np.abs(y - (bmax + 16)) < 2.5) & (np.abs(x) < 110)              # a flat board
+    else: m = np.zeros(x.shape, bool)
+    return np.flatnonzero(m), np.float32(180 if s['table'] == 0 else 120)
+
 class _Geom:
-    "Per-series pixel geometry in the head frame (mm), computed once per series"
+    "Per-series pixel geometry in the head frame (mm), and what stays fixed along the series, computed once"
     def __init__(self, s, px):
         self.px, self.ps = px, s['fov']/px
         x = (np.arange(px, dtype=np.float32) - (px - 1)/2)*self.ps
@@ -172,13 +216,19 @@ class _Geom:
         self.c, self.s = math.cos(s['rot']), math.sin(s['rot'])
         self.u, self.v = X*self.c + Y*self.s, -X*self.s + Y*self.c
         self.r, self.th = np.hypot(self.u, self.v), np.arctan2(self.v, self.u)
-        self.c2, self.s2 = np.cos(self.th)**2, np.sin(self.th)**2
-        self.shape = (1 + .025*np.sin(2*self.th + 1.3) + .015*np.sin(3*self.th + .4)).astype(np.float32)
-        vt = s['head']['vent']
-        ph = np.abs(np.sin(19*self.th + 3*vt + 1.4*np.sin(3*self.th + vt) + .7*np.sin(7*self.th)))
-        self.sulc, self.wide = ph < .13, ph < .22
-        self.sdepth = (2 + 7*(.5 + .5*np.sin(5*self.th + 2*vt))*(.5 + .5*np.cos(11*self.th))).astype(np.float32)
-        self.wm = (30 + 2*np.sin(self.u/23 + 1)*np.cos(self.v/31)).astype(np.float32)
+        c2, s2, an, h = np.cos(self.th)**2, np.sin(self.th)**2, s['anat'], s['head']
+        self.lat = np.clip(2*np.sqrt(c2) - 1, 0, 1)**2                          # 1 at the temples, 0 front and back
+        self.post = np.clip(np.sin(self.th), 0, 1)                               # 1 at the occiput
+        shape = 1 + .025*np.sin(2*self.th + an['ph'][0]) + .015*np.sin(3*self.th + an['ph'][1])
+        self.Q = (shape/h['ab']/np.sqrt(c2/h['ab']**2 + s2)).astype(np.float32)  # skin radius / half-width, by angle
+        self.T = (an['skull']*(1 + .25*self.post - .2*self.lat)).astype(np.float32)   # skull thickness, mm
+        self.arc = (self.th*np.float32(62*h['scale'])).astype(np.float32)       # arc length along the cortex, mm
+        mid = np.flatnonzero(np.abs(self.u) < 13)                                # where the midline structures lie
+        self.mid = mid, self.u.flat[mid], self.v.flat[mid]
+        rng = np.random.default_rng(s['seed'] + 2)
+        self.tex = np.stack([_texture(rng, px), _texture(rng, px, 30)])
+        self.k = _kernel(s.get('psf', 0)/self.ps)
+        self.table = _table(X + s['offset'][0], Y + s['offset'][1], s)
         self.off = s['offset']
 
     def box(self, cu, cv, rad):
@@ -188,113 +238,410 @@ class _Geom:
         cl = lambda a: int(min(max(a, 0), self.px))
         return slice(cl(i - h), cl(i + h + 1)), slice(cl(j - h), cl(j + h + 1))
 
-    def ellipse(self, cu, cv, au, av, rot=0.):
-        "Boolean mask of an ellipse in the head frame"
-        m = np.zeros(self.u.shape, bool)
+    def ellipse(self, cu, cv, au, av, rot=0., box=False):
+        "Boolean mask of an ellipse in the head frame (with `box`: the mask inside its box, and the box)"
         b = self.box(cu, cv, max(au, av))
         du, dv = self.u[b] - cu, self.v[b] - cv
         c, s = math.cos(rot), math.sin(rot)
-        m[b] = ((du*c + dv*s)/au)**2 + ((-du*s + dv*c)/av)**2 < 1
+        e = ((du*c + dv*s)/au)**2 + ((-du*s + dv*c)/av)**2 < 1
+        if box: return e, b
+        m = np.zeros(self.u.shape, bool); m[b] = e
         return m
 
-_GREY = 4.5  # mm of grey matter below the CSF layer
+# %% ../nbs/00b_synth.ipynb #28cd1b93
+def _profile(t):
+    "Head width relative to its widest (t = .45) at height t: the neck and face below 0, the vertex closing at 1"
+    if t >= 1: return 0.
+    if t >= .45: return (1 - ((t - .45)/.55)**2.4)**(1/2.4)
+    return math.sqrt(max(0., 1 - (.45 - t)**2))
 
-def _head(G, h, t):
-    "HU of scalp, skull and brain at relative height `t`, the head mask, the intracranial mask, depth below the inner table and the axes"
-    u, v = G.u, G.v
-    prof = math.sqrt(max(.04, 1 - ((t - .42)/.7)**2))
-    a = 74*h['scale']*prof; b = a/h['ab']
-    R = a*b/np.sqrt(b*b*G.c2 + a*a*G.s2)*G.shape
-    d = R - G.r                                        # depth below the skin, mm
-    ts, T = 4., 5. + 3.5*max(0., .35 - t)/.35 + 1.5     # scalp, skull thickness
-    dd = d - (ts + T)                                  # depth below the inner table
-    hu = np.full(u.shape, -1000., np.float32)
-    rest = np.abs(v - (b + 14 + .004*u*u)) < 1.5        # headrest
-    hu[rest & (np.abs(u) < 85)] = 180
-    head = d >= 0
-    hu[head] = 28
-    hu[(d >= 1.5) & (d < 2.8)] = -90                    # subcutaneous fat
-    ic = dd >= 0                                        # intracranial
-    sk = head & (d >= ts) & ~ic
-    hu[sk] = 1450 - 700*np.sin(np.pi*np.clip((d[sk] - ts)/T, 0, 1))
-    g = _GREY
-    hu[ic] = G.wm[ic]                                              # white matter
-    hu[ic & (dd < 1.2 + g)] = 39                                   # grey matter
-    hu[ic & (dd < 1.2)] = 8                                        # CSF layer
-    hu[ic & (dd > .6) & (dd < 1.2 + g + G.sdepth) & G.sulc] = 8           # sulci
-    return hu, AttrDict(head=head, ic=ic, dd=dd, a=a, b=b)
+def _level(s, t):
+    "Outer half-axes (mm) of the head at height `t` averaged over the slab, and how far its edge moves within the slab"
+    A0, dt = 76*s['head']['scale'], .5*s['thick']/s['height']
+    p0, p1 = _profile(t - dt), _profile(t + dt)
+    a = max(.05, A0*(p0 + p1)/2)
+    return a, a/s['head']['ab'], max(.6, A0*abs(p0 - p1)/s['head']['ab'])
 
-def _inner(G, hu, A, h, t):
-    "Draw falx, ventricles, cisterns and skull base into `hu`; add the ventricle and cistern masks to `A`"
-    u, v, ic, dd, a, b = G.u, G.v, A.ic, A.dd, A.a, A.b
-    vf = h['vent']
-    if t > .32: hu[ic & (np.abs(u) < .8) & (dd > 2)] = 44          # falx
-    fv = math.sqrt(max(0., math.sin(math.pi*(t - .4)/.32))) if .4 < t < .72 else 0.
-    vent = np.zeros(u.shape, bool)
-    if fv > 0:
-        for sg in (-1, 1): vent |= G.ellipse(sg*(4 + 3*vf), -4, (2.5 + 2*vf)*fv, 18*fv*(.8 + .2*vf), sg*.28)
-    if .3 < t < .43: vent |= (np.abs(u) < 1.2*vf) & (np.abs(v + 2) < 9)
-    if .1 < t < .25: vent |= G.ellipse(0, .42*b, 5, 3)
-    vent &= ic
-    hu[vent] = 5
-    cis = None
-    if .18 < t < .34:
-        cis = np.zeros(u.shape, bool); bx = G.box(0, 4, 18)
-        cis[bx] = np.abs(np.hypot(u[bx], v[bx] - 4) - 15) < 2.6
-        hu[cis & ic & (np.abs(np.hypot(u, v - 4) - 15) < 1.6)] = 8
-    if t < .22:                                                    # skull base
-        hu[G.ellipse(0, -.72*b, 11, 8) & ic] = -900                # sinus
-        for sg in (-1, 1): hu[G.ellipse(sg*.42*a, .08*b, 3, .2*a, sg*.9) & ic] = 1100   # petrous ridges
-    A.update(vent=vent, cis=cis, fv=fv, vf=vf)
+def _layers(d, sc, T, w, an):
+    "HU of skin, fat, muscle, outer table, diploe and inner table at depth `d` below the skin (CSF below)"
+    f, bone, dip = an['fat'], an['bone'], an['diploe']
+    R = lambda x: _ramp(x, w)
+    return (-1000 + 1045*R(d) - 130*R(d - 1.3) + 125*R(d - 1.3 - f) + (bone - 40)*R(d - sc)
+            + (dip - bone)*R(d - sc - 1.8) + (bone - dip)*R(d - sc - T + 1.6) + (an['csf'] - bone)*R(d - sc - T))
 
-def _bleed_mask(bl, f, alpha, G, hu, A):
-    "Blood mask of bleed `bl` at extent `f` (an intraparenchymal one also draws its oedema rim into `hu`)"
-    u, v, ic, dd, g = G.u, G.v, A.ic, A.dd, _GREY
-    k = bl['kind']
-    if k in ('epidural', 'subdural', 'subarachnoid'):
-        dth = _angdiff(G.th, bl['th0'])
-    if k == 'epidural':
-        hw = (.35 + .25*bl['w'])*(.6 + .4*f)
-        m = ic & (dd < (9 + 9*bl['u'])*f*np.sqrt(np.clip(1 - (dth/hw)**2, 0, 1)))
-    elif k == 'subdural':
-        hw = (.7 + .7*bl['w'])*(.6 + .4*f)
-        m = ic & (dd < (3.5 + 5*bl['u'])*f*np.clip(1 - (dth/hw)**2, 0, 1)**.35)
-    elif k == 'subarachnoid':
-        m = (dth < (.6 + .8*bl['w'])*f) & ic & ((dd < 1.8) | (G.wide & (dd < 1.2 + g + G.sdepth)))
-        if A.cis is not None: m |= A.cis & ic
-    elif k == 'intraparenchymal':
-        rho = .2 + .35*bl['u']
-        cu, cv = rho*A.a*math.cos(bl['th0']), rho*A.b*math.sin(bl['th0'])
-        R0 = (7 + 12*bl['w'])*f
-        bx = G.box(cu, cv, 1.4*R0)
-        m = np.zeros(u.shape, bool)
-        du, dv = u[bx] - cu, v[bx] - cv
-        dist, ang = np.hypot(du, dv), np.arctan2(dv, du)
-        inb = ic[bx] & (dd[bx] > 3)
-        if alpha == 1: hu[bx][inb & (dist < 1.35*R0)] = 19       # oedema rim
-        m[bx] = inb & (dist < R0*(1 + .15*np.sin(3*ang + bl['psi'])))
-    else:  # intraventricular: dependent layering in the posterior horns
-        m = A.vent & (v > -4 + 18*A.fv*(.8 + .2*A.vf)*(.6 - 1.2*bl['w']*f))
-    return m
+def _head(G, s, t):
+    "Table, scalp and skull as layers below the skin (partial volume through the slab); masks and depths in `A`"
+    an = s['anat']
+    a, b, w = _level(s, t)
+    hu = np.full(G.u.shape, -1000., np.float32)
+    hu.flat[G.table[0]] = G.table[1]
+    d = a*G.Q - G.r                                                       # depth below the skin, mm
+    tm = max(0., 1 - abs(t - .3)/.32)                                     # temporalis: skull base to mid-height
+    sc = an['scalp'] + (an['temporalis']*tm)*G.lat
+    T = G.T
+    if t < .2:                                                            # neck muscles, thick occipital bone
+        sc = sc + (24*min(1., max(0., .14 - t)/.16))*G.post**2
+        T = T*(1 + (.8*min(1., (.2 - t)/.15))*G.post)
+    dd = d - sc - T                                                       # depth below the inner table
+    ring = np.flatnonzero((d > -.5*w - 1) & (dd < .5*w + .5))
+    val = _layers(d.flat[ring], sc.flat[ring], T.flat[ring], w, an)
+    hu.flat[ring] = val
+    ic = dd > 0
+    inner = ic.flat[ring]
+    A = AttrDict(head=d > 0, ic=ic, dd=dd, a=a, b=b, ai=a - an['scalp'] - an['skull'], bi=b - an['scalp'] - an['skull'],
+                 w=w, edge=(ring[inner], val[inner] - an['csf']), t=t)
+    return hu, A
 
-def _add_bleeds(hu, s, z, G, A, min_area):
-    "Draw the bleeds of series `s` that reach height `z` into `hu`: their masks and the labels they earn"
+# %% ../nbs/00b_synth.ipynb #ee8e1ae1
+def _bump(t, lo, hi):
+    "0 outside (lo, hi), rising to 1 in the middle (a structure's extent along z)"
+    return math.sqrt(max(0., math.sin(math.pi*(t - lo)/(hi - lo)))) if lo < t < hi else 0.
+
+def _honeycomb(G, m, b, hu, ph, bone=450., air=-900.):
+    "Air cells with bony septa (ethmoid, mastoid) in mask `m` of box `b`"
+    u, v = G.u[b], G.v[b]
+    cells = np.sin(u*1.3 + ph)*np.sin(v*1.1 - ph) + .35*np.sin((u + v)*.7) > -.25
+    hu[b][m] = np.where(cells[m], air, bone)
+
+def _front(t):
+    "Share of the inner front-back axis that the face and orbits take at height `t` (none above the orbital roofs)"
+    return .38*min(1., max(0., (.33 - t)/.09)) + .16*min(1., max(0., (.24 - t)/.14))
+
+def _air_cell(G, hu, A, zone, cu, cv, au, av, bone=700.):
+    "An air sinus with a 2 mm bony wall, inside `zone` (taken out of the intracranial mask)"
+    m, b = G.ellipse(cu, cv, au + 2, av + 2, box=True)
+    m &= zone[b]; hu[b][m] = bone; A.ic[b] &= ~m
+    m, b = G.ellipse(cu, cv, au, av, box=True)
+    hu[b][m & zone[b]] = -950
+
+def _face(G, hu, A, s, t):
+    "In front of the brain below the orbital roofs: orbits (fat, globe, lens), ethmoid, nasal cavity, maxillary sinuses"
+    an, ai, bi, fz = s['anat'], A.ai, A.bi, _front(t)
+    if fz <= 0: return
+    vF = -bi*(1 - fz)
+    zone = A.ic & (G.v < vF)
+    A.ic &= ~zone
+    hu[zone] = 30.
+    hu[(A.dd < 0) & (A.dd > -an['skull'] - 1.5) & (G.v < vF) & (np.abs(G.u) < .7*ai)] = 30   # soft tissue, not skull, in front
+    hu[A.ic & (G.v < vF + 2.5) & (G.v > vF - 1)] = .6*an['bone']          # floor of the anterior fossa
+    go, gm = _bump(t, .15, .33), _bump(t, -.12, .17)
+    e, b = G.ellipse(0, (vF - bi)/2, .13*ai + 3, (vF + bi)/2, box=True)
+    e &= zone[b]
+    if t > .12: _honeycomb(G, e, b, hu, an['ph'][5])                                      # ethmoid
+    else: hu[b][e] = np.where(np.sin(G.v[b][e]*.55 + G.u[b][e]*.15) > -.3, -900, 40)      # nasal cavity, turbinates
+    for sg in (-1, 1):
+        if go:
+            hu[G.ellipse(sg*.4*ai, -bi + 18, 17*go, 21*go, sg*.3) & zone] = -85            # orbital fat
+            hu[G.ellipse(sg*.42*ai, -bi + 11, 11.5*go, 11.5*go) & zone] = 12              # globe
+            if .22 < t < .27: hu[G.ellipse(sg*.42*ai, -bi + 1.5, 4.5, 1.8) & zone] = 110  # lens
+        if gm: _air_cell(G, hu, A, zone, sg*(.13*ai + 19*gm), -bi + 26, 14*gm, 18*gm)     # maxillary sinus
+    hu[zone & (np.abs(G.u) < .8)] = 500                                                    # septum
+    if t < -.02: hu[zone & (np.abs(np.hypot(G.u/(.6*ai), (G.v + bi - 12)/28) - 1) < .12)] = 1700   # alveolar ridge
+
+def _petrous(A, sg):
+    "End points (head frame, mm) of the petrous ridge on side `sg`: lateral-posterior to the apex by the clivus"
+    return (sg*.86*A.ai, .24*A.bi), (sg*.2*A.ai, -.16*A.bi)
+
+def _seg_dist(G, b, p, q):
+    "Distance (mm) of the pixels of box `b` to the segment p-q"
+    u, v = G.u[b] - p[0], G.v[b] - p[1]
+    du, dv = q[0] - p[0], q[1] - p[1]
+    k = np.clip((u*du + v*dv)/(du*du + dv*dv), 0, 1)
+    return np.hypot(u - k*du, v - k*dv)
+
+def _posterior(G, A):
+    "Mask of what lies behind the petrous ridges and the clivus: the posterior fossa side"
+    (x1, y1), (x2, y2) = _petrous(A, 1)
+    au = np.abs(G.u)
+    return G.v > y2 + (y1 - y2)*np.clip((au - x2)/(x1 - x2), 0, 1)
+
+def _skull_base(G, hu, A, s, t):
+    "Below t = .42: face, middle and posterior fossae, clivus, sphenoid, petrous ridges, mastoids, frontal sinus"
+    an, ai, bi, bone = s['anat'], A.ai, A.bi, s['anat']['bone']
+    ic0 = A.ic.copy()
+    _face(G, hu, A, s, t)
+    A.pf = None
+    if t < .3:
+        A.pf = _posterior(G, A)
+        if t < .14:                                                         # below the middle fossae: muscle and bone
+            lost = A.ic & ~A.pf
+            hu[lost] = 42 + 6*G.tex[1][lost]; A.ic &= A.pf
+        A.pf &= A.ic
+    gp, gc, gs = _bump(t, .04, .3), _bump(t, -.06, .3), _bump(t, .1, .27)
+    if gs: _air_cell(G, hu, A, ic0, 0, -.2*bi - 13, 11*gs, 9*gs)                    # sphenoid sinus
+    if gc:
+        m, b = G.ellipse(0, -.2*bi + 3, 7*gc + 2, 9*gc + 2, box=True)              # clivus
+        m &= ic0[b]; hu[b][m] = .6*bone; A.ic[b] &= ~m
+    for sg in (-1, 1):
+        if gp:
+            p, q = _petrous(A, sg)
+            b = G.box((p[0] + q[0])/2, (p[1] + q[1])/2, .45*ai + 8)
+            m = (_seg_dist(G, b, p, q) < (6 + 2*np.sin(G.v[b]*.3 + sg))*gp + 1) & ic0[b]
+            hu[b][m] = bone + 150; A.ic[b] &= ~m
+        gm = _bump(t, .03, .22)
+        if gm:
+            m, b = G.ellipse(sg*.76*ai, .32*bi, 14*gm, 17*gm, box=True)
+            m &= A.head[b] & (G.r[b] > .55*ai)
+            _honeycomb(G, m, b, hu, an['ph'][4]); A.ic[b] &= ~m                    # mastoid air cells
+    if t < .08:                                                             # the foramen magnum
+        k = max(.25, min(1., (t + .04)/.12))
+        fm = G.ellipse(0, .3*bi, .6*ai*k + 4, .55*bi*k + 4)
+        lost = A.ic & ~fm
+        hu[lost] = np.where(G.post[lost] > .3, 45., 35.); A.ic &= fm
+        hu[lost & G.ellipse(0, .3*bi, .6*ai*k + 11, .55*bi*k + 11)] = .8*bone     # occipital condyles, atlas
+        if A.pf is not None: A.pf &= fm
+    if .3 < t < .42: hu[G.ellipse(0, -bi - .5*an['skull'], 9*_bump(t, .3, .42) + 1, 2.5) & ~A.ic] = -950   # frontal sinus
+
+# %% ../nbs/00b_synth.ipynb #d56d3095
+def _sulci(G, idx, db, an, t):
+    "mm to the nearest CSF (< 0 inside it) of pixels `idx` at depth `db` below the brain surface: sulci that meander with depth"
+    arc, ph, lam = G.arc.flat[idx], an['ph'], an['gyrus']
+    phi = (arc/lam + .6*np.sin(arc/37 + ph[2]) + .45*np.sin(db/4 + arc/19 + ph[3])
+           + .2*np.sin(db/2.2 - arc/9 + ph[5]) + 2.3*t)                     # in gyri: a sulcus at each whole number
+    k = np.floor(phi + .5)
+    frac = np.modf(np.abs(np.sin(k*12.9898 + ph[4])*43758.547))[0]        # a pseudo-random number per sulcus
+    sd = an['sdepth']*(.5 + frac)*(1 + .8*max(0., t - .5))                # its depth: deeper towards the vertex
+    ws = .3 + .9*an['atrophy']                                            # half width of a sulcus
+    return np.minimum(db, np.maximum(np.abs(phi - k)*lam - ws, db - sd))
+
+def _cortex(G, hu, A, s, ex=None):
+    "Surface CSF, sulci, grey and white matter in the intracranial mask; `ex` (mm) of extra-axial blood pushes it in"
+    an = s['anat']
+    idx = np.flatnonzero(A.ic)
+    db = A.dd.flat[idx] - (.4 + 1.8*an['atrophy'])                       # depth below the brain's surface
+    if ex is not None: db -= ex.flat[idx]
+    tex = G.tex[0].flat[idx]*1.2 + G.tex[1].flat[idx]*.8
+    val = an['white'] + .7*tex
+    o = np.flatnonzero(db < an['sdepth']*1.5*(1 + .8*max(0., A.t - .5)) + an['cortex'] + 1.5)   # the cortical band
+    dist = _sulci(G, idx[o], db[o], an, A.t)
+    grey, csf = an['grey'] + tex[o], an['csf']
+    val[o] = csf + (grey - csf)*_ramp(dist, .8) + (val[o] - grey)*_ramp(dist - an['cortex'], 1.2)
+    hu.flat[idx] = val
+    e, ev = A.edge
+    hu.flat[e] += ev*A.ic.flat[e]
+    A.cidx, A.cdist = idx[o], dist
+
+# %% ../nbs/00b_synth.ipynb #cb537d65
+def _ventricles(G, A, s, t, shift):
+    "Mask of the ventricles at height `t`: frontal horns, bodies, atria, third, temporal horns and fourth"
+    vf = s['head']['vent']*(1 + .7*s['anat']['atrophy'])
+    ai, bi = A.ai, A.bi
+    m = np.zeros(G.u.shape, bool)
+    def add(cu, cv, au, av, rot=0.):
+        sq = max(.35, 1 - .05*abs(shift)) if cu*shift < 0 else 1.         # the side the blood pushes from is squeezed
+        if au*sq > .3 and av > .3: m[...] |= G.ellipse(cu + shift, cv, au*sq, av, rot)
+    g = _bump(t, .43, .62)
+    for sg in (-1, 1):
+        if g: add(sg*(5 + 2.5*vf), -.16*bi, (2.5 + 2*vf)*g, 12*g, -sg*.35)                    # frontal horns
+        gb = _bump(t, .56, .75)
+        if gb: add(sg*(6 + 3*vf), -.02*bi, (2.5 + 2*vf)*gb, .27*bi*gb, sg*.06)                 # bodies
+        ga = _bump(t, .44, .6)
+        if ga: add(sg*(12 + 3*vf), .27*bi, (3 + 2.2*vf)*ga, 11*ga, sg*.5)                      # atria, occipital horns
+        gt = _bump(t, .3, .42)
+        if gt: add(sg*.55*ai, -.02*bi, 1.2*vf*gt, 5*gt, sg*.3)                                  # temporal horns
+    g3 = _bump(t, .38, .52)
+    if g3: add(0, .02*bi, (.8 + .8*vf)*g3, 9*g3)                                              # third ventricle
+    g4 = _bump(t, .12, .28)
+    if g4: add(0, -.2*bi + 31, 4.5*g4*vf**.5, 3*g4)                                                 # fourth ventricle
+    return m & A.ic
+
+def _midline(G, hu, A, s, t, shift):
+    "Interhemispheric fissure and falx (bowed by `shift`), sagittal and transverse sinuses; (pixels, falx offset) near the midline"
+    an, bi, (i, u, v) = s['anat'], A.bi, G.mid
+    ic, dd = A.ic.flat[i], A.dd.flat[i]
+    fx = u - shift*np.exp(-(v/(.55*bi))**2) if shift else u
+    if t > .3:
+        h = hu.flat[i]
+        span = np.abs(v) > (.45*bi if t < .62 else 0)                       # front and back only beside the deep nuclei
+        h[ic & span & (np.abs(fx) < 1 + .8*an['atrophy'])] = an['csf']
+        h[ic & (np.abs(fx) < .6) & (dd > 1.5) & (span | (t > .45))] = 44
+        h[ic & (dd < 7) & (np.abs(u) < .7*(7 - dd)) & (v > 0)] = an['sinus']   # superior sagittal sinus
+        hu.flat[i] = h
+    gt = _bump(t, .16, .32)
+    if gt: hu[A.ic & (A.dd < 3.5*gt) & (G.post > .8) & (np.abs(G.u) > 6)] = an['sinus']      # transverse sinuses
+    return i, fx
+
+def _deep(G, hu, A, s, t, shift=0.):
+    "Deep grey nuclei, insula, brainstem, cisterns, midline structures, ventricles and calcifications; `A.vent`, `A.cis`"
+    an, ai, bi = s['anat'], A.ai, A.bi
+    gr, csf, c = an['grey'] - 2, an['csf'], s['anat']['calc']
+    dg, gi = _bump(t, .38, .58), _bump(t, .3, .52)
+    A.syl = np.zeros(G.u.shape, bool) if gi else None
+    for sg in (-1, 1):
+        if gi:
+            hu[G.ellipse(sg*(ai - 16), -.05*bi, 6*gi, 15*gi, sg*.15) & A.ic] = gr + 1              # insula
+            A.syl |= G.ellipse(sg*(ai - 13), -.05*bi, 1.2 + 1.5*an['atrophy'], 14*gi, sg*.15) & A.ic
+    if gi: hu[A.syl] = csf                                                                    # sylvian fissures
+    for sg in (-1, 1):
+        if dg:
+            hu[G.ellipse(sg*(9 + 3*s['head']['vent']) + shift, -.17*bi, 4.5*dg, 7*dg) & A.ic] = gr      # caudate head
+            hu[G.ellipse(sg*24 + shift, -.03*bi, 6*dg, 13*dg, sg*.25) & A.ic] = gr - 1              # lentiform
+            hu[G.ellipse(sg*8 + shift, .1*bi, 7*dg, 9*dg) & A.ic] = gr                              # thalamus
+    A.cis = None
+    gs, ga = _bump(t, .26, .37), _bump(t, .3, .42)
+    if gs or ga:                                                            # suprasellar and ambient cisterns
+        b = G.box(shift, 0, 26); du, dv = G.u[b] - shift, G.v[b] + (.06*bi if gs else -.06*bi)
+        rr, aa = np.hypot(du, dv), np.arctan2(dv, du)
+        A.cis = np.zeros(G.u.shape, bool)
+        A.cis[b] = ((rr < 13*(1 + .25*np.cos(5*aa))*gs) & (rr > 4)) | ((np.abs(rr - 14) < 1.5 + 1.5*an['atrophy'])*(ga > 0))
+        A.cis &= A.ic; hu[A.cis] = csf
+    if A.get('pf') is not None: _cerebellum(G, hu, A, s)
+    gb = _bump(t, -.1, .42)
+    if gb: hu[G.ellipse(shift, .05*bi if t > .3 else -.2*bi + 17, 12*gb + 2, 10*gb + 2) & A.ic] = an['white'] + 2   # brainstem
+    fx = _midline(G, hu, A, s, t, shift)
+    A.vent = _ventricles(G, A, s, t, shift)
+    hu[A.vent] = csf
+    _calcifications(G, hu, A, s, t, shift)
+    return fx
+
+def _cerebellum(G, hu, A, s):
+    "Cerebellar folia: fine curved grey and white stripes in the posterior fossa"
+    i = np.flatnonzero(A.pf & A.ic & (A.dd > 2))
+    if not len(i): return
+    u, v, an = G.u.flat[i], G.v.flat[i] - .15*A.bi, s['anat']
+    f = np.sin(np.hypot(u, v)*1.6 + 1.5*np.sin(3*np.arctan2(v, u) + an['ph'][1]))
+    hu.flat[i] = an['white'] + 3 + (an['grey'] - an['white'] - 3)*np.clip(.6 + .8*f, 0, 1) + G.tex[0].flat[i]
+
+def _calcifications(G, hu, A, s, t, shift):
+    "Bright non-blood spots: choroid plexus, pineal, falx and basal ganglia (each patient has some)"
+    c, vf = s['anat']['calc'], s['head']['vent']
+    ga = _bump(t, .46, .56)
+    if c[0] and ga:
+        for sg in (-1, 1): hu[G.ellipse(sg*(12 + 3*vf) + shift, .29*A.bi, 2.2*ga, 3*ga) & A.ic] = 260
+    if c[1] and .43 < t < .5: hu[G.ellipse(shift, .17*A.bi, 2.5, 2.5) & A.ic] = 320
+    if c[2] and .58 < t < .78: hu[G.ellipse(0, -.3*A.bi, 1.2, 5) & A.ic] = 400
+    if c[3] and .42 < t < .52:
+        for sg in (-1, 1): hu[G.ellipse(sg*24 + shift, -.05*A.bi, 2, 4) & A.ic] = 150
+
+# %% ../nbs/00b_synth.ipynb #5268ea22
+def _active(s, z):
+    "The bleeds of series `s` that reach height `z`: (spec, extent f, opacity alpha, labelled)"
     dzm = (s['z'][-1] - s['z'][0])/(len(s['z']) - 1)
-    masks, labels = {}, {}
+    out = []
     for bl in s['bleeds']:
-        zc = s['z'][0] + (bl['tc'] - s['t0'])*s['height']
-        zc = float(np.clip(zc, s['z'][0], s['z'][-1]))
+        zc = float(np.clip(s['z'][0] + (bl['tc'] - s['t0'])*s['height'], s['z'][0], s['z'][-1]))
         hz = bl['L']/2*dzm
         q = abs(z - zc)/hz
-        if q < 1: f, alpha, lab = .45 + .55*math.sqrt(1 - q*q), 1., True
-        elif abs(z - zc) < hz + .9*dzm: f, alpha, lab = .3, .45, False
-        else: continue
-        k, m = bl['kind'], _bleed_mask(bl, f, alpha, G, hu, A)
+        if q < 1: out.append((bl, .45 + .55*math.sqrt(1 - q*q), 1., True))
+        elif abs(z - zc) < hz + .9*dzm: out.append((bl, .3, .45, False))
+    return out
+
+def _ex_thickness(G, bl, f):
+    "Thickness map (mm) of a convexity subdural (crescent) or epidural (lens) bleed at extent `f`; its peak and half-angle"
+    dth = _angdiff(G.th, bl['th0'])
+    if bl['kind'] == 'epidural':
+        hw, th = (.3 + .25*bl['w'])*(.6 + .4*f), (8 + 12*bl['u'])*f
+        return (th*np.sqrt(np.clip(1 - (dth/hw)**2, 0, 1))).astype(np.float32), th, hw
+    hw, th = (.6 + .8*bl['w'])*(.6 + .4*f), (2.5 + 9*bl['u'])*f
+    return (th*np.clip(1 - (dth/hw)**2, 0, 1)**.35).astype(np.float32), th, hw
+
+def _convexity(bl): return bl['kind'] == 'epidural' or (bl['kind'] == 'subdural' and bl['site'] >= .2)
+
+def _extra_axial(G, A, act):
+    "Thickness map (mm) of subdural and epidural blood over the convexity, and the midline shift (mm) it causes"
+    ex, shift = None, 0.
+    for bl, f, alpha, lab in act:
+        if not _convexity(bl): continue
+        m, th, hw = _ex_thickness(G, bl, f)
+        ex = m if ex is None else np.maximum(ex, m)
+        if lab: shift -= math.copysign(min(12., .5*th*hw), math.cos(bl['th0']))
+    return ex, float(np.clip(shift, -12, 12))
+
+def _iph_centre(bl, A):
+    "Centre (mm) of an intraparenchymal bleed: cerebellar or temporal when low, else deep (basal ganglia, thalamus) or lobar"
+    side = math.copysign(1., math.cos(bl['th0']))
+    if bl['tc'] < .36:
+        if bl['site'] < .5: return side*(.2 + .3*bl['u'])*A.ai, (.35 + .2*bl['w'])*A.bi      # cerebellar hemisphere
+        return side*(.5 + .15*bl['u'])*A.ai, (-.2 + .2*bl['w'])*A.bi                        # temporal lobe
+    if bl['site'] < .55:
+        return math.copysign(16 + 10*bl['u'], math.cos(bl['th0'])), (-.1 + .3*bl['w'])*A.bi
+    rho = .35 + .3*bl['u']
+    return rho*A.ai*math.cos(bl['th0']), rho*A.bi*math.sin(bl['th0'])
+
+def _mass_shift(act, A):
+    "Midline shift (mm) from supratentorial intraparenchymal bleeds"
+    sh = 0.
+    for bl, f, alpha, lab in act:
+        if bl['kind'] == 'intraparenchymal' and lab and bl['tc'] >= .36:             # supratentorial clots shift the midline
+            sh -= math.copysign(.3*(6 + 14*bl['w'])*f, _iph_centre(bl, A)[0] or 1.)
+    return sh
+
+def _sah_mask(bl, f, G, A, fx):
+    "Subarachnoid blood: the sulci and surface CSF of a sector, the basal cisterns, the interhemispheric fissure"
+    m = np.zeros(G.u.shape, bool)
+    m.flat[A.cidx[A.cdist < .2 + .6*f*bl['u']]] = True                   # blood distends the sulci it fills
+    m &= _angdiff(G.th, bl['th0']) < (.5 + .8*bl['w'])*f
+    if bl['site'] > .45 and A.cis is not None: m |= A.cis
+    if bl['site'] > .6 and A.syl is not None: m |= A.syl
+    if bl['site'] > .7:                                                   # the interhemispheric fissure, in front
+        i, x = fx
+        m.flat[i[(np.abs(x) < 1.2) & (G.v.flat[i] < -.3*A.bi) & (A.dd.flat[i] > 1.5) & A.ic.flat[i]]] = True
+    return m
+
+def _bleed_mask(bl, f, G, hu, A, fx, alpha):
+    "Blood mask of bleed `bl` at extent `f` (an intraparenchymal one also draws its oedema rim into `hu`)"
+    k, u, v = bl['kind'], G.u, G.v
+    if _convexity(bl): return A.ic & (A.dd < _ex_thickness(G, bl, f)[0])
+    if k == 'subdural':                                                   # along the falx
+        i, x = fx
+        m = np.zeros(u.shape, bool)
+        q = np.clip(1 - ((v.flat[i] + .3*A.bi*math.cos(bl['psi']))/(.5*A.bi*f))**2, 0, 1)
+        m.flat[i] = np.abs(x) < (1 + 2.5*bl['u'])*f*np.sqrt(q)
+        return m & A.ic & (A.dd > 2)
+    if k == 'subarachnoid': return _sah_mask(bl, f, G, A, fx)
+    if k == 'intraventricular':
+        if bl['site'] > .6: return A.vent.copy()                          # a cast of the ventricles
+        return A.vent & (v > .27*A.bi + 11 - 22*(.25 + .5*bl['w'])*f)     # dependent layering in the occipital horns
+    cu, cv = _iph_centre(bl, A)
+    R0 = (6 + 14*bl['w'])*f
+    b = G.box(cu, cv, 1.4*R0 + 4)
+    du, dv = u[b] - cu, v[b] - cv
+    dist, ang = np.hypot(du, dv), np.arctan2(dv, du)
+    inb = A.ic[b] & ~A.vent[b]
+    if alpha == 1: hu[b][inb & (dist < 1.25*R0 + 2.5)] -= 9                 # oedema rim
+    m = np.zeros(u.shape, bool)
+    m[b] = inb & (dist < R0*(1 + .18*np.sin(3*ang + bl['psi']) + .1*np.sin(5*ang + 2*bl['psi'])))
+    return m
+
+def _draw_bleeds(hu, s, G, A, act, min_area, fx):
+    "Draw the active bleeds into `hu`: their masks and the labels they earn"
+    masks, labels = {}, {}
+    for bl, f, alpha, lab in act:
+        k, m = bl['kind'], _bleed_mask(bl, f, G, hu, A, fx, alpha)
         if not m.any(): continue
         hu[m] = hu[m]*(1 - alpha) + alpha*bl['hu']
         if alpha == 1: masks[k] = masks[k] | m if k in masks else m
         if lab and m.sum()*G.ps*G.ps >= min_area: labels[k] = 1
     return masks, labels
+
+# %% ../nbs/00b_synth.ipynb #c8f95e4a
+def _streaks(G, hu, A, s, t):
+    "Beam hardening near the skull base: a dark band between the petrous ridges and thin streaks across the fossa"
+    g = _bump(t, .04, .3)*s['streak']
+    if not g: return
+    p, q = _petrous(A, -1)[1], _petrous(A, 1)[1]
+    b = G.box(0, .15*A.bi, .75*A.ai)
+    sel = A.head[b] & (hu[b] < 200)
+    dark = np.clip(1 - _seg_dist(G, b, (p[0] - 8, p[1]), (q[0] + 8, q[1]))/5, 0, 1)
+    delta = -22*g*dark
+    r = np.random.default_rng([s['seed'], int(round(t*1000)) + 5000])
+    u, v = G.u[b], G.v[b]
+    for _ in range(int(r.integers(3, 8))):
+        a, c = r.uniform(-.35, .35), r.uniform(-.1, .45)*A.bi
+        dl = np.abs((v - c)*math.cos(a) - u*math.sin(a))
+        delta += r.choice([-1, 1])*r.uniform(8, 25)*g*np.clip(1 - dl/r.uniform(.6, 1.5), 0, 1)
+    hu[b][sel] += delta[sel]
+
+def _finish(hu, G, s, A, rng):
+    "Noise (correlated like CT's: white noise through the system's blur) and the blur itself (partial volume at edges)"
+    if rng is not None:
+        gain = 1. if G.k is None else float((G.k**2).sum())      # the blur lowers white noise's spread by this
+        n = rng.standard_normal(hu.shape, dtype=np.float32)
+        n *= np.float32(s['noise']*(1 + .4*_bump(A.t, 0, .3))/gain)     # noisier through the skull base
+        hu += n
+    if G.k is not None:
+        hu = correlate1d(correlate1d(hu, G.k, 0, mode='nearest'), G.k, 1, mode='nearest')
+    return np.maximum(hu, np.float32(-1000)) if rng is None else hu
 
 def render_slice(s:dict, # A series spec from `make_plan`
                  i:int, # Slice index (z order)
@@ -305,16 +652,18 @@ def render_slice(s:dict, # A series spec from `make_plan`
                 )->tuple:
     "HU image (float32), {subtype: blood mask} and {subtype: label} of slice `i` of series `s`"
     G = geom or _Geom(s, px)
-    h, z = s['head'], s['z'][i]
+    z = s['z'][i]
     t = (z - s['z0'])/s['height'] + s['t0']
-    hu, A = _head(G, h, t)
-    _inner(G, hu, A, h, t)
-    masks, labels = _add_bleeds(hu, s, z, G, A, min_area)
-    if rng is not None:
-        n = rng.standard_normal(hu.shape, dtype=np.float32)
-        hu += n*np.where(A.head, np.float32(s['noise']), np.float32(12))
-    return hu, masks, {k: labels.get(k, 0) for k in SUBTYPES}
-
+    hu, A = _head(G, s, t)
+    if t < .42: _skull_base(G, hu, A, s, t)
+    act = _active(s, z)
+    ex, shift = _extra_axial(G, A, act)
+    shift += _mass_shift(act, A)
+    _cortex(G, hu, A, s, ex)
+    fx = _deep(G, hu, A, s, t, shift)
+    masks, labels = _draw_bleeds(hu, s, G, A, act, min_area, fx)
+    _streaks(G, hu, A, s, t)
+    return _finish(hu, G, s, A, rng), masks, {k: labels.get(k, 0) for k in SUBTYPES}
 
 # %% ../nbs/00b_synth.ipynb #a7a0fade
 def encode_hu(hu:np.ndarray, # HU image
