@@ -11,11 +11,13 @@ from fastcore.basics import AttrDict
 from fastcore.script import call_parse, CliError
 from fastprogress.fastprogress import progress_bar
 from matplotlib import pyplot as plt
-from .core import LABELS, merge_settings, models_dir, atomic_path, write_json, level1_runs, fold_dirs, level2_dir
+from .core import LABELS, merge_settings, models_dir, atomic_path, write_json, level1_runs, fold_dirs, fold_of, level2_dir
 from .tables import read_header, add_slice_order, quiet_pydicom
 from .pixels import Recipe, preprocess, stack_neighbours
 from .level1 import load_run, predict_arrays
+from .calibrate import calibration_method, apply_run_calibration
 from .level2 import apply_level2, STD_COLS
+from .blend import apply_blend, LEVELS
 from .report import plot_montage, slice_title
 from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name
 
@@ -24,8 +26,8 @@ log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when 
 
 # %% auto #0
 __all__ = ['log', 'BAD_COLS', 'list_files', 'scan_folder', 'choose_files', 'find_fold_dirs', 'preprocess_slices', 'model_input',
-           'level1_predict', 'level2_predict', 'slice_ranges', 'series_summary', 'prediction_montage', 'predict_folder',
-           'predict_study', 'ihd_predict']
+           'level1_predict', 'level2_predict', 'calibrate_runs', 'sequence_predict', 'stage4_predict', 'slice_ranges',
+           'series_summary', 'prediction_montage', 'predict_folder', 'predict_study', 'ihd_predict']
 
 # %% ../nbs/04f_predict.ipynb #c3e3bf3e
 def list_files(folder:Path|str # Folder to scan (recursively)
@@ -164,11 +166,32 @@ def _recipes(fold_dirs:dict)->dict:
             res[d] = Recipe.from_dict(info['recipe'])
     return res
 
+def _load(d:Path)->tuple:
+    "The model and `run.json` of fold folder `d`; a clear error when the weights do not load"
+    try: return load_run(d)
+    except Exception as e:
+        raise RuntimeError(f"{d}: the trained model cannot be loaded ({type(e).__name__}: {str(e).strip()[:200]}); "
+                           "it was probably trained by another version of ihd.level1: retrain it, or move it out of the models folder") from None
+
+def _run_predict(name:str, dirs:list, used:pd.DataFrame, arrays:dict, recs:dict, base:dict)->tuple:
+    "One run on `used`: predictions (`ID` + LABELS + STD_COLS, folds averaged) and `{fold: embeddings (n, d) float16}`"
+    ms, ss, embs = [], [], {}
+    for d in dirs:
+        t0 = time.time()
+        model, info = _load(d)
+        x = model_input(used, arrays[base[d].name], recs[d].neighbours)
+        m, s, e = predict_arrays(model, info, x, features=True)
+        ms.append(np.asarray(m, np.float64)); ss.append(np.asarray(s, np.float64)); embs[fold_of(d)] = e
+        log.info(f"[predict] {name}/{d.name}: {len(x)} slices in {time.time()-t0:.1f} s")
+    m, s = np.mean(ms, 0), np.mean(ss, 0)
+    return pd.DataFrame({'ID': used.ID.to_numpy(), **{l: m[:, j].astype(np.float32) for j,l in enumerate(LABELS)},
+                         **{c: s[:, j].astype(np.float32) for j,c in enumerate(STD_COLS)}}), embs
+
 def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
                    root:Path|str, # Folder the `path` column is relative to
                    models:Path|str, # Folder of the level-1 runs
                    progress:bool=True)->AttrDict:
-    "Per-run predictions (`runs`: `{name: ID + LABELS + STD_COLS}`, folds averaged), the slices used, and the slices that failed"
+    "Per-run predictions (`runs`: `{name: ID + LABELS + STD_COLS}`, folds averaged) and embeddings (`embs`: `{name: {fold: (n, d)}}`), the slices used, those that failed"
     folds = find_fold_dirs(models)
     if not folds: raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {models}")
     recs = _recipes(folds)
@@ -180,24 +203,10 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
         bad += [x for x in bd if x[0] not in {y[0] for y in bad}]
     good = set.intersection(*[set(a) for a in arrays.values()])
     used = add_slice_order(slices[slices.ID.isin(good)].drop(columns=['slice_idx', 'n_slices', 'dz_prev', 'dz_next']))
-    runs = {}
-    if not len(used): return AttrDict(runs=runs, slices=used, bad=bad, arrays={})
-    for name, dirs in folds.items():
-        ms, ss = [], []
-        for d in dirs:
-            t0 = time.time()
-            try: model, info = load_run(d)
-            except Exception as e:
-                raise RuntimeError(f"{d}: the trained model cannot be loaded ({type(e).__name__}: {str(e).strip()[:200]}); "
-                                   "it was probably trained by another version of ihd.level1: retrain it, or move it out of the models folder") from None
-            x = model_input(used, arrays[base[d].name], recs[d].neighbours)
-            m, s = predict_arrays(model, info, x)
-            ms.append(np.asarray(m, np.float64)); ss.append(np.asarray(s, np.float64))
-            log.info(f"[predict] {name}/{d.name}: {len(x)} slices in {time.time()-t0:.1f} s")
-        m, s = np.mean(ms, 0), np.mean(ss, 0)
-        runs[name] = pd.DataFrame({'ID': used.ID.to_numpy(), **{l: m[:, j].astype(np.float32) for j,l in enumerate(LABELS)},
-                                   **{c: s[:, j].astype(np.float32) for j,c in enumerate(STD_COLS)}})
-    return AttrDict(runs=runs, slices=used, bad=bad, arrays=arrays[next(iter(arrays))])
+    runs, embs = {}, {}
+    if not len(used): return AttrDict(runs=runs, embs=embs, slices=used, bad=bad, arrays={})
+    for name, dirs in folds.items(): runs[name], embs[name] = _run_predict(name, dirs, used, arrays, recs, base)
+    return AttrDict(runs=runs, embs=embs, slices=used, bad=bad, arrays=arrays[next(iter(arrays))])
 
 # %% ../nbs/04f_predict.ipynb #dfa1b53b
 def level2_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`
@@ -214,6 +223,56 @@ def level2_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`,
     pr = apply_level2(slices, runs, l2)
     return pr.set_index('ID').loc[slices.ID, LABELS].to_numpy(np.float64)
 
+# %% ../nbs/04f_predict.ipynb #70345ae4
+def calibrate_runs(runs:dict, # `level1_predict`'s per-run predictions (`ID` + LABELS + STD_COLS)
+                   models:Path|str # Folder of the level-1 runs (each may hold `calibration.json`)
+                  )->AttrDict:
+    "Each run's predictions calibrated like stage 4 stacked them (`runs`), and how (`how`: `{run: text}`)"
+    method, out, how = calibration_method(), {}, {}
+    for name, df in runs.items():
+        f = Path(models)/name/'calibration.json'
+        if method == 'none': out[name], how[name] = df, 'raw ([calibrate] method = none)'
+        elif not f.is_file(): out[name], how[name] = df, 'raw (no calibration.json)'
+        else: out[name], how[name] = apply_run_calibration(f.parent, df), f"{json.loads(f.read_text())['method']}-calibrated"
+    if any(h.startswith('raw (no') for h in how.values()):
+        log.info(f"[predict] level-1 runs used raw (no calibration.json: stage 4 has not calibrated them): {', '.join(k for k, h in how.items() if h.startswith('raw (no'))}")
+    return AttrDict(runs=out, how=how)
+
+# %% ../nbs/04f_predict.ipynb #034bf4fd
+def sequence_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`
+                     runs:dict, # Calibrated per-run predictions (`calibrate_runs`)
+                     embs:dict, # `level1_predict`'s embeddings: `{run: {fold: (n, d)}}`, rows in the order of `slices`
+                     models:Path|str # Folder holding `sequence/`
+                    )->np.ndarray|None:
+    "(n, 6) probabilities of the sequence model in the order of `slices`, or `None` when there is none"
+    d = level2_dir(models, 'sequence')
+    if not (d/'sequence.json').is_file(): return None   # written last by the step: it marks it done
+    from ihd.sequence import apply_sequence   # stage 4's second step (being written: imported where it is used)
+    pr = apply_sequence(slices, runs, embs, d)
+    return pr.set_index('ID').loc[slices.ID, LABELS].to_numpy(np.float64)
+
+# %% ../nbs/04f_predict.ipynb #d21d25db
+def stage4_predict(slices:pd.DataFrame, # Slices with header columns (`level1_predict`'s `slices`)
+                   runs:dict, # Calibrated per-run predictions (`calibrate_runs`)
+                   embs:dict, # Per-run embeddings (`level1_predict`)
+                   models:Path|str, # The models folder
+                   use_stage4:bool=True # Apply stage 4 (else the level-1 average)
+                  )->AttrDict:
+    "The level stage 4 chose, applied to new slices: `p` (n, 6) in the order of `slices`, `level`, `choice`, `note`, `steps` made"
+    ids = slices.ID.to_numpy()
+    frame = lambda p: pd.DataFrame(np.asarray(p, np.float64), columns=LABELS).assign(ID=ids)[['ID'] + LABELS]
+    preds = {'level1': frame(np.mean([r.set_index('ID').loc[ids, LABELS].to_numpy(np.float64) for r in runs.values()], 0))}
+    if not use_stage4:
+        return AttrDict(p=preds['level1'][LABELS].to_numpy(), level='level1', choice=None, note='stage 4 not applied (asked not to)', steps=[])
+    for k, f in (('level2', lambda: level2_predict(slices, runs, models)), ('sequence', lambda: sequence_predict(slices, runs, embs, models))):
+        if (p := f()) is not None: preds[k] = frame(p)
+    absent = [LEVELS[k] for k in ('level2', 'sequence') if k not in preds]
+    if absent: log.info(f"[predict] stage 4 here: {', '.join(LEVELS[k] for k in preds)}; absent: {', '.join(absent)}")
+    a = apply_blend(preds, models)
+    if a.note: log.info(f"[predict] {a.note}")
+    return AttrDict(p=a.pred.set_index('ID').loc[ids, LABELS].to_numpy(np.float64), level=a.level, choice=a.choice, note=a.note,
+                    steps=[k for k in preds if k != 'level1'])
+
 # %% ../nbs/04f_predict.ipynb #c93807fb
 def slice_ranges(idx, # Slice indices (any order)
                 )->str:
@@ -227,14 +286,15 @@ def slice_ranges(idx, # Slice indices (any order)
     return ';'.join(out)
 
 # %% ../nbs/04f_predict.ipynb #2abeb7f9
-def series_summary(df:pd.DataFrame, # Per-slice results: `series`, `slice_idx`, LABELS (+ `study`, `patient`)
+def series_summary(df:pd.DataFrame, # Per-slice results: `series`, `slice_idx`, LABELS (+ `study`, `patient`, `level`)
                    threshold:float=0.5 # Probability at or above which a slice counts as positive
                   )->pd.DataFrame:
-    "One row per series: slice count, max probability per label, slice ranges at or above `threshold`"
+    "One row per series: slice count, the level applied, max probability per label, slice ranges at or above `threshold`"
     rows = []
     for s, g in df.groupby('series', sort=False):
         r = dict(series=s, study=g['study'].iloc[0] if 'study' in g else None,
                  patient=g['patient'].iloc[0] if 'patient' in g else None, n_slices=len(g))
+        if 'level' in g: r['level'] = ','.join(pd.unique(g['level']))
         r.update({f'max_{l}': float(g[l].max()) for l in LABELS})
         r.update({f'slices_{l}': slice_ranges(g.loc[g[l] >= threshold, 'slice_idx']) for l in LABELS})
         rows.append(r)
@@ -255,22 +315,21 @@ def prediction_montage(res:pd.DataFrame, # Per-slice results (`ID`, `series`, `s
     return plot_montage([arrays[i] for i in pick.ID], titles, ncols=ncols)
 
 def _predict_slices(sc:AttrDict, folder:Path, models:Path, use_level2:bool, progress:bool)->AttrDict:
-    "Level 1 (and level 2 when present and wanted) on `scan_folder`'s slices: the slices used, probabilities, level, problems"
-    bad, l1, level = sc.bad, None, 'none'
-    used, p = pd.DataFrame(columns=_SLICE_COLS), np.zeros((0, 6))
+    "Level 1, calibrated, then stage 4's choice (when wanted) on `scan_folder`'s slices: the slices used, probabilities, level, problems"
+    bad, l1, s4 = sc.bad, None, AttrDict(level='none', choice=None, note=None, steps=[])
+    used, p, cal = pd.DataFrame(columns=_SLICE_COLS), np.zeros((0, 6)), AttrDict(how={})
     if len(sc.slices):
         l1 = level1_predict(sc.slices, folder, models, progress)
         if l1.bad: bad = _cat([bad, pd.DataFrame([dict(file=f, reason=r, severity='error') for f, r in l1.bad])])
         if l1.runs:
-            used, level = l1.slices, 'level1'
-            p = np.mean([r.set_index('ID').loc[used.ID, LABELS].to_numpy(np.float64) for r in l1.runs.values()], 0)
-            p2 = level2_predict(used, l1.runs, models) if use_level2 else None
-            if p2 is not None: p, level = np.asarray(p2, np.float64), 'level2'
+            used, cal = l1.slices, calibrate_runs(l1.runs, models)
+            s4 = stage4_predict(used, cal.runs, l1.embs, models, use_level2); p = s4.p
     res = pd.DataFrame({'ID': used.ID.to_numpy(), 'file': used.file.to_numpy(),
                         'series': used.SeriesInstanceUID.to_numpy(), 'study': used.StudyInstanceUID.to_numpy(),
                         'patient': used.PatientID.to_numpy(), 'slice_idx': used.slice_idx.to_numpy(), 'z': used.z.to_numpy(),
-                        **{l: p[:, j] for j,l in enumerate(LABELS)}, 'level': level})
-    return AttrDict(res=res, bad=bad, level=level, runs=list(l1.runs) if l1 else [], arrays=l1.arrays if l1 else {}, used=used)
+                        **{l: p[:, j] for j,l in enumerate(LABELS)}, 'level': s4.level})
+    return AttrDict(res=res, bad=bad, level=s4.level, choice=s4.choice, note=s4.note, steps=s4.steps, calibration=cal.how,
+                    runs=list(l1.runs) if l1 else [], arrays=l1.arrays if l1 else {}, used=used)
 
 def _cat(frames:list)->pd.DataFrame:
     "Problem tables one after the other (`BAD_COLS`), empty ones left out"
@@ -330,7 +389,7 @@ def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many 
                    out:Path|str|None=None, # Output folder (default: `<folder>_ihd` beside the input)
                    threshold:float|None=None, # Positive-slice threshold of the series summary (`[run] threshold`)
                    montage:bool=True, # Write `montage.png`
-                   use_level2:bool=True, # Apply level 2 when its models are present
+                   use_level2:bool=True, # Apply stage 4 (its blend step's choice of LightGBM, sequence model, blend) when present
                    progress:bool=True, # Progress bars while reading and preprocessing
                    all_series:bool=False, # Predict every CT series (no series selection)
                    dicom_results:bool=False # Write each study's SR, KOS and montage into `out/results/<StudyInstanceUID>/`
@@ -349,7 +408,8 @@ def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many 
         errs = _accounted(files, folder, r, plan.skipped)
         dcm = _dicom_results(r, plan.read, folder, out/'results', threshold) if dicom_results and len(r.res) else {}
     summ = series_summary(r.res, threshold)
-    info = dict(folder=str(folder), models=str(models), level=r.level, runs=r.runs,
+    info = dict(folder=str(folder), models=str(models), level=r.level, choice=r.choice, note=r.note, stage4_steps=r.steps,
+                runs=r.runs, calibration=r.calibration,
                 n_files=len(files), n_slices=len(r.res), n_series=int(r.res.series.nunique()), n_bad=len(errs),
                 threshold=threshold, all_series=all_series, n_skipped_files=len(plan.skipped),
                 dicom_results={st: {k: str(f) for k, f in fs.items()} for st, fs in dcm.items()}, seconds=round(time.time()-t0, 2))
@@ -365,7 +425,7 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
                   models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the default dataset's)
                   out:Path|str|None=None, # Working and output folder (default: `ihd_<study>` in the current folder)
                   threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
-                  use_level2:bool=True, # Apply level 2 when its models are present
+                  use_level2:bool=True, # Apply stage 4 when present (else the level-1 average)
                   store:bool=True # Store the SR, KOS and montage back on the PACS (STOW-RS)
                  )->AttrDict:
     "One study of a PACS through `ihd.hospital.process_study` with ihd's predictor: its result, plus `prediction` (`predict_folder`'s)"
@@ -392,9 +452,13 @@ def _say_selection(sel:pd.DataFrame, where:Path, most:int=20):
     if (~sel.chosen).sum() > most: print(f"  ... and {(~sel.chosen).sum() - most} more in {where}")
 
 def _say_level(info:dict):
-    runs = ', '.join(info['runs'])
-    print({'level2': f"applied: level 2, stacked on the level-1 runs {runs}",
-           'level1': f"applied: level-1 average of the runs {runs} (no level 2 used)"}.get(info['level'], 'applied: nothing (no slice to predict)'))
+    "Which level was applied, on which level-1 runs, and why when it is not stage 4's choice"
+    runs, lv = ', '.join(info['runs']), info['level']
+    if lv == 'none': print('applied: nothing (no slice to predict)'); return
+    what = {'level1': 'the level-1 average', 'level2': 'LightGBM (stage 4)', 'sequence': 'the sequence model (stage 4)',
+            'blend': 'the blend of LightGBM and the sequence model (stage 4)'}[lv]
+    why = info.get('note') or ("stage 4's choice, best out of fold" if info.get('choice') == lv else '')
+    print(f"applied: {what}, over the level-1 runs {runs}{f' ({why})' if why else ''}")
 
 def _say_table(summ:pd.DataFrame):
     with pd.option_context('display.width', 160, 'display.max_colwidth', 40):
@@ -437,7 +501,7 @@ def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mix
                 out:str=None, # Output folder (default: `<folder>_ihd` beside it; with --dicomweb, `ihd_<study>` here)
                 threshold:float=None, # Positive-slice threshold: slice ranges of series.csv, DICOM results (default: [run] threshold)
                 montage:bool=True, # Write montage.png (folder)
-                level2:bool=True, # Apply level 2 when present
+                level2:bool=True, # Apply stage 4 when present: its blend step's choice (--no-level2: the level-1 average)
                 dicomweb:str=None, # DICOMweb root of a PACS, e.g. http://pacs:8042/dicom-web (with --study)
                 study:str=None, # StudyInstanceUID of the study to fetch from the PACS (with --dicomweb)
                 store:bool=True, # Store the SR, KOS and montage back on the PACS (with --dicomweb)
