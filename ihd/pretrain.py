@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import AttrDict, ifnone, listify
 from fastcore.script import call_parse, store_true
-from fastai.torch_core import set_seed, default_device
+from fastai.torch_core import default_device
 from .core import LABELS, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, rsna_sample, cpu_model, \
     atomic_path, write_json, label_log_loss, weighted_log_loss, prior_baseline
 from .synth import GENERATOR_VERSION, make_dataset
@@ -95,12 +95,11 @@ def _prepare(size, recipe, synth=None, work=None, n_folds=None)->AttrDict:
     return AttrDict(root=root, work=work, inp=load_stage_inputs(work, recipe))
 
 def _fit(p:AttrDict, name, req, recipe, device=None)->Path:
-    "Train level 1 on all of `p`'s labelled slices but the held-out fold (seeded); its fold folder"
+    "Train level 1 on all of `p`'s labelled slices but the held-out fold (level 1 seeds it: `seed` + fold); its fold folder"
     tab, k = p.inp.train, req['holdout_fold']
     if k not in set(tab['fold']): raise ValueError(f"holdout fold {k}: {p.work/'train.parquet'} has folds {sorted(set(tab['fold']))}")
     l1 = level1_config(epochs=req['epochs'], seed=req['seed'], **req['train'])
     fd = p.work/'runs'/name/f'fold{k}'
-    set_seed(req['seed'], reproducible=True)
     info = dict(run_name=name, recipe=recipe.to_dict(), dataset=p.root.name)
     fit_fold(p.inp.cache, tab, [], k, fd, req['arch'], recipe.n_channels, info=info, cfg=l1, pretrained=req['imagenet'],
              force=True, device=device)
