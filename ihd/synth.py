@@ -248,7 +248,7 @@ class _Geom:
         m = np.zeros(self.u.shape, bool); m[b] = e
         return m
 
-# %% ../nbs/00b_synth.ipynb #28cd1b93
+# %% ../nbs/00b_synth.ipynb #7c7b28d6
 def _profile(t):
     "Head width relative to its widest (t = .45) at height t: the neck and face below 0, the vertex closing at 1"
     if t >= 1: return 0.
@@ -292,7 +292,7 @@ def _head(G, s, t):
                  w=w, edge=(ring[inner], val[inner] - an['csf']), t=t)
     return hu, A
 
-# %% ../nbs/00b_synth.ipynb #ee8e1ae1
+# %% ../nbs/00b_synth.ipynb #b08d7829
 def _bump(t, lo, hi):
     "0 outside (lo, hi), rising to 1 in the middle (a structure's extent along z)"
     return math.sqrt(max(0., math.sin(math.pi*(t - lo)/(hi - lo)))) if lo < t < hi else 0.
@@ -392,7 +392,7 @@ def _skull_base(G, hu, A, s, t):
         if A.pf is not None: A.pf &= fm
     if .3 < t < .42: hu[G.ellipse(0, -bi - .5*an['skull'], 9*_bump(t, .3, .42) + 1, 2.5) & ~A.ic] = -950   # frontal sinus
 
-# %% ../nbs/00b_synth.ipynb #d56d3095
+# %% ../nbs/00b_synth.ipynb #03c11792
 def _sulci(G, idx, db, an, t):
     "mm to the nearest CSF (< 0 inside it) of pixels `idx` at depth `db` below the brain surface: sulci that meander with depth"
     arc, ph, lam = G.arc.flat[idx], an['ph'], an['gyrus']
@@ -421,7 +421,7 @@ def _cortex(G, hu, A, s, ex=None):
     hu.flat[e] += ev*A.ic.flat[e]
     A.cidx, A.cdist = idx[o], dist
 
-# %% ../nbs/00b_synth.ipynb #cb537d65
+# %% ../nbs/00b_synth.ipynb #1ab87a24
 def _ventricles(G, A, s, t, shift):
     "Mask of the ventricles at height `t`: frontal horns, bodies, atria, third, temporal horns and fourth"
     vf = s['head']['vent']*(1 + .7*s['anat']['atrophy'])
@@ -513,7 +513,7 @@ def _calcifications(G, hu, A, s, t, shift):
     if c[3] and .42 < t < .52:
         for sg in (-1, 1): hu[G.ellipse(sg*24 + shift, -.05*A.bi, 2, 4) & A.ic] = 150
 
-# %% ../nbs/00b_synth.ipynb #5268ea22
+# %% ../nbs/00b_synth.ipynb #318f6de1
 def _active(s, z):
     "The bleeds of series `s` that reach height `z`: (spec, extent f, opacity alpha, labelled)"
     dzm = (s['z'][-1] - s['z'][0])/(len(s['z']) - 1)
@@ -614,7 +614,7 @@ def _draw_bleeds(hu, s, G, A, act, min_area, fx):
         if lab and m.sum()*G.ps*G.ps >= min_area: labels[k] = 1
     return masks, labels
 
-# %% ../nbs/00b_synth.ipynb #c8f95e4a
+# %% ../nbs/00b_synth.ipynb #4d168bac
 def _streaks(G, hu, A, s, t):
     "Beam hardening near the skull base: a dark band between the petrous ridges and thin streaks across the fossa"
     g = _bump(t, .04, .3)*s['streak']
@@ -793,7 +793,7 @@ def _work(args):
     s, dest, px, min_area = args
     return write_series(s, dest, px, min_area)
 
-GENERATOR_VERSION = 5  # bump when the generator's output changes, so that existing datasets are regenerated
+GENERATOR_VERSION = 6  # bump when the generator's output changes, so that existing datasets are regenerated
 
 def _is_current(man:Path, want:dict)->bool:
     "Whether the manifest `man` records the dataset `want` describes"
