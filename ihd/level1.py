@@ -30,7 +30,7 @@ from .core import LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, d
 from .tables import as_seed
 from .pixels import Recipe
 from .cache import SliceCache, cache_dir
-from .backbones import arch_kind, split_arch, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter, \
+from .backbones import arch_kind, artifact_info, split_arch, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter, \
     choose_precision, choose_training_mode, precision_ctx, cpu_capability, cpu_bf16_native
 
 log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -41,9 +41,9 @@ __all__ = ['log', 'TTA_PASSES', 'DEFAULT_SEED', 'EMB_SPLITS', 'level1_config', '
            'tta_apply', 'tta_passes', 'feature_dim', 'hook_features', 'predict_arrays', 'SnapshotEnsemble',
            'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'snapshot_epochs', 'SnapshotSaver', 'GridClock',
            'EpochProgress', 'fold_seed', 'score', 'predict_ids', 'emb_path', 'save_embeddings', 'load_embeddings',
-           'load_run', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold', 'train_grid',
-           'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs', 'ihd_train', 'ihd_embed', 'bench_train',
-           'ihd_bench_train']
+           'load_run', 'weights_name', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold',
+           'train_grid', 'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs', 'ihd_train', 'ihd_embed',
+           'bench_train', 'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
 def level1_config(**overrides # Values that win over settings [level1]; `None` means "not given"
@@ -496,6 +496,14 @@ def load_run(fold_dir:Path|str # A finished `models/<run_name>/fold<k>` folder
     if not files: return _member(fold_dir/'model.pth', info).eval(), info
     return SnapshotEnsemble([_member(fold_dir/f, info) for f in files], info['snapshots']).eval(), info
 
+# %% ../nbs/03b_level1.ipynb #c5b3f555
+def weights_name(weights:str|Path|None # Weights a run starts from: a pretrained artifact (folder or its model.pth) or a state dict file
+                )->str|None:
+    "What names those weights in run names and `run.json`: the artifact's folder name, else the file's stem"
+    if not weights: return None
+    a = artifact_info(weights) if Path(weights).exists() else None  # a missing file fails where it is loaded
+    return a.name if a is not None else Path(weights).stem
+
 # %% ../nbs/03b_level1.ipynb #ebd29dd7
 def _recipe_slices(recipe)->int:
     "The slices s-n..s+n a recipe stacks in its channels"
@@ -526,7 +534,7 @@ def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weight
     run = dict(arch=arch, **(info or {}), n_in=n_in, n_folds=len(folds), fold=fold, folds_hash=folds_hash(table),
                labels=LABELS, tta=tta_passes(cfg.tta), epochs=int(cfg.epochs), bs=int(cfg.bs), lr=float(cfg.lr),
                sampler=cfg.sampler, pretrained=('imagenet (ihd.backbones)' if pretrained else None),
-               weights=Path(weights).name if weights else None, seed=int(cfg.seed), fold_seed=fold_seed(cfg.seed, fold),
+               weights=weights_name(weights), seed=int(cfg.seed), fold_seed=fold_seed(cfg.seed, fold),
                **_model_facts(arch, n_in, info, slices, cfg, pretrained))
     key = json.dumps({k: run[k] for k in run if k not in ('tta',)}, sort_keys=True, default=str)
     return run, key
@@ -575,16 +583,18 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
     "Model (prior bias, optional weights), normalisation (recorded in `run`), loaders, and the fastai `Learner`"
     model = create_model(arch, n_in, pretrained=pretrained, slices=run.get('slices'))
     model[-1][-1].set_prior(d.tr[LABELS].values)  # training starts from the prior-only prediction
-    if weights: load_weights(model, weights)
+    sz = int(np.asarray(cache[d.tr['ID'].iloc[0]]).shape[0])
+    if weights: load_weights(model, weights, sz=sz, windows=(run.get('recipe') or {}).get('windows'))
     stats = input_stats(model, n_in)
     mean, std = stats if stats else norm_stats(cache, d.tr['ID'], cfg.norm_sample)
-    run.update(mean=mean, std=std, norm='imagenet (pretrained weights)' if stats else 'training-fold cache statistics')
+    art = getattr(model, 'ihd_artifact', None)
+    run.update(mean=mean, std=std, norm=f'pretrained artifact {art}' if art else
+               'imagenet (pretrained weights)' if stats else 'training-fold cache statistics')
     dls = make_dls(cache, d.tr['ID'], d.tr[LABELS].values, d.va['ID'], d.va[LABELS].values, mean, std, bs=int(cfg.bs),
                    sampler=cfg.sampler, n_workers=cfg.n_workers, device=device,
                    max_rotate=float(cfg.max_rotate), max_zoom=float(cfg.max_zoom))
     learn = Learner(dls, model, loss_func=WeightedBCE(), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
                     model_dir='.', splitter=_splitter(pretrained))
-    sz = int(np.asarray(cache[d.tr['ID'].iloc[0]]).shape[0])
     # every process of a distributed run must train alike: no per-process timing there, the precision rule only
     mode = choose_training_mode(dls.device, cfg.precision, arch if num_distrib() <= 1 else None, n_in, sz, int(cfg.bs),
                                 run.get('slices'))
@@ -750,7 +760,7 @@ def run_name(arch:str, # Architecture
              snapshots=None # Snapshot epochs (a `snapshot_epochs` list): part of the name when set
             )->str:
     "Folder name of a level-1 run, e.g. 'resnet18_brain-subdural-soft_sz128_crop_nb0', '..._snap2-3' with snapshots, '..._seed7'"
-    tag = '-imagenet' if pretrained else (f"-w{Path(weights).stem}" if weights else '')
+    tag = f"-w{weights_name(weights)}" if weights else ('-imagenet' if pretrained else '')
     s = as_seed(ifnone(seed, DEFAULT_SEED))
     snap = f"_snap{'-'.join(str(int(k)) for k in snapshots)}" if snapshots else ''
     return f"{arch}{tag}_{_recipe(recipe).name}{snap}" + (f"_seed{s}" if s != DEFAULT_SEED else '')
