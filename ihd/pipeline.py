@@ -18,6 +18,7 @@ from .pixels import Recipe
 from .cache import build_cache
 from .level1 import train_grid
 from .level2 import stack
+from .sequence import fit_sequence
 from .blend import blend, LEVELS
 from .report import build_report
 
@@ -25,9 +26,9 @@ log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when
 
 
 # %% auto #0
-__all__ = ['log', 'TINY', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params', 'notebook_params',
-           'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError', 'run_notebook', 'complete_runs',
-           'small_data', 'run_pipeline', 'ihd_run', 'run_stages']
+__all__ = ['log', 'TINY', 'TINY_SEQUENCE', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params',
+           'notebook_params', 'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError', 'run_notebook',
+           'complete_runs', 'small_data', 'run_pipeline', 'ihd_run', 'run_stages']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -401,13 +402,15 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
 
 # %% ../nbs/04g_pipeline.ipynb #7a2abbf7
 TINY = dict(n_folds=2, archs=['resnet18'], epochs=1, sz=32, tta=1, bs=64, n_rounds=20)
+TINY_SEQUENCE = dict(proj=16, hidden=32, bs=8, crop=[4, 8], epochs=2, min_steps=40)   # `[sequence]` values of a model sized for tests
 
 def run_stages(data:Path|str|None=None, # Kaggle-layout root
                work:Path|str|None=None, models:Path|str|None=None,
                n_folds:int|None=None, # Folds of stage 0 (`[tables] n_folds`)
                archs:list|None=None, # Level-1 architectures (`[level1] archs`)
                epochs:int|None=None, sz:int|None=None, tta=None, bs:int|None=None, # Level-1 knobs
-               n_rounds:int|None=None # Level-2 boosting rounds (`[level2]`)
+               n_rounds:int|None=None, # Level-2 boosting rounds (`[level2]`)
+               sequence:dict|None=None # Values over `[sequence]` for the sequence model (e.g. `TINY_SEQUENCE`)
               )->AttrDict:
     "Stages 0-4 in-process through the library (idempotent: finished work is skipped); returns the blend step's result and the times"
     root = data_root(data); work, models = work_dir(root, work), models_dir(root, models)
@@ -419,5 +422,6 @@ def run_stages(data:Path|str|None=None, # Kaggle-layout root
     step('cache', lambda: build_cache(root, work, rec, n_workers=1, progress=False))
     step('level1', lambda: train_grid(archs, None, root, work, models, rec, epochs=epochs, tta=tta, bs=bs))
     step('level2', lambda: stack(root, work, models, n_rounds=n_rounds))
+    step('sequence', lambda: fit_sequence(root, work, models, **(sequence or {})))
     res = step('blend', lambda: blend(root, work, models))
     return AttrDict(res, times=times, recipe=rec, work=work, models=models)
