@@ -313,10 +313,11 @@ def _with_diffs(P:torch.Tensor, m:torch.Tensor)->torch.Tensor:
 class SeqModel(nn.Module):
     "Per-slice projection of each run's embeddings (+ differences), probabilities and geometry; dilated convs; BiRNN; skip; 6 logits"
     def __init__(self, emb_dims=(), n_prob:int=0, n_side:int=0, diff:bool=True, proj:int=64, hidden:int=128,
-                 rnn:str='gru', layers:int=2, conv=(), dropout:float=0.2, prior=None, from_l1:bool=False):
+                 rnn:str='gru', layers:int=2, conv=(), dropout:float=0.2, prior=None, from_l1:bool=False, fit_labels=None):
         super().__init__()
         self.emb_dims, self.n_prob, self.diff, k = [int(d) for d in emb_dims], int(n_prob), bool(diff), 3 if diff else 1
         self.from_l1 = bool(from_l1) and self.n_prob > 0
+        self.register_buffer('fit_labels', torch.as_tensor(ifnone(fit_labels, [1.]*len(LABELS)), dtype=torch.float32))
         D = sum(self.emb_dims)
         self.register_buffer('emb_mean', torch.zeros(D)); self.register_buffer('emb_std', torch.ones(D))
         self.proj = nn.ModuleList(nn.Linear(d, proj*k) for d in self.emb_dims)
@@ -348,7 +349,7 @@ class SeqModel(nn.Module):
         x = x0 = self.inp(self.slice_inputs(emb, feats, m))*m[..., None]
         for c in self.convs: x = (x + F.gelu(c(x.transpose(1, 2)).transpose(1, 2)))*m[..., None]
         out = self.head(torch.cat([self.rnn(x, lens), x0], -1))
-        if self.from_l1: out = out + feats[..., :self.n_prob].unflatten(-1, (-1, len(LABELS))).mean(-2)
+        if self.from_l1: out = out*self.fit_labels + feats[..., :self.n_prob].unflatten(-1, (-1, len(LABELS))).mean(-2)
         return out.masked_fill(m[..., None] == 0, 0.)
 
 # %% ../nbs/04b_sequence.ipynb #56089411
@@ -435,14 +436,15 @@ def emb_stats(data:SeqData, n:int=20000, seed:int=0)->tuple[np.ndarray, np.ndarr
 # %% ../nbs/04b_sequence.ipynb #33ce4a9f
 def model_config(data:SeqData, # The series the model reads (their inputs decide the widths)
                  cfg:AttrDict, # `sequence_config()`
-                 prior=None # (6,) training label frequencies: the head's starting bias
+                 prior=None # (6,) training label frequencies: the head's starting bias; labels at 0 or 1 are not fitted
                 )->dict:
     "`SeqModel`'s arguments for `data`'s inputs and the settings `cfg`"
-    n_prob = sum(':' in c for c in data.cols)
+    n_prob, y = sum(':' in c for c in data.cols), None if prior is None else np.asarray(prior, np.float64)
     return dict(emb_dims=list(data.dims), n_prob=n_prob, n_side=len(data.cols) - n_prob, diff='diff' in cfg.inputs,
                 proj=int(cfg.proj), hidden=int(cfg.hidden), rnn=cfg.rnn, layers=int(cfg.layers), conv=list(cfg.conv),
                 dropout=float(cfg.dropout), prior=None if prior is None else [float(v) for v in prior],
-                from_l1=bool(cfg.get('init_from_l1')) and n_prob > 0)
+                from_l1=bool(cfg.get('init_from_l1')) and n_prob > 0,
+                fit_labels=None if y is None else [float(0 < v < 1) for v in y])
 
 # %% ../nbs/04b_sequence.ipynb #f85e519d
 class SeqProgress(Callback):
@@ -784,7 +786,7 @@ def _bench_print(r:AttrDict):
     log.info(f"[bench] memory: peak resident {r.peak_mb:,.0f} MB (memory-mapped pages included), peak anonymous "
              f"{r.anon_mb:,.0f} MB; SeqData holds {r.bytes_per_slice:.0f} bytes per slice "
              f"({r.bytes_per_slice*r.full_slices/2**20:,.0f} MB for {r.full_slices:,} slices)")
-    log.info(f"[bench] projected to 21,744 series: one epoch of one fold's model {r.epoch_s/60:.1f} min, "
+    log.info(f"[bench] projected to 21,744 series of {r.min_len}-{r.max_len} slices: one epoch of one fold's model {r.epoch_s/60:.1f} min, "
              f"{r.n_folds} folds x {r.epochs} epochs {r.cv_s/3600:.2f} h, predicting every series {r.pred_s/60:.1f} min")
 
 def bench_sequence(n_series:int=21_744, # Series (21,744: the stage-2 train set)
