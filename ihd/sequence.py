@@ -23,6 +23,7 @@ from .core import (LABELS, LABEL_WEIGHTS, CLIP, merge_settings, kaggle_layout, w
 from .backbones import choose_precision, precision_ctx, cpu_bf16_native
 from .level1 import add_speed_cbs, loader_workers, load_embeddings
 from .tables import as_seed
+from .calibrate import calibration_method
 from .level2 import gather_runs, report_table, oof_prior, read_sample, write_submission, plot_report
 
 log = logging.getLogger('ihd.sequence')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -525,7 +526,7 @@ def _fingerprint(files, **kw)->str:
 
 _RUN_FILES = ('oof.parquet', 'test.parquet', 'run.json', 'oof_emb.npy', 'test_emb.npy')
 
-def _seq_inputs(data, work, models, runs, out, s:AttrDict)->AttrDict:
+def _seq_inputs(data, work, models, runs, out, s:AttrDict, calibrate:str|None=None)->AttrDict:
     "Folders, settings, tables, level-1 runs, and a fingerprint of all of them (file sizes and times, not contents)"
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
     out = Path(out) if out else level2_dir(models, 'sequence')
@@ -533,11 +534,12 @@ def _seq_inputs(data, work, models, runs, out, s:AttrDict)->AttrDict:
         raise ValueError(f"output folder {out} is inside the models folder, where its fold<k> folders would make it look like "
                          f"a level-1 run: use {level2_dir(models, 'sequence')} (the default) or a folder elsewhere")
     train, test = _read_tables(work)
-    rs = gather_runs(models, train, test, runs)
+    method = calibration_method(calibrate)
+    rs = gather_runs(models, train, test, runs, method)
     files = [work/'train.parquet', work/'test.parquet', require(sample_csv, 0, 'sample submission')]
     for r in rs: files += sorted(r.dir.glob('*.json')) + [f for d in fold_dirs(r.dir) for f in sorted(d.iterdir()) if f.name in _RUN_FILES]
-    fp = _fingerprint(files, s=dict(s), runs=[r.name for r in rs], calibrate=dict(merge_settings('calibrate')))
-    return AttrDict(sample_csv=sample_csv, models=models, s=s, out=out, train=train, test=test, rs=rs, fp=fp)
+    fp = _fingerprint(files, s=dict(s), runs=[r.name for r in rs], calibrate=method)
+    return AttrDict(sample_csv=sample_csv, models=models, s=s, out=out, train=train, test=test, rs=rs, fp=fp, method=method)
 
 def _seq_done(i:AttrDict)->AttrDict|None:
     "The last result when it was made from the same inputs and settings, else `None`"
@@ -619,7 +621,7 @@ def _seq_write(i:AttrDict, d:AttrDict, fit:AttrDict, rep:pd.DataFrame, embs:dict
     write_json(dict(runs=[r.name for r in i.rs], emb_runs=list(embs), prob_runs=trd.prob_runs, inputs=i.s.inputs,
                     settings=dict(i.s), fingerprint=i.fp, weighted={k: float(v) for k, v in w.items()},
                     folds=[f['fold'] for f in fit.facts], fold_facts=fit.facts, n_train=len(i.train), n_used=d.n_used,
-                    n_test=int(len(fit.test)), n_filled=len(fill), test_emb=i.s.test_emb, cpu=cpu_model(),
+                    n_test=int(len(fit.test)), n_filled=len(fill), test_emb=i.s.test_emb, calibrate=i.method, cpu=cpu_model(),
                     torch=torch.__version__, seconds=round(time.time() - t0, 1)), out/'sequence.json')
     log.info(f"[sequence] weighted log loss: L1 average {w['L1 average']:.4f}, sequence {w['sequence']:.4f}, "
              f"prior {w['prior baseline']:.4f}; submission {out/'submission.csv'}: {sub.rows} rows, valid ({time.time() - t0:.0f} s)")
@@ -633,11 +635,12 @@ def fit_sequence(data:Path|str|None=None, # Kaggle-layout root (for the sample s
                  out:Path|str|None=None, # Output folder (default: `models/sequence`)
                  force:bool=False, # Redo even when the inputs are unchanged
                  device=None, # Default: fastai's default device (CUDA when there is one)
-                 **settings # Values over `[sequence]` (e.g. `epochs=20`, `inputs='prob, dz, pos'`)
+                 calibrate:str|None=None, # Calibration of the level-1 runs: auto, platt, temperature, none (`[calibrate] method`)
+                 **settings # Values over `[sequence]` (e.g. `epochs=20`, `inputs='prob, dz, pos'`, `seed=1`)
                 )->AttrDict:
     "Stage 4, sequence step: a model per patient fold over whole series, OOF and test predictions, report, submission"
     s = sequence_config(**settings)
-    i = _seq_inputs(data, work, models, runs, out, s)
+    i = _seq_inputs(data, work, models, runs, out, s, calibrate)
     if not force and (done := _seq_done(i)) is not None: return done
     t0 = time.time()
     embs = _seq_embeddings(i)
@@ -833,11 +836,12 @@ def ihd_sequence(data:str=None, # Kaggle-layout root (default: IHD_DATA or setti
                  inputs:str=None, # Comma-separated inputs (`[sequence] inputs`: emb, diff, prob, dz, pos)
                  epochs:int=None, # Epochs (`[sequence] epochs`)
                  seed:int=None, # Seed (`[sequence] seed`)
+                 calibrate:str=None, # Level-1 calibration: auto, platt, temperature or none (`[calibrate] method`)
                  force:store_true=False # Redo even when the inputs are unchanged
                 ):
     "Stage 4, sequence step: a bidirectional GRU/LSTM per patient fold over whole series; report and validated submission"
     res = fit_sequence(data, work, models, runs=[o.strip() for o in runs.split(',')] if runs else None, force=force,
-                       inputs=inputs, epochs=epochs, seed=seed)
+                       calibrate=calibrate, inputs=inputs, epochs=epochs, seed=seed)
     print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
 
 # %% ../nbs/04b_sequence.ipynb #ebcda2fd
