@@ -11,7 +11,8 @@ import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
 from .core import (STAGES, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, models_dir, find_settings,
-                      atomic_path, write_json, level1_runs, level2_dir)
+                      atomic_path, write_json, level1_runs, level2_dir, use_preset, active_preset,
+                      preset_values, default_scale)
 from . import synth
 from .tables import make_tables, as_seed
 from .pixels import Recipe
@@ -28,7 +29,7 @@ log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when
 # %% auto #0
 __all__ = ['log', 'TINY', 'TINY_SEQUENCE', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params',
            'notebook_params', 'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError', 'run_notebook',
-           'complete_runs', 'small_data', 'run_pipeline', 'ihd_run', 'run_stages']
+           'complete_runs', 'small_data', 'apply_preset', 'preset_knobs', 'run_pipeline', 'ihd_run', 'run_stages']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -232,6 +233,31 @@ def small_data(work:Path|str, # Stage 0's folder (its `train.parquet` gives the 
         res.kept = {k: given[k] for k in s if k in given}
     return res
 
+# %% ../nbs/04g_pipeline.ipynb #f5bad3d6
+def apply_preset(preset:str|None=None, # A preset (`ihd.core.preset_names`); default: the active one, if any
+                 scale:str|None=None # demo or full (default: `ihd.core.default_scale()`)
+                )->AttrDict|None:
+    "Activate `preset` for this job (and the kernels it starts), refusing a full scale this machine cannot run; log what it sets"
+    p = use_preset(preset, scale) if preset else active_preset()
+    if p is None: return None
+    if p.scale == 'full' and default_scale() != 'full':
+        use_preset(None)
+        raise ValueError(f"preset {p.name} at full scale is the published recipe ({p.meta.get('reproduces', '')}): it needs a "
+                         f"CUDA GPU and this machine has none; run it with --scale demo")
+    sets = '; '.join(f'{sec}.{k} = {v}' for sec, kv in p.overrides.items() for k, v in kv.items())
+    log.info(f"[run] preset {p.name} ({p.meta.get('place', '-')}, seed {p.meta.get('seed', '-')}) at {p.scale} scale: {sets or 'no changes'}")
+    for k, v in p.substitutions.items(): log.info(f"[run]   demo substitution {k}: {v['full']} -> {v['demo']}")
+    return p
+
+def preset_knobs(knobs:dict, # `[run]`'s notebook parameters
+                 p:AttrDict|None # The active preset (`apply_preset`)
+                )->dict:
+    "`knobs` without the keys the preset sets in a stage section (a preset's recipe wins over the main job's laptop recipe)"
+    if p is None: return dict(knobs)
+    own = p.overrides.get('run', {})
+    sets = {k for sec, kv in p.overrides.items() if sec != 'run' for k in kv}
+    return {k: v for k, v in knobs.items() if k in own or k not in sets}
+
 # %% ../nbs/04g_pipeline.ipynb #75258952
 _RUN_KEYS = ('size', 'threshold', 'skip_flags')
 
@@ -344,9 +370,11 @@ def _finish(r:AttrDict, stages:list, report:bool, t_all:float):
              f"({r.times[slow]:.1f} s of {total:.1f} s)\n[run] everything is in {r.run}")
 
 def _params_json(r:AttrDict, stages:list, knobs:dict, seed, sd:AttrDict|None=None):
-    "Write the run's `params.json`: folders, stages, parameters, seeds and the small-data decision"
+    "Write the run's `params.json`: folders, stages, parameters, seeds, the preset and every value it set, the small-data decision"
+    p = active_preset()
     write_json(dict(data=str(r.data), work=str(r.work), models=str(r.models), stages=[st.nb for st in stages], knobs=knobs, seed=seed,
-                    fold_seed=settings('tables').get('seed'), small_data=dict(sd) if sd else None), r.run/'params.json')
+                    fold_seed=settings('tables').get('seed'), small_data=dict(sd) if sd else None,
+                    preset=dict(p) if p else None), r.run/'params.json')
 
 def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the synthetic dataset, made when missing)
                  work:Path|str|None=None, # Derived tables and caches (default: per dataset)
@@ -357,13 +385,16 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
                  runs:Path|str|None=None, # Parent of the run folders (default: `ihd_path('runs')`)
                  report:bool=True, # Build the report at the end
                  progress:bool=False, # Papermill's per-cell bars (the stages' log lines stream anyway)
-                 seed:int|None=None # The `seed` parameter of every stage notebook after stage 0 (default: each one's settings)
+                 seed:int|None=None, # The `seed` parameter of every stage notebook after stage 0 (default: each one's settings)
+                 preset:str|None=None, # A preset (`ihd.core.preset_names`; default: the active one, `IHD_PRESET`, if any)
+                 scale:str|None=None # The preset's scale, demo or full (default: full with a CUDA GPU, else demo)
                 )->AttrDict:
     "Run the main job; returns the run folder, the times per step, the level stage 4 applied, and the submission and report paths"
+    p = apply_preset(preset, scale)
     s, t_all, times, given = run_settings(), time.time(), {}, dict(params or {})
     seed = given.pop('seed', None) if seed is None else seed
     seed = None if seed is None else as_seed(seed, 'the seed of the main job')
-    knobs = dict({k:v for k,v in s.items() if k not in _RUN_KEYS}, **given)
+    knobs = dict(preset_knobs({k:v for k,v in s.items() if k not in _RUN_KEYS}, p), **given)
     stages = select_stages(stages)
     root = _pipeline_data(data, size, s, times)
     work, models = work_dir(root, work), models_dir(root, models)
@@ -373,10 +404,10 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
     _params_json(r, stages, knobs, seed)
     base, sd = dict(knobs, data=root, work=work, models=models, **({'seed': seed} if seed is not None else {})), None
     for i, st in enumerate(stages):
-        if sd is None and st.n > 0:
+        if sd is None and st.n > 0 and p is None:   # a preset is an explicit recipe: no small-data switch
             sd = _apply_small(r, base, given); _params_json(r, stages, knobs, seed, sd)
         _run_stage(st, i, len(stages), base, knobs, r, s, progress)
-    if sd is None and (r.work/'train.parquet').is_file(): _params_json(r, stages, knobs, seed, _apply_small(r, base, given))
+    if sd is None and p is None and (r.work/'train.parquet').is_file(): _params_json(r, stages, knobs, seed, _apply_small(r, base, given))
     _finish(r, stages, report, t_all)
     return r
 
@@ -390,13 +421,15 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
             stages:str=None, # Comma-separated stages to run, by notebook, module or number (default: all of `ihd.core.STAGES`)
             params:str=None, # Notebook parameters, `;`-separated `name=value` (e.g. 'epochs=1;archs=resnet18')
             report:bool=True, # Build the report at the end
-            seed:int=None # Seed of every stage after stage 0 (notebook parameter `seed`; recorded in params.json)
+            seed:int=None, # Seed of every stage after stage 0 (notebook parameter `seed`; recorded in params.json)
+            preset:str=None, # A published recipe by name: ihd, bighead, appian, brainscan, tfbilstm, nobrainer, seutao
+            scale:str=None # The preset's scale: demo (the default without a GPU) or full (the published recipe)
            ):
     "The main job: data, stage notebooks 0-4 (papermill, executed copies kept), submission and report"
     knobs = parse_params([o for o in (params or '').split(';') if o.strip()])
     try:
         run_pipeline(data=data, work=work, models=models, size=size, params=knobs, report=report,
-                     stages=stages.split(',') if stages else None, seed=seed)
+                     stages=stages.split(',') if stages else None, seed=seed, preset=preset, scale=scale)
     except (StageError, ValueError) as e:
         print(f"[run] FAILED: {e}", file=sys.stderr); return 1
 
