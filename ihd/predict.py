@@ -143,7 +143,7 @@ def preprocess_slices(slices:pd.DataFrame, # `scan_folder`'s slices (series then
 # %% ../nbs/04f_predict.ipynb #76ec740a
 def model_input(slices:pd.DataFrame, # Slices sorted by series then `slice_idx` (all present in `arrays`)
                 arrays:dict, # `{ID: uint8 (sz, sz, n_windows)}`
-                neighbours:int # Neighbour slices on each side
+                neighbours # Neighbour slices on each side, or the run's `Recipe` (its neighbours and windows per offset)
                )->np.ndarray:
     "uint8 (n, sz, sz, n_windows*(2k+1)) in the row order of `slices`, neighbours taken within each series"
     ser, si = slices['SeriesInstanceUID'].to_numpy(), slices['slice_idx'].to_numpy()
@@ -179,7 +179,7 @@ def _run_predict(name:str, dirs:list, used:pd.DataFrame, arrays:dict, recs:dict,
     for d in dirs:
         t0 = time.time()
         model, info = _load(d)
-        x = model_input(used, arrays[base[d].name], recs[d].neighbours)
+        x = model_input(used, arrays[base[d].name], recs[d])  # the recipe: its neighbours and windows per offset
         m, s, e = predict_arrays(model, info, x, features=True)
         ms.append(np.asarray(m, np.float64)); ss.append(np.asarray(s, np.float64)); embs[fold_of(d)] = e
         log.info(f"[predict] {name}/{d.name}: {len(x)} slices in {time.time()-t0:.1f} s")
@@ -195,7 +195,7 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
     folds = find_fold_dirs(models)
     if not folds: raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {models}")
     recs = _recipes(folds)
-    base = {d: Recipe.from_dict({**r.to_dict(), 'neighbours': 0}) for d, r in recs.items()}
+    base = {d: Recipe.from_dict({**r.to_dict(), 'neighbours': 0, 'offset_windows': ()}) for d, r in recs.items()}  # every window of one slice
     arrays, bad = {}, []
     for b in {b.name: b for b in base.values()}.values():
         log.info(f"[predict] preprocessing {len(slices)} slices with recipe {b.base_name}")
