@@ -4,13 +4,14 @@
 
 # %% ../nbs/04c_blend.ipynb #0d66b695
 from __future__ import annotations
-import json, time, hashlib, logging, itertools
+import json, time, logging, itertools
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse, store_true
 from .core import (LABELS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, level2_dir, fold_dirs, require,
-                      stage_of, atomic_path, write_json, label_log_loss, folds_hash)
+                      stage_of, atomic_path, write_json, label_log_loss, folds_hash, logit,
+                      files_fingerprint)
 from .level2 import gather_runs, report_table, plot_report, oof_prior, write_submission, read_sample
 
 log = logging.getLogger('ihd.blend')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -74,8 +75,6 @@ def check_steps(steps:list # `read_step` results
         _differ(steps[0], b, 'test', 'test images')
 
 # %% ../nbs/04c_blend.ipynb #242e0fca
-def _logit(p): p = np.clip(p, CLIP, 1-CLIP); return np.log(p/(1-p))
-
 def mix(preds:list, # k arrays (n, 6) of probabilities
         w, # (6, k) weights per label, each row non-negative and summing to 1
         space:str='prob' # 'prob': weighted mean of probabilities; 'logit': of logits
@@ -85,7 +84,7 @@ def mix(preds:list, # k arrays (n, 6) of probabilities
     w = np.asarray(w, np.float64)
     if w.shape != P.shape[1:]: raise ValueError(f"weights of shape {w.shape} for {P.shape[2]} prediction sets of {P.shape[1]} labels")
     if space == 'prob': return (P*w).sum(-1)
-    if space == 'logit': return 1/(1 + np.exp(-(_logit(P)*w).sum(-1)))
+    if space == 'logit': return 1/(1 + np.exp(-(logit(P)*w).sum(-1)))
     raise ValueError(f"unknown blend space {space!r}: expected 'prob' or 'logit'")
 
 # %% ../nbs/04c_blend.ipynb #731af0f8
@@ -164,10 +163,6 @@ def _step_runs(steps:dict)->list|None:
         if f.is_file() and (r := json.loads(f.read_text()).get('runs')): return r
     return None
 
-def _fingerprint(files:list, **kw)->str:
-    st = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    return hashlib.sha1(json.dumps([st, kw], sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 def _blend_inputs(data, work, models, runs, out, params)->AttrDict:
     "Folders, settings, tables, the steps found and the level-1 runs, and a fingerprint of all of them"
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
@@ -183,7 +178,7 @@ def _blend_inputs(data, work, models, runs, out, params)->AttrDict:
              if f.name in ('oof.parquet', 'test.parquet', f'{st.step}.json')] + \
             [f for r in rs for d in [r.dir, *fold_dirs(r.dir)] for f in sorted(d.iterdir())
              if f.name in ('oof.parquet', 'test.parquet', 'run.json', 'calibration.json')]
-    fp = _fingerprint(files, s=dict(s), runs=[r.name for r in rs], steps=list(steps))
+    fp = files_fingerprint(files, s=dict(s), runs=[r.name for r in rs], steps=list(steps))
     out = Path(out) if out else level2_dir(models, 'blend')
     return AttrDict(sample_csv=sample_csv, s=s, out=out, models=models, sub=out.parent/'submission.csv', train=train, test=test, steps=steps,
                     missing=[k for k in STEPS if k not in steps], rs=rs, fp=fp)

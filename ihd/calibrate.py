@@ -11,7 +11,7 @@ from fastcore.basics import AttrDict
 from scipy.optimize import minimize
 from scipy.special import expit
 from .core import (LABELS, CLIP, settings, label_log_loss, weighted_log_loss, require, write_json, fold_dirs, fold_of,
-                      folds_hash)
+                      folds_hash, logit)
 
 log = logging.getLogger('ihd.calibrate')  # not __name__: that is '__main__' when this cell runs in the notebook
 
@@ -33,8 +33,6 @@ def calibration_method(method:str|None=None # `auto`, `platt`, `temperature` or 
     return m
 
 # %% ../nbs/03e_calibrate.ipynb #c27ceabb
-def _logit(p): p = np.clip(np.asarray(p, np.float64), CLIP, 1-CLIP); return np.log(p/(1-p))
-
 def _nll(theta, z, t, fit_b):
     "Mean log loss of `sigmoid(a*z + b)` against (smoothed) targets `t`, and its gradient in (a[, b])"
     s = theta[0]*z + (theta[1] if fit_b else 0.)
@@ -62,7 +60,7 @@ def fit_calibrator(p, # (n,) probabilities of one label
         return dict(out, a=0., b=float(np.log(q/(1 - q))), fallback=f"{what}: the smoothed frequency {q:.3g} (prior-preserving)")
     t = np.where(y > 0, (pos + 1)/(pos + 2), 1/(n - pos + 2))  # Platt's smoothed targets
     fit_b = method == 'platt'
-    r = minimize(_nll, np.array([1., 0.][:1 + fit_b]), args=(_logit(p), t, fit_b), jac=True, method='L-BFGS-B',
+    r = minimize(_nll, np.array([1., 0.][:1 + fit_b]), args=(logit(p), t, fit_b), jac=True, method='L-BFGS-B',
                  bounds=[(0., None)] + [(None, None)]*fit_b)
     return dict(out, a=float(r.x[0]), b=float(r.x[1]) if fit_b else 0.)
 
@@ -71,7 +69,7 @@ def apply_calibrator(p, # probabilities (any shape)
                      params:dict # `fit_calibrator`'s result (`a`, `b`)
                     )->np.ndarray:
     "`sigmoid(a*logit(p) + b)` (float64, same shape as `p`)"
-    return expit(params['a']*_logit(p) + params['b'])
+    return expit(params['a']*logit(p) + params['b'])
 
 # %% ../nbs/03e_calibrate.ipynb #b4e839b5
 def _fit_labels(P, Y, method)->dict:

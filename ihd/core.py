@@ -12,18 +12,26 @@ from fastcore.basics import AttrDict, listify, str2bool
 
 # %% auto #0
 __all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'PRESET_META', 'SCALES', 'STAGES', 'TMP_TAG', 'LEVEL2', 'STAGE4_DIRS',
-           'find_settings', 'parse_value', 'settings', 'merge_settings', 'preset_names', 'preset_values',
+           'logit', 'find_settings', 'parse_value', 'settings', 'merge_settings', 'preset_names', 'preset_values',
            'default_scale', 'use_preset', 'active_preset', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir',
-           'kaggle_layout', 'rsna_sample', 'is_test', 'cpu_model', 'stage_of', 'require', 'is_tmp', 'atomic_path',
-           'write_json', 'write_text', 'level2_dir', 'fold_of', 'fold_dirs', 'level1_runs', 'ihd_log_level',
-           'log_to_file', 'label_log_loss', 'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_long', 'to_long',
-           'write_long', 'read_labels']
+           'kaggle_layout', 'rsna_sample', 'is_test', 'cpu_model', 'stage_of', 'require', 'files_fingerprint', 'is_tmp',
+           'atomic_path', 'write_json', 'write_text', 'level2_dir', 'fold_of', 'fold_dirs', 'level1_runs',
+           'ihd_log_level', 'log_to_file', 'label_log_loss', 'weighted_log_loss', 'prior_baseline', 'folds_hash',
+           'read_long', 'to_long', 'write_long', 'read_labels']
 
 # %% ../nbs/00a_core.ipynb #334ed4e1
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural']
 LABELS = SUBTYPES + ['any']
 LABEL_WEIGHTS = np.array([1., 1, 1, 1, 1, 2])
 CLIP = 1e-6  # submissions and the metric clip probabilities to [CLIP, 1-CLIP]
+
+# %% ../nbs/00a_core.ipynb #2820ea33
+def logit(p, # Probabilities (any shape)
+          eps:float=CLIP # Clip to [eps, 1-eps] first, so that 0 and 1 stay finite
+         )->np.ndarray:
+    "`log(p/(1-p))` in float64, the one logit of the stacking steps and calibration"
+    p = np.clip(np.asarray(p, np.float64), eps, 1-eps)
+    return np.log(p/(1-p))
 
 # %% ../nbs/00a_core.ipynb #56ae3449
 def find_settings(start:Path|str|None=None # Folder to start the upward search from (default: cwd)
@@ -234,6 +242,14 @@ def require(path:Path|str, # A file or folder a stage reads
         raise FileNotFoundError(f"{what} {path} not found: run `{s.command}` first (stage {s.n}, nbs/{s.nb}.ipynb)")
     return path
 
+
+# %% ../nbs/00a_core.ipynb #bb2a2688
+def files_fingerprint(files, # Files a step reads (each must exist)
+                      **kw # Settings and names that also decide the result
+                     )->str:
+    "A short hash of the files' paths, sizes and modification times and of `kw`: a step whose inputs are unchanged is skipped"
+    st = [(str(f), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
+    return hashlib.sha1(json.dumps([st, kw], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/00a_core.ipynb #c4bb4a15
 TMP_TAG = '.ihdtmp'

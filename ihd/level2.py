@@ -4,14 +4,14 @@
 
 # %% ../nbs/04a_level2.ipynb #2705ae75
 from __future__ import annotations
-import os, json, time, hashlib, logging, resource
+import os, json, time, logging, resource
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, ifnone, listify
 from fastcore.script import call_parse, store_true
 from .core import (LABELS, read_long, CLIP, label_log_loss, weighted_log_loss, folds_hash, merge_settings,
                       kaggle_layout, work_dir, models_dir, require, atomic_path, write_json, level1_runs, fold_dirs,
-                      fold_of, level2_dir, STAGES)
+                      fold_of, level2_dir, STAGES, logit, files_fingerprint)
 from .tables import as_seed
 from .calibrate import calibration_method, calibrate_run, calibrate_frame
 
@@ -55,7 +55,6 @@ def read_preds(path:Path|str, # A level-1 `oof.parquet` or `test.parquet`
 
 # %% ../nbs/04a_level2.ipynb #46601022
 def _sigmoid(x): return 1/(1+np.exp(-x))
-def _logit(p): p = np.clip(p, CLIP, 1-CLIP); return np.log(p/(1-p))
 
 def fake_preds(ids, # Image IDs
                y=None, # (n, 6) labels the predictions are made from (default: none, pure noise around the prior)
@@ -68,7 +67,7 @@ def fake_preds(ids, # Image IDs
     n = len(ids)
     prior = np.asarray(ifnone(prior, [.05]*5+[.14]), dtype=np.float64)
     y = np.zeros((n, 6)) if y is None else np.asarray(y, dtype=np.float64)
-    m = _sigmoid(_logit(prior)[None] + strength*y + noise*rng.standard_normal((n, 6)))
+    m = _sigmoid(logit(prior)[None] + strength*y + noise*rng.standard_normal((n, 6)))
     s = np.abs(.1*m*(1-m)*(1 + rng.standard_normal((n, 6))))
     return pd.DataFrame({'ID': np.asarray(ids), **{l: m[:, j].astype(np.float32) for j,l in enumerate(LABELS)},
                          **{c: s[:, j].astype(np.float32) for j,c in enumerate(STD_COLS)}})
@@ -229,7 +228,7 @@ def _lgb_params(s):
 
 def _start(x:pd.DataFrame, prior_logit, init_from_l1:bool):
     "Start logits (n, 6): the level-1 average's, or the training prior's"
-    if init_from_l1: return _logit(x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64))
+    if init_from_l1: return logit(x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64))
     return np.tile(np.asarray(prior_logit, np.float64), (len(x), 1))
 
 def _bce(y, raw):
@@ -273,7 +272,7 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
     for f in (fit_folds if fit_folds is not None else sorted(np.unique(folds))):
         t0 = time.time()
         tr, va = folds != f, folds == f
-        pl = _logit(y[tr].mean(0))
+        pl = logit(y[tr].mean(0))
         st = _start(x, pl, s.init_from_l1)
         start_tr, start_va = st[tr], st[va]
         inner = _inner_rounds(lgb, lp, X[tr], names, y[tr], start_tr, folds[tr], s)
@@ -289,7 +288,7 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
             boosters[int(f)][l], rounds[int(f)][l] = b, (n if b else 0)
         log.info(f"[level2] fold {f}: {tr.sum()} train rows, {va.sum()} OOF rows, rounds per label "
                  f"{list(rounds[int(f)].values())}, {time.time()-t0:.1f} s")
-    return AttrDict(oof=oof, boosters=boosters, rounds=rounds, params=s, prior_logit=list(_logit(y.mean(0))))
+    return AttrDict(oof=oof, boosters=boosters, rounds=rounds, params=s, prior_logit=list(logit(y.mean(0))))
 
 # %% ../nbs/04a_level2.ipynb #aaa35d8b
 def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
@@ -459,10 +458,6 @@ def _read_tables(work:Path):
         if nan.any(): raise ValueError(f"{work/n}: NaN in inputs: {', '.join(f'{c} ({v} rows)' for c,v in nan[nan>0].items())}")
     return train, test
 
-def _fingerprint(files, **kw)->str:
-    st = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    return hashlib.sha1(json.dumps([st, kw], sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 def _stack_inputs(data, work, models, k, runs, out, params, calibrate)->AttrDict:
     "Stage 4's folders, settings, stage-0 tables and (calibrated) level-1 runs, and a fingerprint of all of them"
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
@@ -473,7 +468,7 @@ def _stack_inputs(data, work, models, k, runs, out, params, calibrate)->AttrDict
     inputs = [work/'train.parquet', work/'test.parquet', sample_csv] + \
              [f for r in rs for f in sorted(f for d in fold_dirs(r.dir) for f in d.iterdir())
               if f.name in ('oof.parquet', 'test.parquet', 'run.json')]
-    fp = _fingerprint(inputs, s=dict(s), runs=[r.name for r in rs], calibrate=method,
+    fp = files_fingerprint(inputs, s=dict(s), runs=[r.name for r in rs], calibrate=method,
                       calibrations=[r.calibration.fingerprint if r.calibration else None for r in rs])
     return AttrDict(sample_csv=sample_csv, s=s, out=out, sub=out/'submission.csv', train=train, test=test, rs=rs, fp=fp, method=method)
 

@@ -5,7 +5,7 @@ level-1 embeddings, probabilities and z geometry of every slice), trained on lev
 
 # %% ../nbs/04b_sequence.ipynb #f7453454
 from __future__ import annotations
-import os, json, time, math, hashlib, logging, resource, tempfile, shutil, warnings
+import os, json, time, math, logging, resource, tempfile, shutil, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
@@ -19,7 +19,8 @@ from fastai.callback.core import Callback, CancelFitException, CancelValidExcept
 from fastai.callback.progress import ProgressCallback
 import fastai.callback.schedule  # fit_one_cycle
 from .core import (LABELS, LABEL_WEIGHTS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, require, atomic_path,
-                      write_json, fold_dirs, fold_of, level2_dir, STAGE4_DIRS, weighted_log_loss, cpu_model)
+                      write_json, fold_dirs, fold_of, level2_dir, STAGE4_DIRS, weighted_log_loss, cpu_model,
+                      logit, files_fingerprint)
 from .backbones import choose_precision, precision_ctx, cpu_bf16_native
 from .level1 import add_speed_cbs, loader_workers, load_embeddings
 from .tables import as_seed
@@ -187,7 +188,6 @@ def _read_views(views, rows, d)->np.ndarray:
 # %% ../nbs/04b_sequence.ipynb #8ead3eff
 HEADER_COLS = ['ID', 'SeriesInstanceUID', 'slice_idx', 'n_slices', 'dz_prev', 'dz_next']
 
-def _logit(p, eps=1e-4): p = np.clip(np.asarray(p, np.float64), eps, 1-eps); return np.log(p/(1-p))
 
 def _slice_feats(df, preds, inputs)->tuple[np.ndarray, list]:
     "Per-slice features (float32) and their names"
@@ -198,7 +198,7 @@ def _slice_feats(df, preds, inputs)->tuple[np.ndarray, list]:
             bad = np.isnan(v).any(1)
             if bad.any(): raise ValueError(f"level-1 run {run}: no probabilities (or NaN) for {bad.sum()} of {len(v)} slices, "
                                            f"e.g. {list(df.ID[bad][:3])}")
-            parts.append(_logit(v)); cols += [f'{run}:{l}' for l in LABELS]
+            parts.append(logit(v, 1e-4)); cols += [f'{run}:{l}' for l in LABELS]
     if 'dz' in inputs:
         parts.append(np.clip(df[['dz_prev', 'dz_next']].fillna(0).to_numpy(np.float64), 0, 20)/5); cols += ['dz_prev', 'dz_next']
     if 'pos' in inputs:
@@ -330,7 +330,7 @@ class SeqModel(nn.Module):
         self.head = nn.Linear(2*hidden, len(LABELS))
         with torch.no_grad():
             self.head.weight.mul_(.1)
-            if prior is not None and not self.from_l1: self.head.bias.copy_(torch.as_tensor(_logit(prior, CLIP), dtype=torch.float32))
+            if prior is not None and not self.from_l1: self.head.bias.copy_(torch.as_tensor(logit(prior), dtype=torch.float32))
     def set_norm(self, mean, std):
         "Standardise the embeddings with these (training rows') statistics"
         self.emb_mean.copy_(torch.as_tensor(mean)); self.emb_std.copy_(torch.as_tensor(std).clamp_min(1e-3))
@@ -520,10 +520,6 @@ def _read_tables(work:Path)->tuple:
         out.append(df[HEADER_COLS + extra].reset_index(drop=True))
     return tuple(out)
 
-def _fingerprint(files, **kw)->str:
-    st = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    return hashlib.sha1(json.dumps([st, kw], sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 _RUN_FILES = ('oof.parquet', 'test.parquet', 'run.json', 'oof_emb.npy', 'test_emb.npy')
 
 def _seq_inputs(data, work, models, runs, out, s:AttrDict, calibrate:str|None=None)->AttrDict:
@@ -538,7 +534,7 @@ def _seq_inputs(data, work, models, runs, out, s:AttrDict, calibrate:str|None=No
     rs = gather_runs(models, train, test, runs, method)
     files = [work/'train.parquet', work/'test.parquet', require(sample_csv, 0, 'sample submission')]
     for r in rs: files += sorted(r.dir.glob('*.json')) + [f for d in fold_dirs(r.dir) for f in sorted(d.iterdir()) if f.name in _RUN_FILES]
-    fp = _fingerprint(files, s=dict(s), runs=[r.name for r in rs], calibrate=method)
+    fp = files_fingerprint(files, s=dict(s), runs=[r.name for r in rs], calibrate=method)
     return AttrDict(sample_csv=sample_csv, models=models, s=s, out=out, train=train, test=test, rs=rs, fp=fp, method=method)
 
 def _seq_done(i:AttrDict)->AttrDict|None:
