@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse, store_true
-from .core import (LABELS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, level2_dir, fold_dirs, require,
+from .core import (apply_preset, LABELS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, level2_dir, fold_dirs, require,
                       stage_of, atomic_path, write_json, label_log_loss, folds_hash, logit,
                       files_fingerprint)
 from .level2 import gather_runs, report_table, plot_report, oof_prior, write_submission, read_sample
@@ -345,9 +345,12 @@ def ihd_blend(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
               runs:str=None, # Comma-separated level-1 runs of the report rows (default: those the steps used)
               space:str=None, # Blend in 'prob' or 'logit' space (`[blend] space`)
               grid:float=None, # Step of the weight grid (`[blend] grid`)
-              force:store_true=False # Redo even when the inputs are unchanged
+              force:store_true=False, # Redo even when the inputs are unchanged
+              preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+              scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
              ):
     "Stage 4's last step: LightGBM, the sequence model or their blend, whichever is best out of fold; the final validated submission"
+    apply_preset(preset, scale)
     res = blend(data, work, models, runs=[o.strip() for o in runs.split(',')] if runs else None, space=space, grid=grid, force=force)
     print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
     print(f"choice: {LEVELS[res.choice]} -> {res.submission}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
-from .core import work_dir, data_root, require, atomic_path, write_json, write_text, is_tmp, as_bool, merge_settings, cpu_model
+from .core import apply_preset, work_dir, data_root, require, atomic_path, write_json, write_text, is_tmp, as_bool, merge_settings, cpu_model
 from .synth import stage_paths
 from .tables import data_signature, make_tables
 from .pixels import Recipe, preprocess, preprocess_series, stack_neighbours, read_dcm, raw_pixels, pixel_words, single_thread, PIXELS_VERSION
@@ -741,9 +741,12 @@ def ihd_cache(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
               split:str='all', # 'train', 'test' or 'all'
               n_workers:int=None, # Processes (default: all cores)
               force:bool=False, # Rebuild this recipe's cache from scratch
-              layout:str=None # 'auto', 'files' or 'shards' (default: settings [cache] layout)
+              layout:str=None, # 'auto', 'files' or 'shards' (default: settings [cache] layout)
+              preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+              scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
              ):
     "Stage 2: build the preprocessed slice cache from stage 0's tables (refused when `ihd_tables` has not run)"
+    apply_preset(preset, scale)
     p = stage_paths(data, work, tiny_in_test=False)
     r = Recipe.from_settings(windows=[w.strip() for w in windows.split(',')] if windows else None, sz=sz, crop=crop, wipe=wipe,
                              untilt=untilt, com_side=com_side, com_unit=com_unit)

@@ -13,11 +13,11 @@ from fastcore.basics import AttrDict, listify, str2bool
 # %% auto #0
 __all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'PRESET_META', 'SCALES', 'STAGES', 'TMP_TAG', 'LEVEL2', 'STAGE4_DIRS',
            'logit', 'find_settings', 'parse_value', 'settings', 'merge_settings', 'preset_names', 'preset_values',
-           'default_scale', 'use_preset', 'active_preset', 'as_bool', 'ihd_path', 'data_root', 'work_dir', 'models_dir',
-           'kaggle_layout', 'rsna_sample', 'is_test', 'cpu_model', 'stage_of', 'require', 'files_fingerprint', 'is_tmp',
-           'atomic_path', 'write_json', 'write_text', 'level2_dir', 'fold_of', 'fold_dirs', 'level1_runs',
-           'ihd_log_level', 'log_to_file', 'label_log_loss', 'weighted_log_loss', 'prior_baseline', 'folds_hash',
-           'read_long', 'to_long', 'write_long', 'read_labels']
+           'default_scale', 'use_preset', 'active_preset', 'apply_preset', 'preset_scope', 'as_bool', 'ihd_path',
+           'data_root', 'work_dir', 'models_dir', 'kaggle_layout', 'rsna_sample', 'is_test', 'cpu_model', 'stage_of',
+           'require', 'files_fingerprint', 'is_tmp', 'atomic_path', 'write_json', 'write_text', 'level2_dir', 'fold_of',
+           'fold_dirs', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss', 'weighted_log_loss',
+           'prior_baseline', 'folds_hash', 'read_long', 'to_long', 'write_long', 'read_labels']
 
 # %% ../nbs/00a_core.ipynb #334ed4e1
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural']
@@ -144,6 +144,34 @@ def active_preset()->AttrDict|None:
     name = os.environ.get('IHD_PRESET')
     return preset_values(name, os.environ.get('IHD_SCALE') or default_scale()) if name else None
 
+# %% ../nbs/00a_core.ipynb #ad539783
+def apply_preset(preset:str|None=None, # A preset (`preset_names`); default: the active one (`IHD_PRESET`), if any
+                 scale:str|None=None # 'demo' or 'full' (default: `IHD_SCALE`, else `default_scale()`)
+                )->AttrDict|None:
+    "Activate `preset` (or keep the active one) at `scale`, refusing a full scale this machine cannot run; log what it sets"
+    p = use_preset(preset or os.environ.get('IHD_PRESET'), scale or os.environ.get('IHD_SCALE'))
+    if p is None: return None
+    if p.scale == 'full' and default_scale() != 'full':
+        use_preset(None)
+        raise ValueError(f"preset {p.name} at full scale is the published recipe ({p.meta.get('reproduces', '')}): it needs a "
+                         f"CUDA GPU and this machine has none; run it with --scale demo")
+    log, sets = logging.getLogger('ihd.core'), '; '.join(f'{sec}.{k} = {v}' for sec, kv in p.overrides.items() for k, v in kv.items())
+    log.info(f"preset {p.name} ({p.meta.get('place', '-')}, seed {p.meta.get('seed', '-')}) at {p.scale} scale: {sets or 'no changes'}")
+    for k, v in p.substitutions.items(): log.info(f"  demo substitution {k}: {v['full']} -> {v['demo']}")
+    return p
+
+@contextmanager
+def preset_scope(name:str|None=None, # A preset, or None for settings.ini as it is
+                 scale:str|None=None # 'demo' or 'full'
+                ):
+    "Run a block under preset `name` (None: under none), then give back the preset that was active"
+    old = {k: os.environ.get(k) for k in ('IHD_PRESET', 'IHD_SCALE')}
+    try: yield use_preset(name, scale)
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 # %% ../nbs/00a_core.ipynb #23c17832
 def as_bool(v)->bool|None:
     "A yes/no value from settings, a command line or code (`'true'`, `'0'`, `True`, ...); `None` stays `None`"
@@ -174,11 +202,11 @@ def data_root(data:Path|str|None=None # A Kaggle-layout folder (default: `ihd_pa
 def _derived(key, given, data):
     if given: return Path(given).expanduser().resolve()
     base = ihd_path(key) if os.environ.get(_ENV[key]) else ihd_path(key)/data_root(data).name
-    p = os.environ.get('IHD_PRESET') if key == 'models' else None
+    p = os.environ.get('IHD_PRESET')
     return base/f"preset-{p}-{os.environ.get('IHD_SCALE') or default_scale()}" if p else base
 
 def work_dir(data=None, work=None)->Path:
-    "Folder for the derived tables and caches of dataset `data` (`work` or `IHD_WORK` wins)"
+    "Folder for the derived tables and caches of dataset `data` (`work` or `IHD_WORK` wins); an active preset has its own subfolder"
     return _derived('work', work, data)
 
 # %% ../nbs/00a_core.ipynb #958a9d4a

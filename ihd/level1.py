@@ -25,7 +25,7 @@ from fastai.learner import Learner
 from fastai.metrics import AccumMetric, ActivationType
 from fastai.vision.augment import aug_transforms
 import fastai.callback.schedule  # fit_one_cycle
-from .core import LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, data_root, weighted_log_loss, \
+from .core import apply_preset, LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, data_root, weighted_log_loss, \
     label_log_loss, prior_baseline, folds_hash, require, atomic_path, write_json, level1_runs, fold_dirs, fold_of, parse_value
 from .tables import as_seed
 from .pixels import Recipe
@@ -943,9 +943,12 @@ def ihd_train(arch:str=None, # Architecture (default: the first of settings [lev
               sz:int=None, # Cache size (default: settings [pixels] sz)
               seed:int=None, # Training seed (default: settings [level1] seed; any but 42 is part of the run name)
               snapshots:str=None, # Epochs whose models are averaged: all, 2,3 or =-2,-1 (default: settings [level1] snapshots)
-              force:bool=False # Retrain a finished cell
+              force:bool=False, # Retrain a finished cell
+              preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+              scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
              ):
     "Stage 3: train one (arch, fold) cell of the level-1 grid and write its predictions"
+    apply_preset(preset, scale)
     recipe = _recipe(None)
     if sz: recipe = _recipe({**recipe.to_dict(), 'sz': sz})
     kw = dict(data=data, work=work, models=models, recipe=recipe, epochs=epochs, bs=bs, lr=lr, tta=tta,
@@ -959,9 +962,12 @@ def ihd_embed(models:str=None, # Models folder of the runs (default: the dataset
               runs:str=None, # Run names, comma-separated (default: every level-1 run there)
               data:str=None, # Kaggle-layout root the runs were trained on (default: IHD_DATA or settings.ini)
               work:str=None, # Its tables and cache folder (default: per dataset)
-              force:store_true=False # Rewrite embeddings that exist
+              force:store_true=False, # Rewrite embeddings that exist
+              preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+              scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
              ):
     "Write the embeddings (oof_emb.npy, test_emb.npy) that finished level-1 runs lack, from model.pth and the cache"
+    apply_preset(preset, scale)
     written = embed_runs(models, runs, data, work, force=force)
     print(f"embeddings written for {len(written)} fold folder(s)")
     return written

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, ifnone, listify
 from fastcore.script import call_parse, store_true
-from .core import (LABELS, read_long, CLIP, label_log_loss, weighted_log_loss, folds_hash, merge_settings,
+from .core import (apply_preset, LABELS, read_long, CLIP, label_log_loss, weighted_log_loss, folds_hash, merge_settings,
                       kaggle_layout, work_dir, models_dir, require, atomic_path, write_json, level1_runs, fold_dirs,
                       fold_of, level2_dir, STAGES, logit, files_fingerprint)
 from .tables import as_seed
@@ -647,9 +647,12 @@ def ihd_stack(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
               n_rounds:int=None, # LightGBM rounds (`[level2] n_rounds`)
               calibrate:str=None, # Level-1 calibration: platt, temperature or none (`[calibrate] method`)
               seed:int=None, # LightGBM's seed (`[level2] seed`)
-              force:store_true=False # Redo even when the inputs are unchanged
+              force:store_true=False, # Redo even when the inputs are unchanged
+              preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+              scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
              ):
     "Stage 4: level-2 LightGBM stacker over the (calibrated) level-1 runs, report and validated submission"
+    apply_preset(preset, scale)
     res = stack(data, work, models, k=k, runs=[o.strip() for o in runs.split(',')] if runs else None,
                 n_rounds=n_rounds, force=force, calibrate=calibrate, seed=seed)
     print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))

@@ -11,7 +11,7 @@ import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
 from .core import (STAGES, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, models_dir, find_settings,
-                      atomic_path, write_json, level1_runs, level2_dir, use_preset, active_preset,
+                      atomic_path, write_json, level1_runs, level2_dir, use_preset, active_preset, apply_preset,
                       preset_values, default_scale)
 from . import synth
 from .tables import make_tables, as_seed
@@ -29,7 +29,7 @@ log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when
 # %% auto #0
 __all__ = ['log', 'TINY', 'TINY_SEQUENCE', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params',
            'notebook_params', 'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError', 'run_notebook',
-           'complete_runs', 'small_data', 'apply_preset', 'preset_knobs', 'run_pipeline', 'ihd_run', 'run_stages']
+           'complete_runs', 'small_data', 'preset_knobs', 'run_pipeline', 'ihd_run', 'run_stages']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -234,21 +234,6 @@ def small_data(work:Path|str, # Stage 0's folder (its `train.parquet` gives the 
     return res
 
 # %% ../nbs/04g_pipeline.ipynb #f5bad3d6
-def apply_preset(preset:str|None=None, # A preset (`ihd.core.preset_names`); default: the active one, if any
-                 scale:str|None=None # demo or full (default: `ihd.core.default_scale()`)
-                )->AttrDict|None:
-    "Activate `preset` for this job (and the kernels it starts), refusing a full scale this machine cannot run; log what it sets"
-    p = use_preset(preset, scale) if preset else active_preset()
-    if p is None: return None
-    if p.scale == 'full' and default_scale() != 'full':
-        use_preset(None)
-        raise ValueError(f"preset {p.name} at full scale is the published recipe ({p.meta.get('reproduces', '')}): it needs a "
-                         f"CUDA GPU and this machine has none; run it with --scale demo")
-    sets = '; '.join(f'{sec}.{k} = {v}' for sec, kv in p.overrides.items() for k, v in kv.items())
-    log.info(f"[run] preset {p.name} ({p.meta.get('place', '-')}, seed {p.meta.get('seed', '-')}) at {p.scale} scale: {sets or 'no changes'}")
-    for k, v in p.substitutions.items(): log.info(f"[run]   demo substitution {k}: {v['full']} -> {v['demo']}")
-    return p
-
 def preset_knobs(knobs:dict, # `[run]`'s notebook parameters
                  p:AttrDict|None # The active preset (`apply_preset`)
                 )->dict:
@@ -403,6 +388,7 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
     if seed is not None: log.info(f"[run] seed {seed} for every stage after stage 0 (the folds keep [tables] seed = {settings('tables').get('seed')})")
     _params_json(r, stages, knobs, seed)
     base, sd = dict(knobs, data=root, work=work, models=models, **({'seed': seed} if seed is not None else {})), None
+    if p is not None: base.update(preset=p.name, scale=p.scale)   # shown in each executed notebook's injected parameters
     for i, st in enumerate(stages):
         if sd is None and st.n > 0 and p is None:   # a preset is an explicit recipe: no small-data switch
             sd = _apply_small(r, base, given); _params_json(r, stages, knobs, seed, sd)

@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, CTImageStorage, generate_uid
 from scipy import ndimage
 from fastcore.basics import listify
 from fastcore.script import call_parse
-from .core import merge_settings, as_bool, atomic_path
+from .core import apply_preset, merge_settings, as_bool, atomic_path
 from .synth import stage_paths
 
 
@@ -727,9 +727,12 @@ def montages(files:list, # DICOM files (a few slices of one series, in z order, 
 def ihd_pixels(data:str=None, # Kaggle-layout root (default: settings / `IHD_DATA`)
                work:str=None, # Work folder (default: per dataset)
                out:str=None, # Folder for the PNGs (default: `<work>/pixels`)
-               n:int=4 # Slices to show
+               n:int=4, # Slices to show
+               preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+               scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
               ):
     "Write before/after montages of the preprocessing steps for `n` slices of one series"
+    apply_preset(preset, scale)
     p = stage_paths(data, work, tiny_in_test=False)
     fs = sorted(p.train_dir.glob('*.dcm'))
     if not fs: raise FileNotFoundError(f"no .dcm files in {p.train_dir}")

@@ -11,7 +11,7 @@ from fastcore.basics import AttrDict
 from fastcore.script import call_parse, CliError
 from fastprogress.fastprogress import progress_bar
 from matplotlib import pyplot as plt
-from .core import LABELS, merge_settings, models_dir, atomic_path, write_json, level1_runs, fold_dirs, fold_of, level2_dir
+from .core import apply_preset, LABELS, merge_settings, models_dir, atomic_path, write_json, level1_runs, fold_dirs, fold_of, level2_dir
 from .tables import read_header, add_slice_order, quiet_pydicom
 from .pixels import Recipe, preprocess, stack_neighbours
 from .level1 import load_run, predict_arrays
@@ -506,11 +506,14 @@ def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mix
                 study:str=None, # StudyInstanceUID of the study to fetch from the PACS (with --dicomweb)
                 store:bool=True, # Store the SR, KOS and montage back on the PACS (with --dicomweb)
                 all_series:bool=False, # Predict every CT series of the folder (no series selection)
-                dicom_results:bool=False # Also write each study's SR, KOS and montage into <out>/results/ (folder)
+                dicom_results:bool=False, # Also write each study's SR, KOS and montage into <out>/results/ (folder)
+                preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+                scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
                ):
     "Hemorrhage probabilities of the head-CT series of a folder of DICOM files, or of a study on a PACS (--dicomweb URL --study UID)"
     import matplotlib; matplotlib.use('Agg')
     try:
+        apply_preset(preset, scale)
         _check_args(folder, dicomweb, study)
         if dicomweb:
             r = predict_study(dicomweb, study, models, out, threshold, level2, store); _say_study(r, dicomweb)

@@ -12,7 +12,7 @@ from matplotlib import pyplot as plt
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
 from sklearn.metrics import roc_curve, roc_auc_score
-from .core import (LABELS, SUBTYPES, LABEL_WEIGHTS, STAGES, STAGE4_DIRS, stage_of, label_log_loss, weighted_log_loss,
+from .core import (apply_preset, LABELS, SUBTYPES, LABEL_WEIGHTS, STAGES, STAGE4_DIRS, stage_of, label_log_loss, weighted_log_loss,
                       prior_baseline, data_root, work_dir, models_dir, require, atomic_path, write_text, level1_runs,
                       fold_dirs, fold_of, level2_dir)
 from .calibrate import calibration_curve, load_calibration, calibrate_frame
@@ -388,9 +388,12 @@ def ihd_report(data:str=None, # Kaggle-layout root (default: `IHD_DATA` or setti
                work:str=None, # Stage 0/2 folder (default: per dataset)
                models:str=None, # Model runs (default: per dataset)
                out:str=None, # Report folder (default: `<models>/report`)
-               n_examples:int=12 # Slices in the montage
+               n_examples:int=12, # Slices in the montage
+               preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+               scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
               ):
     "Build the results report (Markdown, HTML, PNGs) from a models folder"
+    apply_preset(preset, scale)
     matplotlib.use('Agg')
     p = build_report(data, work, models, out, n_examples)
     print(f"report: {p}\n        {p.with_suffix('.html')}")

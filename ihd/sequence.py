@@ -18,7 +18,7 @@ from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.callback.progress import ProgressCallback
 import fastai.callback.schedule  # fit_one_cycle
-from .core import (LABELS, LABEL_WEIGHTS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, require, atomic_path,
+from .core import (apply_preset, LABELS, LABEL_WEIGHTS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, require, atomic_path,
                       write_json, fold_dirs, fold_of, level2_dir, STAGE4_DIRS, weighted_log_loss, cpu_model,
                       logit, files_fingerprint)
 from .backbones import choose_precision, precision_ctx, cpu_bf16_native
@@ -833,9 +833,12 @@ def ihd_sequence(data:str=None, # Kaggle-layout root (default: IHD_DATA or setti
                  epochs:int=None, # Epochs (`[sequence] epochs`)
                  seed:int=None, # Seed (`[sequence] seed`)
                  calibrate:str=None, # Level-1 calibration: auto, platt, temperature or none (`[calibrate] method`)
-                 force:store_true=False # Redo even when the inputs are unchanged
+                 force:store_true=False, # Redo even when the inputs are unchanged
+                 preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+                 scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
                 ):
     "Stage 4, sequence step: a bidirectional GRU/LSTM per patient fold over whole series; report and validated submission"
+    apply_preset(preset, scale)
     res = fit_sequence(data, work, models, runs=[o.strip() for o in runs.split(',')] if runs else None, force=force,
                        calibrate=calibrate, inputs=inputs, epochs=epochs, seed=seed)
     print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, CTImageStorage
 from fastcore.basics import AttrDict
 from fastcore.script import call_parse
-from .core import (LABELS, SUBTYPES, kaggle_layout, settings, merge_settings, ihd_path, data_root, work_dir,
+from .core import (apply_preset, LABELS, SUBTYPES, kaggle_layout, settings, merge_settings, ihd_path, data_root, work_dir,
                       models_dir, is_test, atomic_path, write_json, write_text)
 
 # %% auto #0
@@ -889,9 +889,12 @@ def read_manifest(root:Path|str # A folder written by `make_dataset`
 def stage_paths(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DATA` or settings)
                 work:Path|str|None=None, # Derived tables and caches (default: per dataset under `IHD_WORK`)
                 models:Path|str|None=None, # Model runs (default: per dataset under `IHD_MODELS`)
-                tiny_in_test:bool=True # Under `nbdev-test` with no `data`: use a fresh tiny synthetic dataset
+                tiny_in_test:bool=True, # Under `nbdev-test` with no `data`: use a fresh tiny synthetic dataset
+                preset:str|None=None, # A published recipe by name (`ihd.core.apply_preset`; default: the active one)
+                scale:str|None=None # The preset's scale, demo or full
                )->AttrDict:
-    "Resolve the folders a stage reads and writes, making the synthetic default dataset when it is needed"
+    "Resolve the folders a stage reads and writes (an active preset has its own), making the synthetic default dataset when it is needed"
+    apply_preset(preset, scale)
     if data is None and tiny_in_test and is_test():
         tmp = Path(tempfile.mkdtemp(prefix='ihd_test_'))
         data = make_dataset(tmp/'synth', size='tiny', seed=settings('synth').seed)

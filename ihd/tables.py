@@ -16,7 +16,7 @@ from pydicom import dcmread, config as dcm_config
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from sklearn.model_selection import StratifiedGroupKFold
-from .core import (LABELS, SUBTYPES, merge_settings, kaggle_layout, work_dir, read_labels, folds_hash, require,
+from .core import (apply_preset, LABELS, SUBTYPES, merge_settings, kaggle_layout, work_dir, read_labels, folds_hash, require,
                       atomic_path, write_json)
 from .synth import stage_paths
 
@@ -472,9 +472,12 @@ def ihd_tables(data:str=None, # Kaggle-layout root (default: IHD_DATA or setting
                n_folds:int=None, # Folds (default: settings [tables] n_folds)
                seed:int=None, # Fold seed (default: settings [tables] seed)
                n_workers:int=None, # Header-reading processes (default: all cores)
-               force:store_true=False # Recompute even when the tables exist
+               force:store_true=False, # Recompute even when the tables exist
+               preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
+               scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
               ):
     "Stage 0: header table, labels, patient folds and bad-file report for a Kaggle-layout folder"
+    apply_preset(preset, scale)
     p = stage_paths(data, work, tiny_in_test=False)
     make_tables(p.root, p.work, n_folds, seed, n_workers, force)
 
