@@ -20,11 +20,11 @@ from .synth import stage_paths
 
 
 # %% auto #0
-__all__ = ['WINDOWS', 'PIXELS_VERSION', 'HEAD_HU', 'TILT_TOL_PX', 'Recipe', 'write_ct', 'read_dcm', 'dcm_tag', 'HUParams',
-           'hu_params', 'stored_values', 'hu_table', 'pixel_words', 'raw_pixels', 'read_hu', 'window', 'fast_slice',
-           'read_slice', 'windowed_u8', 'binary_open3', 'head_box', 'wipe_lines', 'border_box', 'com_box',
-           'single_thread', 'preprocess', 'stack_neighbours', 'slice_z', 'untilt_series', 'preprocess_series',
-           'montages', 'ihd_pixels']
+__all__ = ['WINDOWS', 'PIXELS_VERSION', 'BRAIN_HU', 'HEAD_HU', 'TILT_TOL_PX', 'Recipe', 'write_ct', 'read_dcm', 'dcm_tag',
+           'HUParams', 'hu_params', 'stored_values', 'hu_table', 'pixel_words', 'raw_pixels', 'read_hu', 'window',
+           'brain_fraction', 'fast_slice', 'read_slice', 'windowed_u8', 'brain_fraction_words', 'binary_open3',
+           'head_box', 'wipe_lines', 'border_box', 'com_box', 'single_thread', 'preprocess', 'stack_neighbours',
+           'slice_z', 'untilt_series', 'preprocess_series', 'montages', 'ihd_pixels']
 
 # %% ../nbs/01_pixels.ipynb #1925cd26
 WINDOWS = dict(brain=(40, 80), subdural=(80, 200), soft=(40, 380), bone=(600, 2800))  # (centre, width) in HU
@@ -259,6 +259,17 @@ def window(hu:np.ndarray, # HU values
     c, wd = WINDOWS[w] if isinstance(w, str) else w
     return np.clip((np.asarray(hu, np.float32) - (c - wd/2))/wd, 0, 1)
 
+# %% ../nbs/01_pixels.ipynb #84611460
+BRAIN_HU = (WINDOWS['brain'][0] - WINDOWS['brain'][1]/2, WINDOWS['brain'][0] + WINDOWS['brain'][1]/2)  # (0, 80): the brain window's HU range
+
+def brain_fraction(hu:np.ndarray # HU of one slice, as read (before crop, resize or untilt)
+                  )->float:
+    "The fraction of the pixels of `hu` whose HU lie in the brain window's range `BRAIN_HU` (ends included)"
+    hu = np.asarray(hu)
+    if hu.size == 0: raise ValueError("brain_fraction of an empty image")
+    return float(np.count_nonzero((hu >= BRAIN_HU[0]) & (hu <= BRAIN_HU[1]))/hu.size)
+
+
 # %% ../nbs/01_pixels.ipynb #3d985169
 _EXPLICIT, _IMPLICIT = '1.2.840.10008.1.2.1', '1.2.840.10008.1.2'
 _LONG_VR = {b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ', b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'}
@@ -330,6 +341,21 @@ def windowed_u8(ds:pydicom.Dataset, # A CT slice
     "uint8 `(Rows, Columns, B)`: the windows as channels, then the head-mask byte, then padding"
     words, hp = pixel_words(ds)
     return _lut(hp, tuple(windows)).take(words).view(np.uint8).reshape(*words.shape, -1)
+
+# %% ../nbs/01_pixels.ipynb #f6242cc5
+@lru_cache(maxsize=16)
+def _brain_lut(hp:HUParams):
+    "Table pixel word (uint16 index) -> HU in `BRAIN_HU`"
+    h = hu_table(hp)
+    return (h >= BRAIN_HU[0]) & (h <= BRAIN_HU[1])
+
+def brain_fraction_words(words:np.ndarray, # A slice's 16-bit pixel words (`read_slice`, `pixel_words`)
+                         hp:HUParams # Their layout
+                        )->float:
+    "`brain_fraction` of the slice whose pixel words are `words`, through a lookup table (no float image)"
+    if words.size == 0: raise ValueError("brain_fraction of an empty image")
+    return float(np.count_nonzero(_brain_lut(hp).take(words))/words.size)
+
 
 # %% ../nbs/01_pixels.ipynb #8b04fa79
 def _shift_op(m, op):
@@ -511,13 +537,14 @@ def _to_input(sl, recipe, info=None, spacing=None):
 
 def preprocess(src:Path|str|pydicom.Dataset, # A DICOM file or dataset
                recipe:Recipe|None=None, # Windows, size, crop, wipe (default: `Recipe.from_settings()`); neighbours and offset windows are ignored
-               info:dict|None=None # If given, filled with the crop box and input shape
+               info:dict|None=None # If given, filled with the crop box, input shape and `brain_frac` (`brain_fraction` of the slice as read)
               )->np.ndarray:
     "One slice as uint8 `(sz, sz, len(windows))`, channels in `recipe.windows` order"
     recipe = recipe or Recipe.from_settings()
     if recipe.untilt: raise ValueError("recipe untilt resamples a whole series (one slice has no stacking direction): use preprocess_series")
     raw, hp = read_slice(src)
     sp = _mean_spacing(src) if recipe.crop == 'com' and recipe.com_unit == 'mm' else None
+    if info is not None: info['brain_frac'] = brain_fraction_words(raw, hp)   # the slice as read, before the crop
     return _to_input(_Words(raw, hp), recipe, info, sp)
 
 # %% ../nbs/01_pixels.ipynb #bbd2dfce
@@ -644,14 +671,16 @@ def _series_geometry(dss:list):
 
 def _untilted(dss, order, geo, recipe, infos):
     "Slices `dss` (z order `order`) resampled by `untilt_series`, then windowed, cropped and resized; in `dss`'s order"
-    vol = untilt_series(np.stack([read_hu(dss[i]) for i in order]), *geo)[0]
+    hus = np.stack([read_hu(dss[i]) for i in order])
+    for k, i in enumerate(order): infos[i]['brain_frac'] = brain_fraction(hus[k])   # each slice as read, before the resampling
+    vol = untilt_series(hus, *geo)[0]
     out = np.empty((len(dss), recipe.sz, recipe.sz, len(recipe.windows)), np.uint8)
     for k, i in enumerate(order): out[i] = _to_input(_HU(vol[k]), recipe, infos[i], float(np.mean(geo[2])))
     return out
 
 def preprocess_series(srcs:list, # DICOM files or datasets of one series, in any order
                       recipe:Recipe|None=None, # The recipe (default: `Recipe.from_settings()`); `untilt` resamples tilted series
-                      info:dict|None=None # If given, filled with `tilt_deg`, `untilted`, `reason` and `slices` (each slice's info)
+                      info:dict|None=None # If given, filled with `tilt_deg`, `untilted`, `reason` and `slices` (each slice's info, `brain_frac` included)
                      )->np.ndarray:
     "uint8 `(n, sz, sz, len(windows))`: the slices of one series preprocessed, in the order given"
     recipe, srcs = recipe or Recipe.from_settings(), list(srcs)
