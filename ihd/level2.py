@@ -18,11 +18,11 @@ from .calibrate import calibration_method, calibrate_run, calibrate_frame
 log = logging.getLogger('ihd.level2')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'read_preds', 'fake_preds', 'fake_level1', 'load_run_preds', 'gather_runs',
-           'feature_names', 'slice_features', 'level2_params', 'fit_level2', 'predict_level2', 'oof_prior',
-           'report_table', 'plot_report', 'read_sample', 'validate_submission', 'write_submission', 'save_level2',
-           'load_level2', 'apply_level2', 'stack', 'bench_table', 'bench_stack', 'ihd_stack', 'ihd_validate',
-           'ihd_bench_stack']
+__all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'EXTRA', 'EXTRA_COLS', 'EXTRA_NEEDS', 'read_preds', 'fake_preds',
+           'fake_level1', 'load_run_preds', 'gather_runs', 'level2_extra', 'feature_names', 'slice_features',
+           'level2_params', 'fit_level2', 'predict_level2', 'oof_prior', 'report_table', 'plot_report', 'read_sample',
+           'validate_submission', 'write_submission', 'save_level2', 'load_level2', 'apply_level2', 'stack',
+           'bench_table', 'bench_stack', 'ihd_stack', 'ihd_validate', 'ihd_bench_stack']
 
 # %% ../nbs/04a_level2.ipynb #791b60c9
 STD_COLS = [f'{l}_std' for l in LABELS]
@@ -160,15 +160,31 @@ def gather_runs(models:Path|str, # Folder holding the level-1 run folders
 
 # %% ../nbs/04a_level2.ipynb #4e632d1a
 POS_COLS = ['rel_pos', 'slice_idx', 'n_slices', 'dz_prev', 'dz_next']
+EXTRA = ('study', 'brain')  # optional feature groups (`[level2] extra`), in the order their columns come
+EXTRA_COLS = dict(study=[f'study_mean_{l}' for l in LABELS] + ['study_n_slices'], brain=['brain_frac', 'brain_ratio'])
+EXTRA_NEEDS = dict(study=['StudyInstanceUID'], brain=['brain_frac'])  # header columns each group reads
 
-def feature_names(n_models:int, k:int)->list[str]:
+def level2_extra(v=None # 'study', 'study, brain', a list, or none/empty
+                )->list[str]:
+    "The extra feature groups named by `v` (`[level2] extra`), in `EXTRA`'s order; unknown names are refused"
+    if v is None or (isinstance(v, str) and v.strip().lower() in ('', 'none')): return []
+    names = [o.strip() for o in v.split(',')] if isinstance(v, str) else [str(o).strip() for o in listify(v)]
+    bad = [o for o in names if o and o not in EXTRA]
+    if bad: raise ValueError(f"[level2] extra {bad}: unknown feature groups; expected some of {', '.join(EXTRA)} (or none)")
+    return [e for e in EXTRA if e in names]
+
+def feature_names(n_models:int, # Level-1 models
+                  k:int, # Neighbours on each side
+                  extra=() # Extra feature groups (`level2_extra`)
+                 )->list[str]:
     "Column names of `slice_features`' output"
     names = []
     for i in range(n_models):
         for stat in ('mean', 'std'):
             names += [f'm{i}_{l}_{stat}_{d:+d}' for d in range(-k, k+1) for l in LABELS]
         names += [f'm{i}_{l}_s{a}' for a in ('max', 'mean', 'std') for l in LABELS]
-    return names + [f'avg_{l}' for l in LABELS] + POS_COLS
+    return names + [f'avg_{l}' for l in LABELS] + POS_COLS + [c for e in level2_extra(extra) for c in EXTRA_COLS[e]]
+
 
 # %% ../nbs/04a_level2.ipynb #83cb612d
 def _neighbour_index(index, k):
@@ -183,15 +199,39 @@ def _neighbour_index(index, k):
         out[d] = np.where((codes[nb] == codes) & (pos + d >= 0) & (pos + d < len(order)), nb, -1)
     return out, codes
 
-def slice_features(index:pd.DataFrame, # Header rows: `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`
+def _check_extra(index:pd.DataFrame, extra:list):
+    "`ValueError` when `index` lacks a column an extra group reads, or has NaN there (or `brain_frac` outside [0, 1])"
+    miss = [c for e in extra for c in EXTRA_NEEDS[e] if c not in index]
+    if miss: raise ValueError(f"header table lacks columns {miss}, read by the level-2 extra features {extra}")
+    for c in [c for e in extra for c in EXTRA_NEEDS[e]]:
+        if index[c].isna().any(): raise ValueError(f"header table: NaN in {c} ({index[c].isna().sum()} rows), read by the level-2 extra features")
+    if 'brain' in extra and not index['brain_frac'].between(0, 1).all():
+        raise ValueError(f"brain_frac outside [0, 1] (min {index.brain_frac.min():.3g}, max {index.brain_frac.max():.3g})")
+
+def _extra_features(index:pd.DataFrame, avg:np.ndarray, codes:np.ndarray, extra:list)->list[np.ndarray]:
+    "The blocks of the extra groups: the study's mean level-1 average and slice count; brain fraction and its series ratio"
+    out = []
+    if 'study' in extra:
+        st = pd.factorize(index['StudyInstanceUID'])[0]
+        out.append(pd.DataFrame(avg).groupby(st).transform('mean').to_numpy(np.float32))  # NaN rows skipped
+        out.append(np.bincount(st)[st][:, None].astype(np.float32))
+    if 'brain' in extra:
+        b = index['brain_frac'].to_numpy(np.float32)
+        mx = pd.Series(b).groupby(codes).transform('max').to_numpy(np.float32)
+        out.append(np.stack([b, np.where(mx > 0, b/np.where(mx > 0, mx, 1), 0)], 1))
+    return out
+
+def slice_features(index:pd.DataFrame, # Header rows: `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next` (+ `EXTRA_NEEDS`)
                    preds:list, # One prediction frame (`ID` + `PRED_COLS`) per model; rows of `index` without one get NaN
-                   k:int=3 # Neighbours on each side
+                   k:int=3, # Neighbours on each side
+                   extra=() # Extra feature groups (`level2_extra`): study, brain
                   )->pd.DataFrame:
     "Level-2 features for every row of `index` (same order): see `feature_names`"
     miss = [c for c in ['ID', 'SeriesInstanceUID', 'slice_idx', 'n_slices', 'dz_prev', 'dz_next'] if c not in index]
     if miss: raise ValueError(f"header table lacks columns {miss}")
+    extra = level2_extra(extra); _check_extra(index, extra)
     nbs, codes = _neighbour_index(index, k)
-    names = feature_names(len(preds), k)
+    names = feature_names(len(preds), k, extra)
     x = np.empty((len(index), len(names)), np.float32)  # filled block by block, in `index` order
     c, avg = 0, np.zeros((len(index), 6), np.float32)
     def put(v):
@@ -207,20 +247,24 @@ def slice_features(index:pd.DataFrame, # Header rows: `ID`, `SeriesInstanceUID`,
         g = pd.DataFrame(m).groupby(codes)
         mean, sq = g.transform('mean').to_numpy(np.float32), pd.DataFrame(m*m).groupby(codes).transform('mean').to_numpy(np.float32)
         put(g.transform('max').to_numpy(np.float32)); put(mean); put(np.sqrt(np.maximum(sq - mean*mean, 0)))
-    put(avg/max(len(preds), 1))
+    avg /= max(len(preds), 1); put(avg)
     si, ns = index['slice_idx'].to_numpy(np.float32), index['n_slices'].to_numpy(np.float32)
     put(np.stack([si/np.maximum(ns-1, 1), si, ns, index['dz_prev'].to_numpy(np.float32), index['dz_next'].to_numpy(np.float32)], 1))
+    for v in _extra_features(index, avg, codes, extra): put(v)
     assert c == len(names)
     return pd.DataFrame(x, columns=names, index=index.index, copy=False)
 
+
 # %% ../nbs/04a_level2.ipynb #37d40700
-_NOT_LGB = ('k', 'n_rounds', 'init_from_l1', 'early_stopping')
+_NOT_LGB = ('k', 'n_rounds', 'init_from_l1', 'early_stopping', 'extra')
 
 def level2_params(**overrides)->AttrDict:
-    "`settings.ini`'s `[level2]` (the only defaults) with `overrides` (None values ignored); the seed must be an integer"
+    "`settings.ini`'s `[level2]` (the only defaults) with `overrides` (None values ignored); an integer seed, `extra` as a list"
     s = merge_settings('level2', **overrides)
     if s.get('seed') is not None: s['seed'] = as_seed(s['seed'], 'the level-2 seed')
+    s['extra'] = level2_extra(s.get('extra'))
     return s
+
 
 # %% ../nbs/04a_level2.ipynb #3974dcd0
 def _lgb_params(s):
@@ -431,19 +475,26 @@ def load_level2(out:Path|str # A `models/level2` folder
     return AttrDict(boosters=bs, params=AttrDict(meta['params']), prior_logit=meta['prior_logit'], meta=meta)
 
 # %% ../nbs/04a_level2.ipynb #9034bd57
-def apply_level2(index:pd.DataFrame, # Header rows of the slices (`ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`)
+_NEED_WHY = dict(StudyInstanceUID="each slice's study, with every slice of the study in `index`",
+                 brain_frac="each slice's share of brain-density pixels (`ihd.pixels.brain_fraction`, as stage 2 computes it)")
+
+def apply_level2(index:pd.DataFrame, # Header rows of the slices (`ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`; `EXTRA_NEEDS` of the model's `extra`)
                  preds:dict, # Level-1 run name -> predictions (`ID` + `PRED_COLS`) for those slices
                  out:Path|str, # The `models/level2` folder
                  raw:bool=False # `preds` are raw level-1 output: calibrate them here (default: already calibrated)
                 )->pd.DataFrame:
     "Level-2 probabilities (`ID` + `LABELS`) for new slices, from the saved model (used by inference on new data)"
     l2 = load_level2(out)
-    need, cal = l2.meta['runs'], l2.meta.get('calibration') or {}
+    need, cal, extra = l2.meta['runs'], l2.meta.get('calibration') or {}, level2_extra(l2.meta.get('extra'))
     miss = [r for r in need if r not in preds]
     if miss: raise ValueError(f"level 2 in {out} needs predictions of runs {miss}; got {list(preds)}")
+    lack = [c for e in extra for c in EXTRA_NEEDS[e] if c not in index]
+    if lack: raise ValueError(f"level 2 in {out} uses the extra features {extra}: `index` lacks columns "
+                              + '; '.join(f"{c} ({_NEED_WHY[c]})" for c in lack))
     if raw: preds = {r: calibrate_frame(preds[r], cal[r]['all']) if cal.get(r) else preds[r] for r in need}
-    x = slice_features(index, [preds[r] for r in need], l2.meta['k'])
+    x = slice_features(index, [preds[r] for r in need], l2.meta['k'], extra)
     return pd.DataFrame(predict_level2(l2, x), columns=LABELS).assign(ID=index['ID'].to_numpy())[['ID']+LABELS]
+
 
 # %% ../nbs/04a_level2.ipynb #99ac49dd
 def _read_tables(work:Path):
@@ -458,14 +509,39 @@ def _read_tables(work:Path):
         if nan.any(): raise ValueError(f"{work/n}: NaN in inputs: {', '.join(f'{c} ({v} rows)' for c,v in nan[nan>0].items())}")
     return train, test
 
+def _load_slice_stats(work:Path)->pd.DataFrame:
+    "Stage 2's per-slice statistics `ID`, `brain_frac` (`<work>/slice_stats.parquet`)"
+    f = Path(work)/'slice_stats.parquet'
+    if not f.is_file(): raise FileNotFoundError(f"{f} not found: the level-2 extra feature 'brain' reads stage 2's slice "
+                                                f"statistics; run `ihd_cache` (stage 2, nbs/02_cache.ipynb)")
+    return pd.read_parquet(f, columns=['ID', 'brain_frac'])
+
+def _with_extra(work:Path, train:pd.DataFrame, test:pd.DataFrame, extra:list)->tuple:
+    "The tables with the columns the extra features read, checked: `brain_frac` joined from stage 2's slice statistics"
+    for df, n in ((train, 'train.parquet'), (test, 'test.parquet')):
+        miss = [c for e in extra for c in EXTRA_NEEDS[e] if c != 'brain_frac' and c not in df]
+        if miss: raise ValueError(f"{work/n}: missing columns {miss}, read by the level-2 extra features {extra}")
+    if 'brain' not in extra: return train, test
+    st = _load_slice_stats(work)
+    if st['ID'].duplicated().any(): raise ValueError(f"{work/'slice_stats.parquet'}: {st.ID.duplicated().sum()} duplicated IDs")
+    b, out = st.set_index('ID')['brain_frac'], []
+    for df, n in ((train, 'train.parquet'), (test, 'test.parquet')):
+        v = df['ID'].map(b)
+        if v.isna().any():
+            raise ValueError(f"{work/'slice_stats.parquet'}: no brain_frac for {v.isna().sum()} of the {len(df)} slices of {n} "
+                             f"(e.g. {list(df.ID[v.isna()][:3])}); the level-2 extra feature 'brain' reads stage 2's slice "
+                             f"statistics: run `ihd_cache` (stage 2) again for this work folder")
+        out.append(df.assign(brain_frac=v.to_numpy(np.float32)))
+    return tuple(out)
+
 def _stack_inputs(data, work, models, k, runs, out, params, calibrate)->AttrDict:
     "Stage 4's folders, settings, stage-0 tables and (calibrated) level-1 runs, and a fingerprint of all of them"
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
     s, method = level2_params(k=k, **params), calibration_method(calibrate)
     out = Path(out) if out else level2_dir(models)
-    train, test = _read_tables(work)
+    train, test = _with_extra(work, *_read_tables(work), s.extra)
     rs = gather_runs(models, train, test, runs, method)
-    inputs = [work/'train.parquet', work/'test.parquet', sample_csv] + \
+    inputs = [work/'train.parquet', work/'test.parquet', sample_csv] + [work/'slice_stats.parquet']*('brain' in s.extra) + \
              [f for r in rs for f in sorted(f for d in fold_dirs(r.dir) for f in d.iterdir())
               if f.name in ('oof.parquet', 'test.parquet', 'run.json')]
     fp = files_fingerprint(inputs, s=dict(s), runs=[r.name for r in rs], calibrate=method,
@@ -482,8 +558,9 @@ def _stack_done(i:AttrDict)->AttrDict|None:
 def _stack_fit(i:AttrDict)->AttrDict:
     "Features of the labelled slices that have OOF predictions of every run, the cross-fitted level 2 and its report"
     t0, rs = time.time(), i.rs
-    log.info(f"[level2] {len(rs)} level-1 run(s): {', '.join(r.name for r in rs)}; k={i.s.k}; calibration: {i.method}")
-    x = slice_features(i.train, [r.oof for r in rs], i.s.k)
+    log.info(f"[level2] {len(rs)} level-1 run(s): {', '.join(r.name for r in rs)}; k={i.s.k}; extra features: "
+             f"{', '.join(i.s.extra) or 'none'}; calibration: {i.method}")
+    x = slice_features(i.train, [r.oof for r in rs], i.s.k, i.s.extra)
     has = np.logical_and.reduce([i.train['ID'].isin(r.oof['ID']).to_numpy() for r in rs])
     if not has.any(): raise ValueError("no labelled slice has out-of-fold predictions from every run")
     if not has.all(): log.info(f"[level2] {(~has).sum()} of {len(i.train)} labelled slices lack OOF predictions of some run: left out")
@@ -499,7 +576,7 @@ def _stack_fit(i:AttrDict)->AttrDict:
 
 def _stack_test(i:AttrDict, fit:AttrDict)->pd.DataFrame:
     "Level-2 test predictions (`ID` + `LABELS`) of the test slices that have predictions of every run"
-    xt = slice_features(i.test, [r.test for r in i.rs], i.s.k)
+    xt = slice_features(i.test, [r.test for r in i.rs], i.s.k, i.s.extra)
     ok = np.logical_and.reduce([i.test['ID'].isin(r.test['ID']).to_numpy() for r in i.rs])
     return pd.DataFrame(predict_level2(fit, xt[ok]), columns=LABELS).assign(ID=i.test['ID'][ok].to_numpy())[['ID']+LABELS]
 
@@ -526,7 +603,7 @@ def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
           out:Path|str|None=None, # Level-2 outputs and its `submission.csv` (default: `models/level2`)
           force:bool=False, # Redo even when the inputs are unchanged
           calibrate:str|None=None, # Calibration of the level-1 runs: platt, temperature, none (`[calibrate] method`)
-          **params # LightGBM and level-2 settings over `[level2]` (e.g. `n_rounds=100`)
+          **params # LightGBM and level-2 settings over `[level2]` (e.g. `n_rounds=100`, `extra='study, brain'`)
          )->AttrDict:
     "Stage 4: features, cross-fitted LightGBM per label, report, test predictions and the validated `submission.csv`"
     i = _stack_inputs(data, work, models, k, runs, out, params, calibrate)
@@ -536,7 +613,7 @@ def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
     pt = _stack_test(i, f.fit)
     res = _stack_write(i, f, pt)
     rep = f.report
-    save_level2(f.fit, i.out, dict(runs=[r.name for r in i.rs], k=int(i.s.k), features=f.features, n_train=int(len(i.train)),
+    save_level2(f.fit, i.out, dict(runs=[r.name for r in i.rs], k=int(i.s.k), extra=i.s.extra, features=f.features, n_train=int(len(i.train)),
                                    n_used=f.n_used, n_test=int(len(i.test)), n_filled=res.n_filled, fingerprint=i.fp, calibrate=i.method,
                                    calibration={r.name: r.calibration and dict(method=r.method, all=r.calibration.params['all']) for r in i.rs},
                                    weighted=rep.set_index('model')['weighted'].to_dict(), seconds=round(time.time()-t0, 1)))
@@ -643,6 +720,7 @@ def ihd_stack(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
               work:str=None, # Stage 0's tables (default: per dataset)
               models:str=None, # Level-1 runs; level 2 writes `level2/` (with its `submission.csv`) here
               k:int=None, # Neighbour slices on each side (`[level2] k`)
+              extra:str=None, # Extra feature groups: study, brain, 'study, brain' or none (`[level2] extra`)
               runs:str=None, # Comma-separated level-1 run names (default: every run)
               n_rounds:int=None, # LightGBM rounds (`[level2] n_rounds`)
               calibrate:str=None, # Level-1 calibration: platt, temperature or none (`[calibrate] method`)
@@ -654,7 +732,7 @@ def ihd_stack(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
     "Stage 4: level-2 LightGBM stacker over the (calibrated) level-1 runs, report and validated submission"
     apply_preset(preset, scale)
     res = stack(data, work, models, k=k, runs=[o.strip() for o in runs.split(',')] if runs else None,
-                n_rounds=n_rounds, force=force, calibrate=calibrate, seed=seed)
+                n_rounds=n_rounds, force=force, calibrate=calibrate, seed=seed, extra=extra)
     print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
 
 # %% ../nbs/04a_level2.ipynb #de88409f
