@@ -8,21 +8,22 @@ import os, io, json, time, shutil, logging, threading, tempfile, functools, warn
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, torch, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import apply_preset, work_dir, data_root, require, atomic_path, write_json, write_text, is_tmp, as_bool, merge_settings, cpu_model
 from .synth import stage_paths
 from .tables import data_signature, make_tables
-from .pixels import Recipe, preprocess, preprocess_series, stack_neighbours, read_dcm, raw_pixels, pixel_words, single_thread, PIXELS_VERSION
+from .pixels import (Recipe, preprocess, preprocess_series, stack_neighbours, read_dcm, raw_pixels, pixel_words, read_slice,
+                     single_thread, brain_fraction_words, BRAIN_HU, PIXELS_VERSION)
 
 log = logging.getLogger('ihd.cache')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'SHARD_INDEX', 'PART_COLUMNS', 'REPORT_COLUMNS', 'cache_dir', 'slice_path', 'shard_path', 'cache_layout',
-           'choose_layout', 'recipe_meta', 'check_recipe', 'save_npy', 'cached_ids', 'run_chunks', 'shard_plan',
-           'build_cache', 'SliceCache', 'ShardCache', 'bench_files', 'bench_cache', 'bench_loader', 'ihd_bench_cache',
-           'ihd_cache']
+__all__ = ['log', 'SHARD_INDEX', 'PART_COLUMNS', 'SLICE_STATS', 'STATS_COLUMNS', 'REPORT_COLUMNS', 'cache_dir', 'slice_path',
+           'shard_path', 'cache_layout', 'choose_layout', 'recipe_meta', 'check_recipe', 'save_npy', 'cached_ids',
+           'run_chunks', 'shard_plan', 'load_slice_stats', 'build_cache', 'SliceCache', 'ShardCache', 'bench_files',
+           'bench_cache', 'bench_loader', 'ihd_bench_cache', 'ihd_cache']
 
 # %% ../nbs/02_cache.ipynb #a9f4be41
 def cache_dir(work:Path|str, # The dataset's work folder
@@ -111,13 +112,13 @@ def _size_remark(shape)->str|None:
     return None if (H, W) == (512, 512) else f"image size {H}x{W}, not 512x512: cropped and resized"
 
 def _slice_array(root, path, recipe)->tuple:
-    "One slice preprocessed, and its remark (an image size other than 512 x 512) or None; raises on a bad file"
+    "One slice preprocessed, its remark (an image size other than 512 x 512) or None, and its `brain_frac`; raises on a bad file"
     info = {}
     x = preprocess(Path(root)/path, recipe, info=info)
-    return x, _size_remark(info['shape'])
+    return x, _size_remark(info['shape']), info['brain_frac']
 
 def _series_part(dss:dict, recipe, note=None)->dict:
-    "`{ID: (array, severity, reason)}` of the datasets `dss` (`{ID: dataset}`, one series) preprocessed together by `preprocess_series`"
+    "`{ID: (array, severity, reason, brain_frac)}` of the datasets `dss` (`{ID: dataset}`, one series) preprocessed together by `preprocess_series`"
     info = {}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # a series left tilted gets a warning row per slice (below), not a warning from a worker
@@ -126,44 +127,45 @@ def _series_part(dss:dict, recipe, note=None)->dict:
     res = {}
     for ID, x, si in zip(dss, xs, info['slices']):
         why = '; '.join(o for o in (note, _size_remark(si['shape'])) if o)
-        res[ID] = (x, 'warning' if why else '', why)
+        res[ID] = (x, 'warning' if why else '', why, si['brain_frac'])
     return res
 
 def _series_arrays(root, items, recipe)->list:
-    "`(ID, path, array or None, severity, reason)` of each slice of one series `items` [(ID, path)]: the decodable ones preprocessed together"
+    "`(ID, path, array or None, severity, reason, brain_frac or NaN)` of each slice of one series `items` [(ID, path)]: the decodable ones preprocessed together"
     dss, out = {}, {}
     for ID, path in items:
         try: ds = read_dcm(Path(root)/path); pixel_words(ds); dss[ID] = ds   # a decodable CT slice, else its error now (not in the volume)
-        except Exception as e: out[ID] = (None, 'error', _why(e))
+        except Exception as e: out[ID] = (None, 'error', _why(e), np.nan)
     try: out.update(_series_part(dss, recipe) if dss else {})
     except Exception as e:   # the series as a whole failed: its slices one by one, as `preprocess_series` does a series it cannot untilt
         for ID, ds in dss.items():
             try: out.update(_series_part({ID: ds}, recipe, f"series not untilted: {_why(e)}"))
-            except Exception as e1: out[ID] = (None, 'error', _why(e1))
+            except Exception as e1: out[ID] = (None, 'error', _why(e1), np.nan)
     return [(ID, path, *out[ID]) for ID, path in items]
 
 def _preprocessed(root, items, recipe):
-    "`(ID, path, array or None, severity, reason)` of each of `items` [(ID, path)], in order: one by one, or as one series (`recipe.per_series`)"
+    "`(ID, path, array or None, severity, reason, brain_frac or NaN)` of each of `items` [(ID, path)], in order: one by one, or as one series (`recipe.per_series`)"
     if recipe.per_series:
         yield from _series_arrays(root, items, recipe); return
     for ID, path in items:
-        try: x, remark = _slice_array(root, path, recipe)
-        except Exception as e: yield ID, path, None, 'error', _why(e); continue
-        yield ID, path, x, 'warning' if remark else '', remark or ''
+        try: x, remark, bf = _slice_array(root, path, recipe)
+        except Exception as e: yield ID, path, None, 'error', _why(e), np.nan; continue
+        yield ID, path, x, 'warning' if remark else '', remark or '', bf
 
 def _cache_chunk(jobs, root, d, recipe_d):
-    "Files layout: preprocess `jobs` [(ID, path)] (with `recipe.per_series`: whole series [(ID, path, save)]) and save them; returns (n, problem rows)"
-    recipe, rows = Recipe.from_dict(recipe_d), []
+    "Files layout: preprocess `jobs` [(ID, path)] (with `recipe.per_series`: whole series [(ID, path, save)]) and save them; `(n, problem rows, [(ID, brain_frac)])`"
+    recipe, rows, stats = Recipe.from_dict(recipe_d), [], []
     series = jobs if recipe.per_series else [[(ID, path, True) for ID, path in jobs]]
     with single_thread():
         for items in series:
-            for (*_, save), (ID, path, x, sev, why) in zip(items, _preprocessed(root, [o[:2] for o in items], recipe)):
+            for (*_, save), (ID, path, x, sev, why, bf) in zip(items, _preprocessed(root, [o[:2] for o in items], recipe)):
+                if not np.isnan(bf): stats.append((ID, bf))   # the pixels were read: a statistic, whatever comes next
                 if not save: continue   # cached already: read again only for its series' volume
                 try:
                     if x is not None: save_npy(slice_path(d, ID), x)
                 except Exception as e: sev, why = 'error', _why(e)
                 if sev: rows.append((ID, path, sev, why))
-    return len(jobs), rows
+    return len(jobs), rows, stats
 
 def run_chunks(fn, jobs:list, *args, n_workers:int|None=None, chunk:int|None=None, progress:bool=True)->list:
     "Apply `fn(chunk_of_jobs, *args)` over `jobs` in `n_workers` processes (1: in this process); the results in order"
@@ -195,16 +197,16 @@ def shard_plan(hd:pd.DataFrame, # Stage 0's header table (ID, split, path, Serie
         shard[i], n = k, n + s
     return h.assign(series=series, shard=shard[series])
 
-PART_COLUMNS = ['ID', 'file', 'row', 'severity', 'reason']
+PART_COLUMNS = ['ID', 'file', 'row', 'severity', 'reason', 'brain_frac']
 
 def _write_shard(fh, series, root, recipe)->list:
     "Preprocess the shard's `series` (each a list of (ID, path) in z order) and append each slice to open file `fh`; one part row per slice"
     rows, n = [], 0
     for items in series:
-        for ID, path, x, sev, why in _preprocessed(root, items, recipe):
-            if x is None: rows.append((ID, path, -1, sev, why)); continue
+        for ID, path, x, sev, why, bf in _preprocessed(root, items, recipe):
+            if x is None: rows.append((ID, path, -1, sev, why, bf)); continue
             fh.write(np.ascontiguousarray(x).data)
-            rows.append((ID, path, n, sev, why)); n += 1
+            rows.append((ID, path, n, sev, why, bf)); n += 1
     return rows
 
 def _cache_shards(jobs, root, d, recipe_d):
@@ -216,6 +218,64 @@ def _cache_shards(jobs, root, d, recipe_d):
             with atomic_path(shard_path(d, k).with_suffix('.parquet')) as t:
                 pd.DataFrame(rows, columns=PART_COLUMNS).to_parquet(t, index=False)
     return len(jobs), []
+
+# %% ../nbs/02_cache.ipynb #9ca3eae5
+SLICE_STATS = 'slice_stats.parquet'   # in the dataset's work folder: per-slice statistics, whatever the recipe
+STATS_COLUMNS = ['ID', 'brain_frac']
+
+def load_slice_stats(work:Path|str # The dataset's work folder
+                    )->pd.DataFrame:
+    "Stage 2's per-slice statistics of `work`: `ID` and `brain_frac` (float32) of every slice it cached, train and test"
+    f = require(Path(work)/SLICE_STATS, 2, 'per-slice statistics (brain_frac)')
+    return pd.read_parquet(f, columns=STATS_COLUMNS)
+
+
+# %% ../nbs/02_cache.ipynb #7458e70d
+def _stats_frame(rows)->pd.DataFrame:
+    "`[(ID, brain_frac)]` (or a frame of them) as `slice_stats.parquet`'s table: one row per ID (the last wins), sorted"
+    df = rows[STATS_COLUMNS] if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=STATS_COLUMNS)
+    df = df.astype(dict(ID=str, brain_frac=np.float32)).drop_duplicates('ID', keep='last')
+    return df.sort_values('ID', kind='stable').reset_index(drop=True)
+
+def _stats_meta(sig)->bytes: return json.dumps(dict(data_signature=sig, brain_hu=list(BRAIN_HU))).encode()
+
+def _read_stats(f:Path, sig)->pd.DataFrame|None:
+    "The table in `f`; None when there is none, or it was made from other data (stage 0's signature `sig`) or another HU range"
+    if not f.is_file(): return None
+    if (pq.read_schema(f).metadata or {}).get(b'ihd') != _stats_meta(sig):
+        log.info(f"{f} was made from other data or with another HU range: its statistics are recomputed"); return None
+    return _stats_frame(pd.read_parquet(f, columns=STATS_COLUMNS))
+
+def _write_stats(f:Path, st:pd.DataFrame, sig):
+    "Write the table `st` to `f` atomically, with `sig` and the HU range in its parquet metadata"
+    t = pa.Table.from_pandas(_stats_frame(st), preserve_index=False)
+    with atomic_path(f) as tmp: pq.write_table(t.replace_schema_metadata({**(t.schema.metadata or {}), b'ihd': _stats_meta(sig)}), tmp)
+
+def _stats_chunk(jobs, root):
+    "`(n, problem rows, [(ID, brain_frac)])` of `jobs` [(ID, path)]: each slice's pixel words, no preprocessing"
+    rows, stats = [], []
+    for ID, path in jobs:
+        try: stats.append((ID, brain_fraction_words(*read_slice(Path(root)/path))))
+        except Exception as e: rows.append((ID, path, 'error', _why(e)))
+    return len(jobs), rows, stats
+
+def _update_stats(root, work, hd, cached:set, new:pd.DataFrame, sig, n_workers, progress)->pd.DataFrame:
+    "Merge a build's statistics `new` into `work/slice_stats.parquet`; the cached slices of `hd` still without one are read for it"
+    f = Path(work)/SLICE_STATS
+    old = _read_stats(f, sig)
+    st = _stats_frame(pd.concat([old if old is not None else _stats_frame([]), new]))
+    miss = hd[hd.ID.isin(cached) & ~hd.ID.isin(st.ID)]
+    if len(miss):
+        log.info(f"{f.name} lacks the statistics of {len(miss)} of the {len(cached)} cached slices: computing them "
+                 "(one pass over those files; the cache itself is not rebuilt)")
+        res = run_chunks(_stats_chunk, list(zip(miss.ID, miss.path)), root, n_workers=n_workers, progress=progress)
+        bad = [r for _, rs, _ in res for r in rs]
+        if bad: raise ValueError(f"{len(bad)} cached slice(s) could not be read again for {f}, e.g. {bad[0][1]}: {bad[0][3]}; "
+                                 "the data changed since the cache was built: rerun `ihd_tables`, then `ihd_cache --force`")
+        st = _stats_frame(pd.concat([st, _stats_frame([s for *_, ss in res for s in ss])]))
+    if old is None or len(new) or len(miss): _write_stats(f, st, sig)
+    return st
+
 
 # %% ../nbs/02_cache.ipynb #607428b0
 REPORT_COLUMNS = ['ID', 'file', 'severity', 'reason']
@@ -271,12 +331,13 @@ def _file_jobs(hd, done, recipe)->list:
     return [list(zip(g.ID, g.path, g.save.tolist())) for _, g in plan.groupby('series', sort=True) if g.save.any()]
 
 def _build_files(root, d, recipe, hd, n_workers, progress)->tuple:
-    "Files layout: every slice of `hd` not cached yet, one `.npy` each; `(the slices built, report rows)`"
+    "Files layout: every slice of `hd` not cached yet, one `.npy` each; `(the slices built, report rows, their slice stats)`"
     done = set(cached_ids(d))
     todo = hd[~hd.ID.isin(done)]
     res = run_chunks(_cache_chunk, _file_jobs(hd, done, recipe), root, d, recipe_meta(recipe), n_workers=n_workers,
                      chunk=1 if recipe.per_series else None, progress=progress)
-    return todo, _merge_report(d, pd.DataFrame([r for _, rs in res for r in rs], columns=REPORT_COLUMNS), done)
+    rows = pd.DataFrame([r for _, rs, _ in res for r in rs], columns=REPORT_COLUMNS)
+    return todo, _merge_report(d, rows, done), _stats_frame([s for *_, ss in res for s in ss])
 
 def _finished_parts(d, groups, slice_bytes)->dict:
     "`{shard: part table}` of the finished shards: part table present, listing the planned IDs, array of the right size"
@@ -304,7 +365,7 @@ def _drop_unplanned(d, groups):
         if f.suffix in ('.u8', '.parquet') and f.stem.isdigit() and int(f.stem) not in groups: f.unlink()
 
 def _build_shards(root, d, recipe, hd_all, split, n_workers, progress, shard_slices)->tuple:
-    "Shards layout: every unfinished shard of the plan holding slices of `split`, then the index; `(the slices built, report rows)`"
+    "Shards layout: every unfinished shard of the plan holding slices of `split`, then the index; `(the slices built, report rows, slice stats)`"
     plan = shard_plan(hd_all, shard_slices)
     groups = dict(tuple(plan.groupby('shard', sort=True)))
     if (d/'shards').is_dir(): _drop_unplanned(d, groups)
@@ -317,7 +378,8 @@ def _build_shards(root, d, recipe, hd_all, split, n_workers, progress, shard_sli
     run_chunks(_cache_shards, jobs, root, d, recipe_meta(recipe), n_workers=n_workers, chunk=1, progress=progress)
     parts.update(_finished_parts(d, {k: groups[k] for k in todo_k}, slice_bytes))
     todo = plan[plan.shard.isin(todo_k)]
-    return todo[todo.split == split] if split != 'all' else todo, _write_index(d, plan, parts)
+    stats = _stats_frame(pd.concat([p[STATS_COLUMNS] for p in parts.values() if 'brain_frac' in p] or [_stats_frame([])]).dropna())
+    return todo[todo.split == split] if split != 'all' else todo, _write_index(d, plan, parts), stats
 
 def _rebuild_if_stale(d, sig, force)->bool:
     "Whether to rebuild: `force`, or a cache built from other data than stage 0's tables describe now"
@@ -336,7 +398,7 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
                 layout:str|None=None, # 'auto', 'files' or 'shards' (default: settings `[cache] layout`)
                 shard_slices:int|None=None # Slices per shard (default: settings `[cache] shard_slices`)
                )->Path:
-    "Stage 2: preprocess every slice of the header table into `cache_dir(work, recipe)`; finished slices (or shards) are skipped"
+    "Stage 2: preprocess every slice of the header table into `cache_dir(work, recipe)` (finished slices or shards are skipped), and record `work/slice_stats.parquet`"
     root, work = data_root(data), work_dir(data, work)
     recipe = recipe or Recipe.from_settings()
     hd_all = _load_headers(work)
@@ -348,8 +410,8 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     _clean_tmp(d)
     t0 = time.perf_counter()
     shard_slices = int(merge_settings('cache', shard_slices=shard_slices).shard_slices)
-    if layout == 'files': todo, rows = _build_files(root, d, recipe, hd, n_workers, progress)
-    else: todo, rows = _build_shards(root, d, recipe, hd_all, split, n_workers, progress, shard_slices)
+    if layout == 'files': todo, rows, stats = _build_files(root, d, recipe, hd, n_workers, progress)
+    else: todo, rows, stats = _build_shards(root, d, recipe, hd_all, split, n_workers, progress, shard_slices)
     secs = time.perf_counter() - t0
     info = _cache_info(d, recipe, sig, split, hd, todo, rows, secs, n_workers, layout, shard_slices)
     write_json(info, d/'cache.json')
@@ -357,6 +419,7 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     log.info(f"Cache {d.name} ({layout}): {info['cached']}/{len(hd)} slices cached ({info['skipped']} already there, {info['built']} built "
              f"in {secs:.1f} s{speed}), {info['errors']} errors, {info['warnings']} warnings")
     for o in rows.itertuples(): log.info(f"  {o.severity}: {o.file}: {o.reason}")
+    _update_stats(root, work, hd, set(cached_ids(d)), stats, sig, n_workers, progress)
     return d
 
 
@@ -694,7 +757,7 @@ def bench_loader(root:Path|str, # Kaggle-layout root (the `bench` synthetic pres
     "Loader images/s per core of both layouts on the same slices, with and without neighbours; printed with the CPU and projections"
     scratch = Path(scratch)
     hd = _bench_subset(root, Path(work) if work else scratch/'tables', n_slices)
-    recipe = Recipe.from_settings(sz=sz, neighbours=0)
+    recipe = Recipe.from_settings(sz=sz, neighbours=0, offset_windows=())   # the cached slices: no neighbours, so no windows per neighbour
     df = pd.DataFrame([r for lay in ('files', 'shards')
                        for r in _bench_layout(root, scratch/lay, hd, recipe, lay, batch, seconds, rounds, n_workers)])
     print(f"CPU: {cpu_model()}")
