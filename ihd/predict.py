@@ -13,7 +13,8 @@ from fastprogress.fastprogress import progress_bar
 from matplotlib import pyplot as plt
 from .core import apply_preset, LABELS, merge_settings, models_dir, atomic_path, write_json, level1_runs, fold_dirs, fold_of, level2_dir
 from .tables import read_header, add_slice_order, quiet_pydicom
-from .pixels import Recipe, preprocess, stack_neighbours
+from .pixels import Recipe, stack_neighbours, single_thread
+from .cache import _preprocessed   # stage 2's own preprocessing: one slice, or a whole series (untilt)
 from .level1 import load_run, predict_arrays
 from .calibrate import calibration_method, apply_run_calibration
 from .level2 import apply_level2, STD_COLS
@@ -129,16 +130,26 @@ def find_fold_dirs(models:Path|str # Folder of the level-1 runs
     return {k: v for k,v in res.items() if v}
 
 # %% ../nbs/04f_predict.ipynb #c7518242
+def _kept_remark(why:str)->str:
+    "A preprocessing remark without the image-size part (the header scan reports the size already)"
+    return '; '.join(o for o in why.split('; ') if o and not o.startswith('image size'))
+
 def preprocess_slices(slices:pd.DataFrame, # `scan_folder`'s slices (series then z order)
                       root:Path|str, # Folder the `path` column is relative to
-                      recipe, # `ihd.pixels.Recipe` (windows, size, crop; neighbours ignored here)
+                      recipe, # `ihd.pixels.Recipe` (windows, size, crop, wipe, untilt; neighbours ignored here)
                       progress:bool=True)->tuple[dict, list]:
-    "`{ID: uint8 (sz, sz, n_windows)}` for the slices that decode, and `[(file, reason)]` for those that do not"
+    "`{ID: uint8 (sz, sz, n_windows)}` of the slices that preprocess (as stage 2 does: a series at a time for `recipe.per_series`), and `[(file, reason, severity)]`"
+    files = dict(zip(slices.ID, slices.file))
+    series = [list(zip(g.ID, g.path)) for _, g in slices.groupby('SeriesInstanceUID', sort=False)]
     arrays, bad = {}, []
-    for r in _bar(list(slices.itertuples()), progress):
-        try: arrays[r.ID] = preprocess(Path(root)/r.path, recipe)
-        except Exception as e: bad.append((r.file, f"pixel data could not be decoded ({type(e).__name__}: {e})"))
+    with single_thread():   # as the cache builds: torch's uint8 resize is fastest on one thread
+        for items in _bar(series, progress):
+            for ID, _, x, sev, why in _preprocessed(root, items, recipe):
+                if x is not None: arrays[ID] = x
+                if sev == 'error': bad.append((files[ID], f"pixels could not be preprocessed ({why})", 'error'))
+                elif sev and _kept_remark(why): bad.append((files[ID], _kept_remark(why), 'warning'))
     return arrays, bad
+
 
 # %% ../nbs/04f_predict.ipynb #76ec740a
 def model_input(slices:pd.DataFrame, # Slices sorted by series then `slice_idx` (all present in `arrays`)
@@ -179,7 +190,7 @@ def _run_predict(name:str, dirs:list, used:pd.DataFrame, arrays:dict, recs:dict,
     for d in dirs:
         t0 = time.time()
         model, info = _load(d)
-        x = model_input(used, arrays[base[d].name], recs[d])  # the recipe: its neighbours and windows per offset
+        x = model_input(used, arrays[base[d].base_name], recs[d])  # the recipe: its neighbours and windows per offset
         m, s, e = predict_arrays(model, info, x, features=True)
         ms.append(np.asarray(m, np.float64)); ss.append(np.asarray(s, np.float64)); embs[fold_of(d)] = e
         log.info(f"[predict] {name}/{d.name}: {len(x)} slices in {time.time()-t0:.1f} s")
@@ -187,26 +198,33 @@ def _run_predict(name:str, dirs:list, used:pd.DataFrame, arrays:dict, recs:dict,
     return pd.DataFrame({'ID': used.ID.to_numpy(), **{l: m[:, j].astype(np.float32) for j,l in enumerate(LABELS)},
                          **{c: s[:, j].astype(np.float32) for j,c in enumerate(STD_COLS)}}), embs
 
+def _merge_bad(bad:list, new:list)->list:
+    "`bad` and the rows of `new` it lacks: one error per file, each warning once"
+    key = lambda o: (o[0], o[2], '' if o[2] == 'error' else o[1])
+    seen = {key(o) for o in bad}
+    return bad + [o for o in new if key(o) not in seen]
+
 def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
                    root:Path|str, # Folder the `path` column is relative to
                    models:Path|str, # Folder of the level-1 runs
                    progress:bool=True)->AttrDict:
-    "Per-run predictions (`runs`: `{name: ID + LABELS + STD_COLS}`, folds averaged) and embeddings (`embs`: `{name: {fold: (n, d)}}`), the slices used, those that failed"
+    "Per-run predictions (`runs`: `{name: ID + LABELS + STD_COLS}`, folds averaged) and embeddings (`embs`: `{name: {fold: (n, d)}}`), the slices used, the problems (`bad`: `[(file, reason, severity)]`), each recipe's slices (`by_recipe`)"
     folds = find_fold_dirs(models)
     if not folds: raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {models}")
     recs = _recipes(folds)
     base = {d: Recipe.from_dict({**r.to_dict(), 'neighbours': 0, 'offset_windows': ()}) for d, r in recs.items()}  # every window of one slice
     arrays, bad = {}, []
-    for b in {b.name: b for b in base.values()}.values():
-        log.info(f"[predict] preprocessing {len(slices)} slices with recipe {b.base_name}")
-        arrays[b.name], bd = preprocess_slices(slices, root, b, progress)
-        bad += [x for x in bd if x[0] not in {y[0] for y in bad}]
+    for b in {b.base_name: b for b in base.values()}.values():
+        log.info(f"[predict] preprocessing {len(slices)} slices with recipe {b.base_name}{' (a series at a time)' if b.per_series else ''}")
+        arrays[b.base_name], bd = preprocess_slices(slices, root, b, progress)
+        bad = _merge_bad(bad, bd)
     good = set.intersection(*[set(a) for a in arrays.values()])
     used = add_slice_order(slices[slices.ID.isin(good)].drop(columns=['slice_idx', 'n_slices', 'dz_prev', 'dz_next']))
     runs, embs = {}, {}
-    if not len(used): return AttrDict(runs=runs, embs=embs, slices=used, bad=bad, arrays={})
+    if not len(used): return AttrDict(runs=runs, embs=embs, slices=used, bad=bad, arrays={}, by_recipe=arrays)
     for name, dirs in folds.items(): runs[name], embs[name] = _run_predict(name, dirs, used, arrays, recs, base)
-    return AttrDict(runs=runs, embs=embs, slices=used, bad=bad, arrays=arrays[next(iter(arrays))])
+    return AttrDict(runs=runs, embs=embs, slices=used, bad=bad, arrays=arrays[next(iter(arrays))], by_recipe=arrays)
+
 
 # %% ../nbs/04f_predict.ipynb #dfa1b53b
 def level2_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`
@@ -320,7 +338,7 @@ def _predict_slices(sc:AttrDict, folder:Path, models:Path, use_level2:bool, prog
     used, p, cal = pd.DataFrame(columns=_SLICE_COLS), np.zeros((0, 6)), AttrDict(how={})
     if len(sc.slices):
         l1 = level1_predict(sc.slices, folder, models, progress)
-        if l1.bad: bad = _cat([bad, pd.DataFrame([dict(file=f, reason=r, severity='error') for f, r in l1.bad])])
+        if l1.bad: bad = _cat([bad, pd.DataFrame(l1.bad, columns=BAD_COLS)])
         if l1.runs:
             used, cal = l1.slices, calibrate_runs(l1.runs, models)
             s4 = stage4_predict(used, cal.runs, l1.embs, models, use_level2); p = s4.p
