@@ -12,7 +12,7 @@ from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
 from .core import (STAGES, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, models_dir, find_settings,
                       atomic_path, write_json, level1_runs, level2_dir, use_preset, active_preset, apply_preset,
-                      preset_values, default_scale)
+                      preset_values, preset_names, preset_scope, default_scale, cpu_model)
 from . import synth
 from .tables import make_tables, as_seed
 from .pixels import Recipe
@@ -27,9 +27,10 @@ log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when
 
 
 # %% auto #0
-__all__ = ['log', 'TINY', 'TINY_SEQUENCE', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings', 'parse_params',
-           'notebook_params', 'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError', 'run_notebook',
-           'complete_runs', 'small_data', 'preset_knobs', 'run_pipeline', 'ihd_run', 'run_stages']
+__all__ = ['log', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings',
+           'parse_params', 'notebook_params', 'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError',
+           'run_notebook', 'complete_runs', 'small_data', 'preset_knobs', 'run_pipeline', 'ihd_run', 'run_stages',
+           'preset_trial', 'compare_presets', 'ihd_presets']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -444,3 +445,73 @@ def run_stages(data:Path|str|None=None, # Kaggle-layout root
     step('sequence', lambda: fit_sequence(root, work, models, **(sequence or {})))
     res = step('blend', lambda: blend(root, work, models))
     return AttrDict(res, times=times, recipe=rec, work=work, models=models)
+
+# %% ../nbs/04g_pipeline.ipynb #f7405415
+TINY_PRESET = {k: v for k, v in TINY.items() if k != 'archs'}   # a preset at tiny size keeps its own architectures
+_STAGE_KNOBS = ('n_folds', 'archs', 'epochs', 'sz', 'tta', 'bs', 'n_rounds', 'sequence')   # what `run_stages` takes
+
+def _used(models:Path)->AttrDict:
+    "What each stage used, read from the files it wrote under `models`"
+    runs = [json.loads((d/'fold0'/'run.json').read_text()) for d in level1_runs(models) if (d/'fold0'/'run.json').is_file()]
+    rd = lambda f: json.loads(f.read_text()) if f.is_file() else {}
+    l2, sq, bl = rd(level2_dir(models)/'level2.json'), rd(level2_dir(models, 'sequence')/'fold0'/'config.json'), rd(level2_dir(models, 'blend')/'blend.json')
+    return AttrDict(archs=sorted(r['arch'] for r in runs), recipes=sorted({json.dumps(r['recipe'], sort_keys=True) for r in runs}),
+                    snapshots=sorted({str(r.get('snapshots')) for r in runs}), k=l2.get('k'), rnn=sq.get('model', {}).get('rnn'),
+                    inputs=sq.get('inputs'), candidates=bl.get('candidates'))
+
+def preset_trial(name:str, # A preset (`ihd.core.preset_names`)
+                 data:Path|str|None=None, # Kaggle-layout root (default: the synthetic dataset)
+                 scale:str='demo', # demo or full
+                 work:Path|str|None=None, # Parent of the preset's work folder (default: the dataset's)
+                 models:Path|str|None=None, # Parent of the preset's models folder (default: the dataset's)
+                 **given # `run_stages` knobs over the preset's (e.g. `TINY_PRESET`)
+                )->AttrDict:
+    "Preset `name` end to end in-process in its own folders: what each stage used, the level stage 4 chose and its OOF loss, the wall time"
+    with preset_scope(name, scale) as p:
+        apply_preset()   # refuses a full scale this machine cannot run, and logs the recipe
+        sub = f'preset-{p.name}-{p.scale}'
+        knobs = {k: v for k, v in preset_knobs(run_settings(), p).items() if k in _STAGE_KNOBS}
+        t0 = time.time()
+        r = run_stages(data, Path(work)/sub if work else None, Path(models)/sub if models else None, **dict(knobs, **given))
+        wall = time.time() - t0
+    w = r.report.set_index('model')['weighted']
+    return AttrDict(preset=p.name, scale=p.scale, level=LEVELS[r.choice], oof_wll=float(w[LEVELS[r.choice]]),
+                    prior_wll=float(w['prior baseline']), l1_avg_wll=float(w['L1 average']), wall_s=round(wall, 1),
+                    used=_used(r.models), models=str(r.models), report=r.report, substitutions=p.substitutions, times=r.times)
+
+# %% ../nbs/04g_pipeline.ipynb #af71cdcf
+def compare_presets(names:list|str|None=None, # Presets (default: every one, `ihd.core.preset_names`)
+                    data:Path|str|None=None, scale:str='demo', work:Path|str|None=None, models:Path|str|None=None,
+                    out:Path|str|None=None, # Folder for `presets.csv` and `presets.json` (None: not written)
+                    **given # `run_stages` knobs over each preset's
+                   )->pd.DataFrame:
+    "`preset_trial` of each preset; one row per preset (a failed one with its error), written to `out`"
+    rows = []
+    for n in listify(names) or preset_names():
+        try:
+            t = preset_trial(n, data, scale, work, models, **given)
+            rows.append(dict({k: t[k] for k in ('preset', 'scale', 'level', 'oof_wll', 'prior_wll', 'l1_avg_wll', 'wall_s', 'models')},
+                             archs=', '.join(t.used.archs), error=None))
+        except Exception as e:   # every preset asked for gets a row: the others still run
+            log.error(f"[presets] {n} failed: {type(e).__name__}: {e}")
+            rows.append(dict(preset=n, scale=scale, error=f'{type(e).__name__}: {e}'))
+        log.info(f"[presets] {rows[-1]}")
+    df = pd.DataFrame(rows).assign(cpu=cpu_model())
+    if out is not None:
+        with atomic_path(Path(out)/'presets.csv') as f: df.to_csv(f, index=False)
+        write_json(df.to_dict('records'), Path(out)/'presets.json')
+    return df
+
+# %% ../nbs/04g_pipeline.ipynb #70099b85
+@call_parse
+def ihd_presets(presets:str=None, # Comma-separated presets (default: every one: ihd, bighead, appian, brainscan, tfbilstm, nobrainer, seutao)
+                data:str=None, # Kaggle-layout root (default: the synthetic demo set, made when missing)
+                scale:str=None, # demo or full (default: full with a CUDA GPU, else demo)
+                out:str=None # Folder for presets.csv and presets.json (default: a new run folder's `presets/`)
+               ):
+    "Run presets end to end in-process, each in its own folders: the level stage 4 chose, its OOF log loss beside the prior's, the wall time"
+    root = _pipeline_data(data, None, run_settings(), {})
+    out = Path(out) if out else run_folder(root)/'presets'
+    df = compare_presets([o.strip() for o in presets.split(',')] if presets else None, root, scale or default_scale(), out=out)
+    print(df.drop(columns=['models']).to_string(index=False, float_format=lambda v: f'{v:.4f}'), f"\n[presets] table: {out/'presets.csv'}")
+    return int(df.error.notna().any())
