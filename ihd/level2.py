@@ -509,39 +509,33 @@ def _read_tables(work:Path):
         if nan.any(): raise ValueError(f"{work/n}: NaN in inputs: {', '.join(f'{c} ({v} rows)' for c,v in nan[nan>0].items())}")
     return train, test
 
-def _load_slice_stats(work:Path)->pd.DataFrame:
-    "Stage 2's per-slice statistics `ID`, `brain_frac` (`<work>/slice_stats.parquet`)"
-    f = Path(work)/'slice_stats.parquet'
-    if not f.is_file(): raise FileNotFoundError(f"{f} not found: the level-2 extra feature 'brain' reads stage 2's slice "
-                                                f"statistics; run `ihd_cache` (stage 2, nbs/02_cache.ipynb)")
-    return pd.read_parquet(f, columns=['ID', 'brain_frac'])
-
 def _with_extra(work:Path, train:pd.DataFrame, test:pd.DataFrame, extra:list)->tuple:
-    "The tables with the columns the extra features read, checked: `brain_frac` joined from stage 2's slice statistics"
+    "`(train, test, files)`: the tables with the columns the extra features read, checked (`brain_frac` joined from stage 2's slice statistics), and the files read"
     for df, n in ((train, 'train.parquet'), (test, 'test.parquet')):
         miss = [c for e in extra for c in EXTRA_NEEDS[e] if c != 'brain_frac' and c not in df]
         if miss: raise ValueError(f"{work/n}: missing columns {miss}, read by the level-2 extra features {extra}")
-    if 'brain' not in extra: return train, test
-    st = _load_slice_stats(work)
-    if st['ID'].duplicated().any(): raise ValueError(f"{work/'slice_stats.parquet'}: {st.ID.duplicated().sum()} duplicated IDs")
+    if 'brain' not in extra: return train, test, []
+    from ihd.cache import load_slice_stats, SLICE_STATS  # here, not at the top: ihd.cache imports torch, which level 2 does not need
+    st = load_slice_stats(work)
+    if st['ID'].duplicated().any(): raise ValueError(f"{Path(work)/SLICE_STATS}: {st.ID.duplicated().sum()} duplicated IDs")
     b, out = st.set_index('ID')['brain_frac'], []
     for df, n in ((train, 'train.parquet'), (test, 'test.parquet')):
         v = df['ID'].map(b)
         if v.isna().any():
-            raise ValueError(f"{work/'slice_stats.parquet'}: no brain_frac for {v.isna().sum()} of the {len(df)} slices of {n} "
+            raise ValueError(f"{Path(work)/SLICE_STATS}: no brain_frac for {v.isna().sum()} of the {len(df)} slices of {n} "
                              f"(e.g. {list(df.ID[v.isna()][:3])}); the level-2 extra feature 'brain' reads stage 2's slice "
                              f"statistics: run `ihd_cache` (stage 2) again for this work folder")
         out.append(df.assign(brain_frac=v.to_numpy(np.float32)))
-    return tuple(out)
+    return *out, [Path(work)/SLICE_STATS]
 
 def _stack_inputs(data, work, models, k, runs, out, params, calibrate)->AttrDict:
     "Stage 4's folders, settings, stage-0 tables and (calibrated) level-1 runs, and a fingerprint of all of them"
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
     s, method = level2_params(k=k, **params), calibration_method(calibrate)
     out = Path(out) if out else level2_dir(models)
-    train, test = _with_extra(work, *_read_tables(work), s.extra)
+    train, test, extra_files = _with_extra(work, *_read_tables(work), s.extra)
     rs = gather_runs(models, train, test, runs, method)
-    inputs = [work/'train.parquet', work/'test.parquet', sample_csv] + [work/'slice_stats.parquet']*('brain' in s.extra) + \
+    inputs = [work/'train.parquet', work/'test.parquet', sample_csv] + extra_files + \
              [f for r in rs for f in sorted(f for d in fold_dirs(r.dir) for f in d.iterdir())
               if f.name in ('oof.parquet', 'test.parquet', 'run.json')]
     fp = files_fingerprint(inputs, s=dict(s), runs=[r.name for r in rs], calibrate=method,
