@@ -344,17 +344,28 @@ def windowed_u8(ds:pydicom.Dataset, # A CT slice
 
 # %% ../nbs/01_pixels.ipynb #f6242cc5
 @lru_cache(maxsize=16)
-def _brain_lut(hp:HUParams):
-    "Table pixel word (uint16 index) -> HU in `BRAIN_HU`"
+def _brain_words(hp:HUParams):
+    """`(lo, mask, a, n)` when a word `w` has its HU in `BRAIN_HU` exactly when its stored value `(w >> lo) & mask` lies in
+    the cyclic interval `a .. a+n` (mod `mask + 1`): a few integer operations a pixel; else the table word -> bool"""
     h = hu_table(hp)
-    return (h >= BRAIN_HU[0]) & (h <= BRAIN_HU[1])
+    m = (h >= BRAIN_HU[0]) & (h <= BRAIN_HU[1])
+    lo, mask = hp.high + 1 - hp.bits, (1 << hp.bits) - 1
+    if lo < 0 or hp.bits > 16: return m
+    ms = m[np.arange(mask + 1) << lo]   # by stored value (unused bits zero)
+    starts = np.flatnonzero(ms & ~np.roll(ms, 1))
+    if len(starts) != 1 or (ms[(np.arange(65536) >> lo) & mask] != m).any(): return m   # not one interval, or other bits matter
+    return lo, np.uint16(mask), np.uint16(starts[0]), np.uint16(ms.sum() - 1)
 
 def brain_fraction_words(words:np.ndarray, # A slice's 16-bit pixel words (`read_slice`, `pixel_words`)
                          hp:HUParams # Their layout
                         )->float:
-    "`brain_fraction` of the slice whose pixel words are `words`, through a lookup table (no float image)"
+    "`brain_fraction` of the slice whose pixel words are `words`, without a float image: a range test a pixel, or a table lookup"
     if words.size == 0: raise ValueError("brain_fraction of an empty image")
-    return float(np.count_nonzero(_brain_lut(hp).take(words))/words.size)
+    w, b = np.asarray(words).astype(np.uint16, copy=False), _brain_words(hp)
+    if not isinstance(b, tuple): return float(np.count_nonzero(b.take(w))/w.size)
+    lo, mask, a, n = b
+    d = ((w >> lo) if lo else w) - a   # uint16 arithmetic wraps: the cyclic interval is one comparison
+    return float(np.count_nonzero((d if mask == 0xFFFF else d & mask) <= n)/w.size)
 
 
 # %% ../nbs/01_pixels.ipynb #8b04fa79
