@@ -455,7 +455,8 @@ def _used(models:Path)->AttrDict:
     runs = [json.loads((d/'fold0'/'run.json').read_text()) for d in level1_runs(models) if (d/'fold0'/'run.json').is_file()]
     rd = lambda f: json.loads(f.read_text()) if f.is_file() else {}
     l2, sq, bl = rd(level2_dir(models)/'level2.json'), rd(level2_dir(models, 'sequence')/'fold0'/'config.json'), rd(level2_dir(models, 'blend')/'blend.json')
-    return AttrDict(archs=sorted(r['arch'] for r in runs), recipes=sorted({json.dumps(r['recipe'], sort_keys=True) for r in runs}),
+    start = lambda r: r.get('pretrained') or (f"weights {r['weights']}" if r.get('weights') else 'scratch')
+    return AttrDict(archs=sorted(r['arch'] for r in runs), starts=sorted(f"{r['arch']}: {start(r)}" for r in runs), recipes=sorted({json.dumps(r['recipe'], sort_keys=True) for r in runs}),
                     snapshots=sorted({str(r.get('snapshots')) for r in runs}), k=l2.get('k'), rnn=sq.get('model', {}).get('rnn'),
                     inputs=sq.get('inputs'), candidates=bl.get('candidates'))
 
@@ -466,7 +467,7 @@ def preset_trial(name:str, # A preset (`ihd.core.preset_names`)
                  models:Path|str|None=None, # Parent of the preset's models folder (default: the dataset's)
                  **given # `run_stages` knobs over the preset's (e.g. `TINY_PRESET`)
                 )->AttrDict:
-    "Preset `name` end to end in-process in its own folders: what each stage used, the level stage 4 chose and its OOF loss, the wall time"
+    "Preset `name` end to end in-process in its own folders: what each stage used, the level stage 4 chose and its OOF loss, the wall time (also in `preset.json` there)"
     with preset_scope(name, scale) as p:
         apply_preset()   # refuses a full scale this machine cannot run, and logs the recipe
         sub = f'preset-{p.name}-{p.scale}'
@@ -475,9 +476,11 @@ def preset_trial(name:str, # A preset (`ihd.core.preset_names`)
         r = run_stages(data, Path(work)/sub if work else None, Path(models)/sub if models else None, **dict(knobs, **given))
         wall = time.time() - t0
     w = r.report.set_index('model')['weighted']
-    return AttrDict(preset=p.name, scale=p.scale, level=LEVELS[r.choice], oof_wll=float(w[LEVELS[r.choice]]),
-                    prior_wll=float(w['prior baseline']), l1_avg_wll=float(w['L1 average']), wall_s=round(wall, 1),
-                    used=_used(r.models), models=str(r.models), report=r.report, substitutions=p.substitutions, times=r.times)
+    res = AttrDict(preset=p.name, scale=p.scale, level=LEVELS[r.choice], oof_wll=float(w[LEVELS[r.choice]]),
+                   prior_wll=float(w['prior baseline']), l1_avg_wll=float(w['L1 average']), wall_s=round(wall, 1),
+                   used=_used(r.models), models=str(r.models), substitutions=p.substitutions, times=r.times)
+    write_json(dict(res, overrides=p.overrides, meta=p.meta, knobs=dict(knobs, **given), cpu=cpu_model()), r.models/'preset.json')
+    return AttrDict(res, report=r.report)
 
 # %% ../nbs/04g_pipeline.ipynb #af71cdcf
 def compare_presets(names:list|str|None=None, # Presets (default: every one, `ihd.core.preset_names`)
@@ -491,7 +494,7 @@ def compare_presets(names:list|str|None=None, # Presets (default: every one, `ih
         try:
             t = preset_trial(n, data, scale, work, models, **given)
             rows.append(dict({k: t[k] for k in ('preset', 'scale', 'level', 'oof_wll', 'prior_wll', 'l1_avg_wll', 'wall_s', 'models')},
-                             archs=', '.join(t.used.archs), error=None))
+                             starts='; '.join(t.used.starts), error=None))
         except Exception as e:   # every preset asked for gets a row: the others still run
             log.error(f"[presets] {n} failed: {type(e).__name__}: {e}")
             rows.append(dict(preset=n, scale=scale, error=f'{type(e).__name__}: {e}'))
