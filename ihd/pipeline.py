@@ -447,7 +447,7 @@ def run_stages(data:Path|str|None=None, # Kaggle-layout root
     return AttrDict(res, times=times, recipe=rec, work=work, models=models)
 
 # %% ../nbs/04g_pipeline.ipynb #f7405415
-TINY_PRESET = {k: v for k, v in TINY.items() if k != 'archs'}   # a preset at tiny size keeps its own architectures
+TINY_PRESET = dict({k: v for k, v in TINY.items() if k != 'archs'}, n_archs=1)   # a preset at tiny size: its first architecture
 _STAGE_KNOBS = ('n_folds', 'archs', 'epochs', 'sz', 'tta', 'bs', 'n_rounds', 'sequence')   # what `run_stages` takes
 
 def _used(models:Path)->AttrDict:
@@ -465,6 +465,7 @@ def preset_trial(name:str, # A preset (`ihd.core.preset_names`)
                  scale:str='demo', # demo or full
                  work:Path|str|None=None, # Parent of the preset's work folder (default: the dataset's)
                  models:Path|str|None=None, # Parent of the preset's models folder (default: the dataset's)
+                 n_archs:int|None=None, # Train only the first `n_archs` of the preset's architectures (tests; None: all)
                  **given # `run_stages` knobs over the preset's (e.g. `TINY_PRESET`)
                 )->AttrDict:
     "Preset `name` end to end in-process in its own folders: what each stage used, the level stage 4 chose and its OOF loss, the wall time (also in `preset.json` there)"
@@ -472,6 +473,7 @@ def preset_trial(name:str, # A preset (`ihd.core.preset_names`)
         apply_preset()   # refuses a full scale this machine cannot run, and logs the recipe
         sub = f'preset-{p.name}-{p.scale}'
         knobs = {k: v for k, v in preset_knobs(run_settings(), p).items() if k in _STAGE_KNOBS}
+        if n_archs: knobs['archs'] = listify(knobs.get('archs') or settings('level1').archs)[:n_archs]
         t0 = time.time()
         r = run_stages(data, Path(work)/sub if work else None, Path(models)/sub if models else None, **dict(knobs, **given))
         wall = time.time() - t0
