@@ -137,18 +137,18 @@ def _kept_remark(why:str)->str:
 def preprocess_slices(slices:pd.DataFrame, # `scan_folder`'s slices (series then z order)
                       root:Path|str, # Folder the `path` column is relative to
                       recipe, # `ihd.pixels.Recipe` (windows, size, crop, wipe, untilt; neighbours ignored here)
-                      progress:bool=True)->tuple[dict, list]:
-    "`{ID: uint8 (sz, sz, n_windows)}` of the slices that preprocess (as stage 2 does: a series at a time for `recipe.per_series`), and `[(file, reason, severity)]`"
+                      progress:bool=True)->tuple[dict, list, dict]:
+    "`{ID: uint8 (sz, sz, n_windows)}` of the slices that preprocess (as stage 2 does: a series at a time for `recipe.per_series`), `[(file, reason, severity)]`, `{ID: brain_frac}`"
     files = dict(zip(slices.ID, slices.file))
     series = [list(zip(g.ID, g.path)) for _, g in slices.groupby('SeriesInstanceUID', sort=False)]
-    arrays, bad = {}, []
+    arrays, bad, brain = {}, [], {}
     with single_thread():   # as the cache builds: torch's uint8 resize is fastest on one thread
         for items in _bar(series, progress):
-            for ID, _, x, sev, why in _preprocessed(root, items, recipe):
-                if x is not None: arrays[ID] = x
+            for ID, _, x, sev, why, bf in _preprocessed(root, items, recipe):
+                if x is not None: arrays[ID], brain[ID] = x, bf   # brain_frac: on the HU as read, before crop, resize, untilt
                 if sev == 'error': bad.append((files[ID], f"pixels could not be preprocessed ({why})", 'error'))
                 elif sev and _kept_remark(why): bad.append((files[ID], _kept_remark(why), 'warning'))
-    return arrays, bad
+    return arrays, bad, brain
 
 
 # %% ../nbs/04f_predict.ipynb #76ec740a
@@ -208,18 +208,19 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
                    root:Path|str, # Folder the `path` column is relative to
                    models:Path|str, # Folder of the level-1 runs
                    progress:bool=True)->AttrDict:
-    "Per-run predictions (`runs`: `{name: ID + LABELS + STD_COLS}`, folds averaged) and embeddings (`embs`: `{name: {fold: (n, d)}}`), the slices used, the problems (`bad`: `[(file, reason, severity)]`), each recipe's slices (`by_recipe`)"
+    "Per-run predictions (`runs`: `{name: ID + LABELS + STD_COLS}`, folds averaged) and embeddings (`embs`: `{name: {fold: (n, d)}}`), the slices used (with `brain_frac`), the problems (`bad`: `[(file, reason, severity)]`), each recipe's slices (`by_recipe`)"
     folds = find_fold_dirs(models)
     if not folds: raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {models}")
     recs = _recipes(folds)
     base = {d: Recipe.from_dict({**r.to_dict(), 'neighbours': 0, 'offset_windows': ()}) for d, r in recs.items()}  # every window of one slice
-    arrays, bad = {}, []
+    arrays, bad, brain = {}, [], {}
     for b in {b.base_name: b for b in base.values()}.values():
         log.info(f"[predict] preprocessing {len(slices)} slices with recipe {b.base_name}{' (a series at a time)' if b.per_series else ''}")
-        arrays[b.base_name], bd = preprocess_slices(slices, root, b, progress)
-        bad = _merge_bad(bad, bd)
+        arrays[b.base_name], bd, bf = preprocess_slices(slices, root, b, progress)
+        bad, brain = _merge_bad(bad, bd), {**bf, **brain}   # brain_frac does not depend on the recipe
     good = set.intersection(*[set(a) for a in arrays.values()])
     used = add_slice_order(slices[slices.ID.isin(good)].drop(columns=['slice_idx', 'n_slices', 'dz_prev', 'dz_next']))
+    used['brain_frac'] = used.ID.map(brain).astype(np.float32)   # appian's level-2 brain share (`[level2] extra`)
     runs, embs = {}, {}
     if not len(used): return AttrDict(runs=runs, embs=embs, slices=used, bad=bad, arrays={}, by_recipe=arrays)
     for name, dirs in folds.items(): runs[name], embs[name] = _run_predict(name, dirs, used, arrays, recs, base)
@@ -227,7 +228,7 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
 
 
 # %% ../nbs/04f_predict.ipynb #dfa1b53b
-def level2_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next`
+def level2_predict(slices:pd.DataFrame, # Slices with `ID`, `SeriesInstanceUID`, `slice_idx`, `n_slices`, `dz_prev`, `dz_next` (+ `StudyInstanceUID`, `brain_frac`: `level1_predict`'s)
                    runs:dict, # `level1_predict`'s per-run predictions
                    models:Path|str # Folder holding `level2/`
                   )->np.ndarray|None:
