@@ -25,7 +25,7 @@ from fastai.learner import Learner
 from fastai.metrics import AccumMetric, ActivationType
 from fastai.vision.augment import aug_transforms
 import fastai.callback.schedule  # fit_one_cycle
-from .core import apply_preset, LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, data_root, weighted_log_loss, \
+from .core import apply_preset, active_preset, LABELS, LABEL_WEIGHTS, merge_settings, work_dir, models_dir, data_root, weighted_log_loss, \
     label_log_loss, prior_baseline, folds_hash, require, atomic_path, write_json, level1_runs, fold_dirs, fold_of, parse_value
 from .tables import as_seed
 from .pixels import Recipe
@@ -527,6 +527,12 @@ def _model_facts(arch, n_in, info, slices, cfg, pretrained)->dict:
     if snaps: res.update(snapshots=snaps, snapshot_files=[_snap_file(k, total) for k in snaps])
     return res
 
+def _preset_facts()->dict:
+    "run.json's `preset` under an active preset (`ihd.core.active_preset`): its name, scale, the values it sets, the demo substitutions"
+    p = active_preset()
+    if p is None: return {}
+    return dict(preset=dict(name=p.name, scale=p.scale, values=p.overrides, substitutions=p.substitutions))
+
 def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weights=None, slices=None):
     "run.json's facts known before training, and the key a checkpoint must match (all of them but `tta`)"
     folds = sorted(int(f) for f in table['fold'].unique())
@@ -535,7 +541,7 @@ def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weight
                labels=LABELS, tta=tta_passes(cfg.tta), epochs=int(cfg.epochs), bs=int(cfg.bs), lr=float(cfg.lr),
                sampler=cfg.sampler, pretrained=('imagenet (ihd.backbones)' if pretrained else None),
                weights=weights_name(weights), seed=int(cfg.seed), fold_seed=fold_seed(cfg.seed, fold),
-               **_model_facts(arch, n_in, info, slices, cfg, pretrained))
+               **_model_facts(arch, n_in, info, slices, cfg, pretrained), **_preset_facts())
     key = json.dumps({k: run[k] for k in run if k not in ('tta',)}, sort_keys=True, default=str)
     return run, key
 
