@@ -808,7 +808,7 @@ def ihd_cache(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
               preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
               scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
              ):
-    "Stage 2: build the preprocessed slice cache from stage 0's tables (refused when `ihd_tables` has not run)"
+    "Stage 2: build the preprocessed slice cache and the per-slice statistics (`slice_stats.parquet`) from stage 0's tables (refused when `ihd_tables` has not run)"
     apply_preset(preset, scale)
     p = stage_paths(data, work, tiny_in_test=False)
     r = Recipe.from_settings(windows=[w.strip() for w in windows.split(',')] if windows else None, sz=sz, crop=crop, wipe=wipe,
