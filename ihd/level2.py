@@ -22,7 +22,7 @@ __all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'EXTRA', 'EXTRA_COLS', 'E
            'fake_level1', 'load_run_preds', 'gather_runs', 'level2_extra', 'feature_names', 'slice_features',
            'level2_params', 'fit_level2', 'predict_level2', 'oof_prior', 'report_table', 'plot_report', 'read_sample',
            'validate_submission', 'write_submission', 'save_level2', 'load_level2', 'apply_level2', 'stack',
-           'bench_table', 'bench_stack', 'ihd_stack', 'ihd_validate', 'ihd_bench_stack']
+           'fake_slice_stats', 'bench_table', 'bench_stack', 'ihd_stack', 'ihd_validate', 'ihd_bench_stack']
 
 # %% ../nbs/04a_level2.ipynb #791b60c9
 STD_COLS = [f'{l}_std' for l in LABELS]
@@ -617,6 +617,18 @@ def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
     return AttrDict(report=rep, submission=i.sub, dir=i.out, skipped=False, fit=f.fit, test=pt,
                     oof=f.tr[['ID']].assign(**dict(zip(LABELS, f.fit.oof.T))))
 
+
+# %% ../nbs/04a_level2.ipynb #bf62d218
+def fake_slice_stats(work:Path|str, # A work folder (of a test dataset: stage 2 did not run there)
+                     *tables:pd.DataFrame, # Tables whose slices get statistics (`ID`, `slice_idx`, `n_slices`)
+                     seed:int=0)->Path:
+    "Write stage 2's `slice_stats.parquet` (`ID`, `brain_frac`) for the slices of `tables`, made up: a bump over each series"
+    from ihd.cache import SLICE_STATS  # here: ihd.cache imports torch
+    df = pd.concat([t[['ID', 'slice_idx', 'n_slices']] for t in tables], ignore_index=True)
+    r = df.slice_idx/np.maximum(df.n_slices - 1, 1)
+    b = np.clip(.4*np.sin(np.pi*r) + np.random.default_rng(seed).normal(0, .02, len(df)), 0, 1)
+    with atomic_path(Path(work)/SLICE_STATS) as t: pd.DataFrame(dict(ID=df.ID, brain_frac=b.astype(np.float32))).to_parquet(t, index=False)
+    return Path(work)/SLICE_STATS
 
 # %% ../nbs/04a_level2.ipynb #48e70f43
 def bench_table(n_rows:int=752_803, n_folds:int=5, seed:int=0)->pd.DataFrame:
