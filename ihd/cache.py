@@ -22,8 +22,8 @@ log = logging.getLogger('ihd.cache')  # not __name__: that is '__main__' when th
 # %% auto #0
 __all__ = ['log', 'SHARD_INDEX', 'PART_COLUMNS', 'SLICE_STATS', 'STATS_COLUMNS', 'REPORT_COLUMNS', 'cache_dir', 'slice_path',
            'shard_path', 'cache_layout', 'choose_layout', 'recipe_meta', 'check_recipe', 'save_npy', 'cached_ids',
-           'run_chunks', 'shard_plan', 'load_slice_stats', 'build_cache', 'SliceCache', 'ShardCache', 'bench_files',
-           'bench_cache', 'bench_loader', 'ihd_bench_cache', 'ihd_cache']
+           'preprocess_items', 'run_chunks', 'shard_plan', 'load_slice_stats', 'build_cache', 'SliceCache',
+           'ShardCache', 'bench_files', 'bench_cache', 'bench_loader', 'ihd_bench_cache', 'ihd_cache']
 
 # %% ../nbs/02_cache.ipynb #a9f4be41
 def cache_dir(work:Path|str, # The dataset's work folder
@@ -143,7 +143,10 @@ def _series_arrays(root, items, recipe)->list:
             except Exception as e1: out[ID] = (None, 'error', _why(e1), np.nan)
     return [(ID, path, *out[ID]) for ID, path in items]
 
-def _preprocessed(root, items, recipe):
+def preprocess_items(root:Path|str, # Kaggle-layout root the paths are relative to
+                     items:list, # `(ID, path)` of the slices, in z order when `recipe.per_series` (one series)
+                     recipe:Recipe # The stage-2 recipe
+                    ):
     "`(ID, path, array or None, severity, reason, brain_frac or NaN)` of each of `items` [(ID, path)], in order: one by one, or as one series (`recipe.per_series`)"
     if recipe.per_series:
         yield from _series_arrays(root, items, recipe); return
@@ -158,7 +161,7 @@ def _cache_chunk(jobs, root, d, recipe_d):
     series = jobs if recipe.per_series else [[(ID, path, True) for ID, path in jobs]]
     with single_thread():
         for items in series:
-            for (*_, save), (ID, path, x, sev, why, bf) in zip(items, _preprocessed(root, [o[:2] for o in items], recipe)):
+            for (*_, save), (ID, path, x, sev, why, bf) in zip(items, preprocess_items(root, [o[:2] for o in items], recipe)):
                 if not np.isnan(bf): stats.append((ID, bf))   # the pixels were read: a statistic, whatever comes next
                 if not save: continue   # cached already: read again only for its series' volume
                 try:
@@ -203,7 +206,7 @@ def _write_shard(fh, series, root, recipe)->list:
     "Preprocess the shard's `series` (each a list of (ID, path) in z order) and append each slice to open file `fh`; one part row per slice"
     rows, n = [], 0
     for items in series:
-        for ID, path, x, sev, why, bf in _preprocessed(root, items, recipe):
+        for ID, path, x, sev, why, bf in preprocess_items(root, items, recipe):
             if x is None: rows.append((ID, path, -1, sev, why, bf)); continue
             fh.write(np.ascontiguousarray(x).data)
             rows.append((ID, path, n, sev, why, bf)); n += 1

@@ -14,7 +14,7 @@ from matplotlib import pyplot as plt
 from .core import apply_preset, LABELS, merge_settings, models_dir, atomic_path, write_json, level1_runs, fold_dirs, fold_of, level2_dir
 from .tables import read_header, add_slice_order, quiet_pydicom
 from .pixels import Recipe, stack_neighbours, single_thread
-from .cache import _preprocessed   # stage 2's own preprocessing: one slice, or a whole series (untilt)
+from .cache import preprocess_items   # stage 2's own preprocessing: one slice, or a whole series (untilt)
 from .level1 import load_run, predict_arrays
 from .calibrate import calibration_method, apply_run_calibration
 from .level2 import apply_level2, STD_COLS
@@ -144,7 +144,7 @@ def preprocess_slices(slices:pd.DataFrame, # `scan_folder`'s slices (series then
     arrays, bad, brain = {}, [], {}
     with single_thread():   # as the cache builds: torch's uint8 resize is fastest on one thread
         for items in _bar(series, progress):
-            for ID, _, x, sev, why, bf in _preprocessed(root, items, recipe):
+            for ID, _, x, sev, why, bf in preprocess_items(root, items, recipe):
                 if x is not None: arrays[ID], brain[ID] = x, bf   # brain_frac: on the HU as read, before crop, resize, untilt
                 if sev == 'error': bad.append((files[ID], f"pixels could not be preprocessed ({why})", 'error'))
                 elif sev and _kept_remark(why): bad.append((files[ID], _kept_remark(why), 'warning'))
