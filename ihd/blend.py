@@ -18,7 +18,7 @@ log = logging.getLogger('ihd.blend')  # not __name__: that is '__main__' when th
 
 # %% auto #0
 __all__ = ['log', 'STEPS', 'LEVELS', 'read_step', 'check_steps', 'mix', 'simplex_grid', 'fit_weights', 'cross_fit', 'choose',
-           'blend_params', 'blend', 'apply_blend', 'ihd_blend']
+           'blend_params', 'needed_steps', 'blend', 'apply_blend', 'ihd_blend']
 
 # %% ../nbs/04c_blend.ipynb #a1cff5ea
 STEPS = ('level2', 'sequence')  # the stage-4 steps a blend mixes, in this order (their folders: `ihd.core.level2_dir`)
@@ -148,6 +148,15 @@ def blend_params(**overrides)->AttrDict:
     "`settings.ini`'s `[blend]` (the only defaults) with `overrides` (None values ignored)"
     return merge_settings('blend', **overrides)
 
+# %% ../nbs/04c_blend.ipynb #a063b90d
+def needed_steps(candidates=None # Levels stage 4 may choose (keys of `LEVELS`; default: `[blend] candidates`)
+                )->list:
+    "The steps of `STEPS` whose output a candidate needs: the step's own level, or both of them for `blend`"
+    cands = listify(candidates if candidates is not None else blend_params().candidates)
+    unknown = [c for c in cands if c not in LEVELS]
+    if unknown: raise ValueError(f"unknown candidate levels {unknown}: expected some of {list(LEVELS)}")
+    return [s for s in STEPS if s in cands or 'blend' in cands]
+
 # %% ../nbs/04c_blend.ipynb #adf407aa
 def _tables(work:Path)->tuple:
     "Stage 0's train and test tables"
@@ -168,7 +177,8 @@ def _blend_inputs(data, work, models, runs, out, params)->AttrDict:
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
     s = blend_params(**params)
     train, test = _tables(work)
-    steps = {k: r for k in STEPS if (r := read_step(models, k, train)) is not None}
+    need = needed_steps(s.candidates)   # a step no candidate reads is not read (a preset's level-2 design)
+    steps = {k: r for k in need if (r := read_step(models, k, train)) is not None}
     if not steps:
         raise FileNotFoundError(f"no stage-4 predictions under {models} (neither level2/oof.parquet nor sequence/oof.parquet): run "
                                 f"`ihd_stack` (nbs/04a_level2.ipynb) and/or `ihd_sequence` (nbs/04b_sequence.ipynb) first")
@@ -181,7 +191,7 @@ def _blend_inputs(data, work, models, runs, out, params)->AttrDict:
     fp = files_fingerprint(files, s=dict(s), runs=[r.name for r in rs], steps=list(steps))
     out = Path(out) if out else level2_dir(models, 'blend')
     return AttrDict(sample_csv=sample_csv, s=s, out=out, models=models, sub=out.parent/'submission.csv', train=train, test=test, steps=steps,
-                    missing=[k for k in STEPS if k not in steps], rs=rs, fp=fp)
+                    missing=[k for k in need if k not in steps], rs=rs, fp=fp)
 
 # %% ../nbs/04c_blend.ipynb #211847b9
 def _blend_fit(i:AttrDict)->AttrDict:

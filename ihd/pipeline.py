@@ -20,7 +20,7 @@ from .cache import build_cache
 from .level1 import train_grid
 from .level2 import stack
 from .sequence import fit_sequence
-from .blend import blend, LEVELS
+from .blend import blend, LEVELS, STEPS, needed_steps
 from .report import build_report
 
 log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -252,6 +252,13 @@ def _fmt_times(times:dict)->str:
     lines = [f"  {k:<12} {v:8.1f} s  {100*v/max(tot, 1e-9):5.1f} %" for k,v in times.items()]
     return '\n'.join(lines + [f"  {'total':<12} {tot:8.1f} s"])
 
+def _needed(stages:list, asked)->list:
+    "`stages` without the stage-4 steps no `[blend] candidate` reads, unless they were asked for by name (`asked`)"
+    skip = [st for st in stages if st.n == 4 and st.module in STEPS and st.module not in needed_steps()
+            and not {st.nb, st.module} & {str(o).strip() for o in listify(asked)}]
+    for st in skip: log.info(f"[run] stage 4's {st.module} step skipped: [blend] candidates ({', '.join(listify(settings('blend').candidates))}) do not read it")
+    return [st for st in stages if st not in skip]
+
 def _pipeline_data(data, size, s:AttrDict, times:dict)->Path:
     "The Kaggle-layout root: `data`, else the synthetic dataset of `size` (made once, then reused)"
     if data is not None: return data_root(data)
@@ -381,7 +388,7 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
     seed = given.pop('seed', None) if seed is None else seed
     seed = None if seed is None else as_seed(seed, 'the seed of the main job')
     knobs = dict(preset_knobs({k:v for k,v in s.items() if k not in _RUN_KEYS}, p), **given)
-    stages = select_stages(stages)
+    stages = _needed(select_stages(stages), stages)
     root = _pipeline_data(data, size, s, times)
     work, models = work_dir(root, work), models_dir(root, models)
     r = AttrDict(run=run_folder(root, runs), data=root, work=work, models=models, times=times, submission=None, report=None, level=None)
@@ -441,8 +448,9 @@ def run_stages(data:Path|str|None=None, # Kaggle-layout root
     step('tables', lambda: make_tables(root, work, n_folds=n_folds))
     step('cache', lambda: build_cache(root, work, rec, n_workers=1, progress=False))
     step('level1', lambda: train_grid(archs, None, root, work, models, rec, epochs=epochs, tta=tta, bs=bs))
-    step('level2', lambda: stack(root, work, models, n_rounds=n_rounds))
-    step('sequence', lambda: fit_sequence(root, work, models, **(sequence or {})))
+    need = needed_steps()   # the steps `[blend] candidates` read (a preset's level-2 design)
+    if 'level2' in need: step('level2', lambda: stack(root, work, models, n_rounds=n_rounds))
+    if 'sequence' in need: step('sequence', lambda: fit_sequence(root, work, models, **(sequence or {})))
     res = step('blend', lambda: blend(root, work, models))
     return AttrDict(res, times=times, recipe=rec, work=work, models=models)
 
