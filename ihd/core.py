@@ -114,7 +114,8 @@ def preset_values(name:str, # A preset (`preset_names`)
     if scale not in SCALES: raise ValueError(f"unknown scale {scale!r}: expected one of {', '.join(SCALES)}")
     base, sec = _preset_keys(cp, f'preset.{name}'), f'preset.{name}.{scale}'
     over = _preset_keys(cp, sec) if cp.has_section(sec) else {}
-    subs = {f'{s}.{k}': dict(full=base.get((s, k), cp.get(s, k)), demo=v) for (s, k), v in over.items()} if scale == 'demo' else {}
+    full = lambda s, k: base.get((s, k), cp.get(s, k))   # the full recipe's value: the preset's, else settings.ini's
+    subs = {f'{s}.{k}': dict(full=full(s, k), demo=v) for (s, k), v in over.items() if full(s, k) != v} if scale == 'demo' else {}
     values = {}
     for (s, k), v in {**base, **over}.items(): values.setdefault(s, {})[k] = v
     meta = {k: v for k, v in cp[f'preset.{name}'].items() if k in PRESET_META}
