@@ -508,6 +508,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ihd.pixels.Recipe.from_settings': ('pixels.html#recipe.from_settings', 'ihd/pixels.py'),
                             'ihd.pixels.Recipe.n_channels': ('pixels.html#recipe.n_channels', 'ihd/pixels.py'),
                             'ihd.pixels.Recipe.name': ('pixels.html#recipe.name', 'ihd/pixels.py'),
+                            'ihd.pixels.Recipe.one_slice': ('pixels.html#recipe.one_slice', 'ihd/pixels.py'),
                             'ihd.pixels.Recipe.per_series': ('pixels.html#recipe.per_series', 'ihd/pixels.py'),
                             'ihd.pixels.Recipe.slice_fields': ('pixels.html#recipe.slice_fields', 'ihd/pixels.py'),
                             'ihd.pixels.Recipe.to_dict': ('pixels.html#recipe.to_dict', 'ihd/pixels.py'),

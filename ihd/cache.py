@@ -760,7 +760,7 @@ def bench_loader(root:Path|str, # Kaggle-layout root (the `bench` synthetic pres
     "Loader images/s per core of both layouts on the same slices, with and without neighbours; printed with the CPU and projections"
     scratch = Path(scratch)
     hd = _bench_subset(root, Path(work) if work else scratch/'tables', n_slices)
-    recipe = Recipe.from_settings(sz=sz, neighbours=0, offset_windows=())   # the cached slices: no neighbours, so no windows per neighbour
+    recipe = Recipe.from_settings(sz=sz).one_slice()   # the cached slices: no neighbours, so no windows per neighbour
     df = pd.DataFrame([r for lay in ('files', 'shards')
                        for r in _bench_layout(root, scratch/lay, hd, recipe, lay, batch, seconds, rounds, n_workers)])
     print(f"CPU: {cpu_model()}")

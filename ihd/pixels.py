@@ -104,6 +104,9 @@ class Recipe:
     def slice_fields(self)->dict:
         "The fields one cached slice depends on (`to_dict` without `neighbours` and `offset_windows`)"
         return {k: v for k, v in self.to_dict().items() if k not in ('neighbours', 'offset_windows')}
+    def one_slice(self)->'Recipe':
+        "The recipe of one slice alone: no neighbours and no windows per neighbour (what the cache stores per slice)"
+        return Recipe.from_dict(self.slice_fields())
     @classmethod
     def from_dict(cls, d:dict): return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
     @classmethod

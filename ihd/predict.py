@@ -212,7 +212,7 @@ def level1_predict(slices:pd.DataFrame, # `scan_folder`'s slices
     folds = find_fold_dirs(models)
     if not folds: raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {models}")
     recs = _recipes(folds)
-    base = {d: Recipe.from_dict({**r.to_dict(), 'neighbours': 0, 'offset_windows': ()}) for d, r in recs.items()}  # every window of one slice
+    base = {d: r.one_slice() for d, r in recs.items()}  # every window of one slice
     arrays, bad, brain = {}, [], {}
     for b in {b.base_name: b for b in base.values()}.values():
         log.info(f"[predict] preprocessing {len(slices)} slices with recipe {b.base_name}{' (a series at a time)' if b.per_series else ''}")

@@ -247,7 +247,7 @@ def stage4_table(models:Path|str # A models folder
 def _example_recipe(models:Path)->Recipe:
     "The pixel recipe of the first level-1 run's first fold (`run.json`), without neighbours; else the settings'"
     rj = next((d/'run.json' for r in level1_runs(models) for d in fold_dirs(r) if (d/'run.json').is_file()), None)
-    return Recipe.from_dict({**json.loads(rj.read_text())['recipe'], 'neighbours': 0}) if rj else Recipe.from_settings(neighbours=0)
+    return (Recipe.from_dict(json.loads(rj.read_text())['recipe']) if rj else Recipe.from_settings()).one_slice()
 
 def _cached_examples(ids, work, rec)->dict:
     "The slices of `ids` that stage 2's cache holds (none when there is no cache of `rec`)"
