@@ -894,7 +894,7 @@ def stage_paths(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
                 scale:str|None=None # The preset's scale, demo or full
                )->AttrDict:
     "Resolve the folders a stage reads and writes (an active preset has its own), making the synthetic default dataset when it is needed"
-    apply_preset(preset, scale)
+    if preset or scale: apply_preset(preset, scale)   # else the active one (`IHD_PRESET`) holds, as a command set it
     if data is None and tiny_in_test and is_test():
         tmp = Path(tempfile.mkdtemp(prefix='ihd_test_'))
         data = make_dataset(tmp/'synth', size='tiny', seed=settings('synth').seed)
