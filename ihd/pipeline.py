@@ -526,5 +526,5 @@ def ihd_presets(presets:str=None, # Comma-separated presets (default: every one:
     root = _pipeline_data(data, None, run_settings(), {})
     out = Path(out) if out else run_folder(root)/'presets'
     df = compare_presets([o.strip() for o in presets.split(',')] if presets else None, root, scale or default_scale(), out=out)
-    print(df.drop(columns=['models']).to_string(index=False, float_format=lambda v: f'{v:.4f}'), f"\n[presets] table: {out/'presets.csv'}")
+    print(df.drop(columns=['models'], errors='ignore').to_string(index=False, float_format=lambda v: f'{v:.4f}'), f"\n[presets] table: {out/'presets.csv'}")
     return int(df.error.notna().any())
