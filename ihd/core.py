@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_core.ipynb #2e71e43f
 from __future__ import annotations
-import os, re, sys, json, logging, hashlib, platform, configparser
+import os, re, sys, json, logging, hashlib, platform, configparser, functools
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -56,12 +56,18 @@ def parse_value(v:str):
     except (TypeError, ValueError): return v
 
 # %% ../nbs/00a_core.ipynb #1e48f344
-def _read_ini(path:Path|str|None=None)->configparser.ConfigParser:
-    "The parsed settings file (`path`, else `find_settings()`; empty when there is none)"
-    f = Path(path) if path else find_settings()
+@functools.lru_cache(maxsize=16)
+def _parse_ini(f:str|None, stamp:tuple)->configparser.ConfigParser:
+    "File `f` parsed (`stamp`, its size and mtime, makes an edited file parse again)"
     cp = configparser.ConfigParser(inline_comment_prefixes=('#', ';'))
     if f is not None: cp.read(f)
     return cp
+
+def _read_ini(path:Path|str|None=None)->configparser.ConfigParser:
+    "The parsed settings file (`path`, else `find_settings()`; empty when there is none), parsed once per version of the file: read it, never change it"
+    f = Path(path) if path else find_settings()
+    st = f.stat() if f is not None and f.is_file() else None
+    return _parse_ini(str(f) if st else None, (st.st_size, st.st_mtime_ns) if st else ())
 
 def settings(section:str, # Section of `settings.ini`, e.g. 'pixels'
              path:Path|str|None=None # A settings file (default: `find_settings()`, with the active preset's values over it)
