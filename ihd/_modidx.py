@@ -198,6 +198,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'ihd.core': { 'ihd.core._Stdout': ('core.html#_stdout', 'ihd/core.py'),
                           'ihd.core._Stdout.stream': ('core.html#_stdout.stream', 'ihd/core.py'),
                           'ihd.core._derived': ('core.html#_derived', 'ihd/core.py'),
+                          'ihd.core._parse_ini': ('core.html#_parse_ini', 'ihd/core.py'),
                           'ihd.core._preset_keys': ('core.html#_preset_keys', 'ihd/core.py'),
                           'ihd.core._problems': ('core.html#_problems', 'ihd/core.py'),
                           'ihd.core._read_ini': ('core.html#_read_ini', 'ihd/core.py'),
