@@ -185,6 +185,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'ihd.calibrate._fit_labels': ('calibrate.html#_fit_labels', 'ihd/calibrate.py'),
                                'ihd.calibrate._losses': ('calibrate.html#_losses', 'ihd/calibrate.py'),
                                'ihd.calibrate._nll': ('calibrate.html#_nll', 'ihd/calibrate.py'),
+                               'ihd.calibrate._pick': ('calibrate.html#_pick', 'ihd/calibrate.py'),
                                'ihd.calibrate._run_oof': ('calibrate.html#_run_oof', 'ihd/calibrate.py'),
                                'ihd.calibrate.apply_calibrator': ('calibrate.html#apply_calibrator', 'ihd/calibrate.py'),
                                'ihd.calibrate.apply_run_calibration': ('calibrate.html#apply_run_calibration', 'ihd/calibrate.py'),

@@ -90,15 +90,23 @@ def _cross_fit(P, Y, folds, method)->AttrDict:
         out[va] = _apply_labels(P[va], prm)
     return AttrDict(params=params, oof=out, choice={l: method for l in LABELS})
 
+def _pick(P, Y, folds)->tuple:
+    "`auto`'s method per label from these rows alone: the lowest log loss cross-fitted over their folds (ties: the simpler; one fold: in-sample), and every method's"
+    one = len(np.unique(folds)) < 2
+    ll = {m: _losses(Y, _apply_labels(P, _fit_labels(P, Y, m)) if one else _cross_fit(P, Y, folds, m).oof) for m in FIT_METHODS}
+    return {l: min(FIT_METHODS, key=lambda m: ll[m][l]) for l in LABELS}, ll
+
 def _choose(P, Y, folds)->AttrDict:
-    "`auto`: per label, the method whose cross-fitted OOF log loss is lowest (ties: the simpler), and every method's"
-    fits = {m: _cross_fit(P, Y, folds, m) for m in FIT_METHODS}
-    ll = {m: _losses(Y, f.oof) for m, f in fits.items()}
-    ch = {l: min(FIT_METHODS, key=lambda m: ll[m][l]) for l in LABELS}
-    params = dict(all={l: fits[ch[l]].params['all'][l] for l in LABELS},
-                  folds={k: {l: fits[ch[l]].params['folds'][k][l] for l in LABELS} for k in fits['none'].params['folds']})
-    oof = np.stack([fits[ch[l]].oof[:, j] for j, l in enumerate(LABELS)], 1)
-    return AttrDict(params=params, oof=oof, choice=ch, by_method=ll)
+    "`auto`: each held-out fold's methods chosen (`_pick`) and fitted on the other folds' rows only, never on its labels; `all`'s on every row"
+    ch, ll = _pick(P, Y, folds)
+    fit = lambda r, c: {l: fit_calibrator(P[r, j], Y[r, j], c[l]) for j, l in enumerate(LABELS)}
+    params, out, fch = dict(all=fit(slice(None), ch), folds={}), np.empty_like(P), {}
+    for f in sorted(np.unique(folds)):
+        va, k = folds == f, str(int(f))
+        fch[k] = _pick(P[~va], Y[~va], folds[~va])[0]
+        params['folds'][k] = fit(~va, fch[k])
+        out[va] = _apply_labels(P[va], params['folds'][k])
+    return AttrDict(params=params, oof=out, choice=ch, fold_choice=fch, by_method=ll)
 
 def cross_calibrate(P, # (n, 6) raw OOF probabilities
                     Y, # (n, 6) labels
@@ -128,7 +136,7 @@ def calibrate_frame(df:pd.DataFrame, # `ID` + `LABELS` (+ any other columns)
     return out
 
 # %% ../nbs/03e_calibrate.ipynb #20acda38
-CAL_VERSION = 1  # bump when the fit changes: every calibration.json is then refitted
+CAL_VERSION = 2  # 2: `auto` chooses each held-out fold's methods without its labels. Bump when the fit changes: every calibration.json is then refitted
 
 def _run_oof(run_dir:Path, train:pd.DataFrame)->tuple:
     "The run's OOF frame (`ID` + LABELS + `fold` from the folder names) and its labels from `train`"
@@ -175,7 +183,7 @@ def calibrate_run(run_dir:Path|str, # A level-1 run folder `models/<run>`
     cc = cross_calibrate(P, Y, oof['fold'].to_numpy(), method, run_dir.name)
     cal = dict(run=run_dir.name, method=method, version=CAL_VERSION, fingerprint=fp, n=len(oof),
                folds=sorted(int(k) for k in cc.params['folds']), folds_hash=folds_hash(oof), params=cc.params,
-               choice=cc.choice, fallbacks=cc.fallbacks,
+               choice=cc.choice, **({'fold_choice': cc.fold_choice} if 'fold_choice' in cc else {}), fallbacks=cc.fallbacks,
                oof_log_loss=dict(before=_losses(Y, P), after=_losses(Y, cc.oof), **({'by_method': cc.by_method} if 'by_method' in cc else {})))
     write_json(cal, f)
     b, a = cal['oof_log_loss']['before']['weighted'], cal['oof_log_loss']['after']['weighted']
