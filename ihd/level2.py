@@ -13,16 +13,17 @@ from .core import (apply_preset, LABELS, read_long, CLIP, label_log_loss, weight
                       kaggle_layout, work_dir, models_dir, require, atomic_path, write_json, level1_runs, fold_dirs,
                       fold_of, level2_dir, STAGES, logit, files_fingerprint)
 from .tables import as_seed
-from .calibrate import calibration_method, calibrate_run, calibrate_frame
+from .calibrate import calibration_method, calibrate_run, calibrate_frame, cross_calibrate, apply_calibrator
 
 log = logging.getLogger('ihd.level2')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'EXTRA', 'EXTRA_COLS', 'EXTRA_NEEDS', 'read_preds', 'fake_preds',
-           'fake_level1', 'load_run_preds', 'gather_runs', 'level2_extra', 'feature_names', 'slice_features',
-           'level2_params', 'fit_level2', 'predict_level2', 'oof_prior', 'report_table', 'plot_report', 'read_sample',
-           'validate_submission', 'write_submission', 'save_level2', 'load_level2', 'apply_level2', 'stack',
-           'fake_slice_stats', 'bench_table', 'bench_stack', 'ihd_stack', 'ihd_validate', 'ihd_bench_stack']
+__all__ = ['log', 'STD_COLS', 'PRED_COLS', 'POS_COLS', 'EXTRA', 'EXTRA_COLS', 'EXTRA_NEEDS', 'L2_VERSION', 'read_preds',
+           'fake_preds', 'fake_level1', 'load_run_preds', 'gather_runs', 'level2_extra', 'feature_names',
+           'slice_features', 'level2_params', 'fit_level2', 'predict_level2', 'calibrate_level2', 'oof_prior',
+           'report_table', 'plot_report', 'read_sample', 'validate_submission', 'write_submission', 'save_level2',
+           'load_level2', 'apply_level2', 'stack', 'fake_slice_stats', 'bench_table', 'bench_stack', 'ihd_stack',
+           'ihd_validate', 'ihd_bench_stack']
 
 # %% ../nbs/04a_level2.ipynb #791b60c9
 STD_COLS = [f'{l}_std' for l in LABELS]
@@ -281,23 +282,21 @@ def _bce(y, raw):
     return float(-(y*np.log(p) + (1 - y)*np.log(1 - p)).mean())
 
 def _inner_rounds(lgb, lp, X, names, y, start, folds, s):
-    "Rounds per label (0 = none) chosen by early stopping on one held-out training fold; None when not applicable"
+    "Rounds per label (0 = none): the lowest log loss averaged over every inner fold (each held out once, boosted on the others; `lgb.cv`), stopped after `early_stopping` rounds without a gain; None when not applicable"
     fs = sorted(np.unique(folds))
     if not s.early_stopping or len(fs) < 2: return None
-    iv = folds == fs[-1]
-    it = ~iv
-    dtr = lgb.Dataset(X[it], label=np.ascontiguousarray(y[it, 0]), feature_name=names, params=lp, free_raw_data=False).construct()
-    dva = lgb.Dataset(X[iv], label=np.ascontiguousarray(y[iv, 0]), reference=dtr, free_raw_data=False).construct()
+    split = [(np.flatnonzero(folds != g), np.flatnonzero(folds == g)) for g in fs]
+    ds = lgb.Dataset(X, label=np.ascontiguousarray(y[:, 0]), feature_name=names, params=lp, free_raw_data=False).construct()
     res = []
     for j in range(y.shape[1]):
-        if not (0 < y[it, j].sum() < it.sum()) or not (0 < y[iv, j].sum() < iv.sum()): res.append(None); continue
-        dtr.set_label(np.ascontiguousarray(y[it, j])); dtr.set_init_score(np.ascontiguousarray(start[it, j]))
-        dva.set_label(np.ascontiguousarray(y[iv, j])); dva.set_init_score(np.ascontiguousarray(start[iv, j]))
-        b = lgb.train(lp, dtr, num_boost_round=int(s.n_rounds), valid_sets=[dva],
-                      callbacks=[lgb.early_stopping(int(s.early_stopping), verbose=False)])
-        n = b.best_iteration or int(s.n_rounds)
-        gain = _bce(y[iv, j], start[iv, j]) - _bce(y[iv, j], start[iv, j] + b.predict(X[iv], raw_score=True, num_iteration=n))
-        res.append(n if gain > 0 else 0)
+        if not 0 < y[:, j].sum() < len(y): res.append(0); continue
+        ds.set_label(np.ascontiguousarray(y[:, j])); ds.set_init_score(np.ascontiguousarray(start[:, j]))
+        cv = lgb.cv(lp, ds, num_boost_round=int(s.n_rounds), folds=split, stratified=False,
+                    callbacks=[lgb.early_stopping(int(s.early_stopping), verbose=False)])
+        curve = np.asarray(cv['valid binary_logloss-mean'])
+        base = np.mean([_bce(y[v, j], start[v, j]) for _, v in split])   # the start (level-1 average) on the same inner folds
+        n = int(np.argmin(curve)) + 1
+        res.append(n if curve[n - 1] < base else 0)
     return res
 
 def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
@@ -338,7 +337,7 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
 def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
                    x:pd.DataFrame # Features of the rows to predict
                   )->np.ndarray:
-    "(n, 6) probabilities: the mean over the fold models"
+    "(n, 6) probabilities: the mean over the fold models, mapped by LightGBM's own `all` calibration when it has one (`calibrate_level2`)"
     start = _start(x, fit.prior_logit, fit.params.init_from_l1)
     X = np.ascontiguousarray(x.to_numpy(np.float32))
     out = np.zeros((len(x), 6))
@@ -346,7 +345,23 @@ def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
         for j,l in enumerate(LABELS):
             b = bs[l]
             out[:, j] += _sigmoid(start[:, j] + (b.predict(X, raw_score=True) if b else 0))
-    return out/len(fit.boosters)
+    out /= len(fit.boosters)
+    cal = fit.get('calibration')
+    return np.stack([apply_calibrator(out[:, j], cal['all'][l]) for j, l in enumerate(LABELS)], 1) if cal else out
+
+# %% ../nbs/04a_level2.ipynb #28ee1068
+def calibrate_level2(fit:AttrDict, # `fit_level2`'s result (OOF of every fold)
+                     y:np.ndarray, # (n, 6) labels of its rows
+                     folds:np.ndarray, # (n,) fold of each row
+                     method:str|None=None # `auto`, `platt`, `temperature`, `none` (default: `[calibrate] method`)
+                    )->AttrDict:
+    "`fit` with its OOF calibrated like a level-1 run's (cross-fitted), the raw OOF (`oof_raw`) and the maps (`calibration`)"
+    method = calibration_method(method)
+    if method == 'none': return AttrDict(fit, oof_raw=fit.oof, calibration=None)
+    cc = cross_calibrate(fit.oof, y, folds, method, 'LightGBM')
+    cal = dict(method=method, choice=cc.choice, fold_choice=cc.get('fold_choice'), all=cc.params['all'], folds=cc.params['folds'],
+               fallbacks=cc.fallbacks)
+    return AttrDict(fit, oof=cc.oof, oof_raw=fit.oof, calibration=cal)
 
 # %% ../nbs/04a_level2.ipynb #49094565
 def oof_prior(y:np.ndarray, folds:np.ndarray)->np.ndarray:
@@ -460,19 +475,20 @@ def save_level2(fit:AttrDict, out:Path, meta:dict):
             files[f'{f}/{l}'] = fn
     meta = dict(meta, params=dict(fit.params), prior_logit=[float(v) for v in fit.prior_logit],
                 folds=sorted(int(f) for f in fit.boosters), models=files,
-                rounds={str(f): r for f, r in (fit.get('rounds') or {}).items()})
+                rounds={str(f): r for f, r in (fit.get('rounds') or {}).items()}, output_calibration=fit.get('calibration'))
     write_json(meta, out/'level2.json')
 
 # %% ../nbs/04a_level2.ipynb #371a1f86
 def load_level2(out:Path|str # A `models/level2` folder
                )->AttrDict:
-    "The saved level 2: `boosters[fold][label]`, `params`, `prior_logit` and the `level2.json` metadata"
+    "The saved level 2: `boosters[fold][label]`, `params`, `prior_logit`, its output `calibration` and the `level2.json` metadata"
     import lightgbm as lgb
     out = Path(out)
     meta = json.loads(require(out/'level2.json', 4, 'level-2 model').read_text())
     bs = {f: {l: (lgb.Booster(model_file=out/meta['models'][f'{f}/{l}']) if f'{f}/{l}' in meta['models'] else None)
               for l in LABELS} for f in meta['folds']}
-    return AttrDict(boosters=bs, params=AttrDict(meta['params']), prior_logit=meta['prior_logit'], meta=meta)
+    return AttrDict(boosters=bs, params=AttrDict(meta['params']), prior_logit=meta['prior_logit'], meta=meta,
+                    calibration=meta.get('output_calibration'))
 
 # %% ../nbs/04a_level2.ipynb #9034bd57
 _NEED_WHY = dict(StudyInstanceUID="each slice's study, with every slice of the study in `index`",
@@ -528,6 +544,8 @@ def _with_extra(work:Path, train:pd.DataFrame, test:pd.DataFrame, extra:list)->t
         out.append(df.assign(brain_frac=v.to_numpy(np.float32)))
     return *out, [Path(work)/SLICE_STATS]
 
+L2_VERSION = 2  # 2: rounds from an inner CV over every training fold, output calibrated. Bump when the fit changes: level 2 is then redone
+
 def _stack_inputs(data, work, models, k, runs, out, params, calibrate)->AttrDict:
     "Stage 4's folders, settings, stage-0 tables and (calibrated) level-1 runs, and a fingerprint of all of them"
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
@@ -538,7 +556,7 @@ def _stack_inputs(data, work, models, k, runs, out, params, calibrate)->AttrDict
     inputs = [work/'train.parquet', work/'test.parquet', sample_csv] + extra_files + \
              [f for r in rs for f in sorted(f for d in fold_dirs(r.dir) for f in d.iterdir())
               if f.name in ('oof.parquet', 'test.parquet', 'run.json')]
-    fp = files_fingerprint(inputs, s=dict(s), runs=[r.name for r in rs], calibrate=method,
+    fp = files_fingerprint(inputs, s=dict(s), runs=[r.name for r in rs], calibrate=method, version=L2_VERSION,
                       calibrations=[r.calibration.fingerprint if r.calibration else None for r in rs])
     return AttrDict(sample_csv=sample_csv, s=s, out=out, sub=out/'submission.csv', train=train, test=test, rs=rs, fp=fp, method=method)
 
@@ -561,10 +579,10 @@ def _stack_fit(i:AttrDict)->AttrDict:
     tr, x = i.train[has].reset_index(drop=True), x[has].reset_index(drop=True)
     y, folds = tr[LABELS].to_numpy(np.float64), tr['fold'].to_numpy()
     log.info(f"[level2] features: {x.shape[1]} columns x {len(x)} rows ({time.time()-t0:.1f} s)")
-    fit = fit_level2(x, y, folds, i.s)
+    fit = calibrate_level2(fit_level2(x, y, folds, i.s), y, folds, i.method)   # its output calibrated like level 1's
     preds = {r.name: r.oof.set_index('ID').loc[tr['ID'], LABELS].to_numpy() for r in rs}  # the same rows for every set
-    preds.update({'L1 average': x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64), 'LightGBM': fit.oof,
-                  'prior baseline': oof_prior(y, folds)})
+    preds.update({'L1 average': x[[f'avg_{l}' for l in LABELS]].to_numpy(np.float64), 'LightGBM (uncalibrated)': fit.oof_raw,
+                  'LightGBM': fit.oof, 'prior baseline': oof_prior(y, folds)})
     return AttrDict(fit=fit, report=report_table(y, preds), tr=tr, folds=folds, prior=y.mean(0), features=list(x.columns),
                     n_used=int(has.sum()))
 
@@ -612,7 +630,8 @@ def stack(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
                                    calibration={r.name: r.calibration and dict(method=r.method, all=r.calibration.params['all']) for r in i.rs},
                                    weighted=rep.set_index('model')['weighted'].to_dict(), seconds=round(time.time()-t0, 1)))
     w = rep.set_index('model')['weighted']
-    log.info(f"[level2] weighted log loss: L1 average {w['L1 average']:.4f}, LightGBM {w['LightGBM']:.4f}, prior {w['prior baseline']:.4f}")
+    log.info(f"[level2] weighted log loss: L1 average {w['L1 average']:.4f}, LightGBM {w['LightGBM']:.4f} (uncalibrated "
+             f"{w['LightGBM (uncalibrated)']:.4f}; {i.method} calibration, cross-fitted), prior {w['prior baseline']:.4f}")
     log.info(f"[level2] submission {i.sub}: {res.rows} rows, valid ({time.time()-t0:.1f} s)")
     return AttrDict(report=rep, submission=i.sub, dir=i.out, skipped=False, fit=f.fit, test=pt,
                     oof=f.tr[['ID']].assign(**dict(zip(LABELS, f.fit.oof.T))))
