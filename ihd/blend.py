@@ -4,12 +4,12 @@
 
 # %% ../nbs/04c_blend.ipynb #0d66b695
 from __future__ import annotations
-import json, time, logging, itertools
+import json, time, logging, itertools, math
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse, store_true
-from .core import (apply_preset, LABELS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, level2_dir, fold_dirs, require,
+from .core import (apply_preset, LABELS, LABEL_WEIGHTS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, level2_dir, fold_dirs, require,
                       stage_of, atomic_path, write_json, label_log_loss, folds_hash, logit,
                       files_fingerprint)
 from .level2 import gather_runs, report_table, plot_report, oof_prior, write_submission, read_sample
@@ -17,12 +17,15 @@ from .level2 import gather_runs, report_table, plot_report, oof_prior, write_sub
 log = logging.getLogger('ihd.blend')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'STEPS', 'LEVELS', 'read_step', 'check_steps', 'mix', 'simplex_grid', 'fit_weights', 'cross_fit', 'choose',
-           'blend_params', 'needed_steps', 'blend', 'apply_blend', 'ihd_blend']
+__all__ = ['log', 'STEPS', 'LEVELS', 'APPLIED', 'BLEND_VERSION', 'read_step', 'check_steps', 'mix', 'simplex_grid', 'weight_grid',
+           'fit_weights', 'cross_fit', 'fit_levels', 'apply_levels', 'cross_levels', 'choose', 'nested_choice',
+           'paired_bootstrap', 'blend_params', 'needed_steps', 'report_text', 'blend', 'apply_blend', 'ihd_blend']
 
 # %% ../nbs/04c_blend.ipynb #a1cff5ea
 STEPS = ('level2', 'sequence')  # the stage-4 steps a blend mixes, in this order (their folders: `ihd.core.level2_dir`)
-LEVELS = {'level1': 'L1 average', 'level2': 'LightGBM', 'sequence': 'sequence', 'blend': 'blend'}  # level -> report row
+LEVELS = {'level1': 'L1 weighted', 'level2': 'LightGBM', 'sequence': 'sequence', 'blend': 'blend'}  # level -> report row
+APPLIED = 'stage 4 applied'   # the report row of the level applied to each fold, chosen on the other folds (`nested_choice`)
+BLEND_VERSION = 2  # 2: weighted level 1, level 1 in the blend, the nested choice. Bump when the fit changes: the step is then redone
 
 def _read_step_file(path:Path, extra:list, cmd:str)->pd.DataFrame:
     "`ID` + `LABELS` (+ `extra`) of one prediction file, checked for columns, NaN, range and duplicates"
@@ -97,6 +100,16 @@ def simplex_grid(k:int, # Number of prediction sets
     pts = [c for c in itertools.product(range(n+1), repeat=k-1) if sum(c) <= n]
     return np.array([[*c, n - sum(c)] for c in pts], np.float64)/n
 
+# %% ../nbs/04c_blend.ipynb #54e6f660
+def weight_grid(k:int, # Number of prediction sets
+                step:float=0.05, # The finest step wanted
+                most:int=300 # Most grid points
+               )->np.ndarray:
+    "`simplex_grid(k, step)`, or the first coarser grid (step 0.1, 0.125, 0.2, 0.25, 0.5, 1) with at most `most` points"
+    for st in [step] + [s for s in (.1, .125, .2, .25, .5) if s > step]:
+        if math.comb(round(1/st) + k - 1, k - 1) <= most: return simplex_grid(k, st)
+    return simplex_grid(k, 1.)
+
 # %% ../nbs/04c_blend.ipynb #a3c7479c
 def fit_weights(y, # (n, 6) labels
                 preds:list, # k arrays (n, 6) of probabilities for the same rows
@@ -130,6 +143,45 @@ def cross_fit(y, # (n, 6) labels
         oof[~tr] = mix([p[~tr] for p in preds], fw[int(f)], space)
     return AttrDict(oof=oof, fold_weights=fw, weights=fit_weights(y, preds, grid, space))
 
+# %% ../nbs/04c_blend.ipynb #9c3376ab
+def fit_levels(y, # (n, 6) labels
+               runs:list, # r arrays (n, 6): the level-1 runs' (calibrated) predictions of these rows
+               steps:dict, # step -> (n, 6): the stage-4 steps' OOF predictions of these rows (may be empty)
+               grid:float=0.05, # Finest weight step (`weight_grid`)
+               space:str='prob' # See `mix`
+              )->AttrDict:
+    "Per-label weights fitted on these rows: of the runs (`l1`, (6, r)), and of the steps + the weighted level-1 average (`blend`, (6, s+1); None without steps)"
+    w1 = fit_weights(y, runs, weight_grid(len(runs), grid), space)
+    if not steps: return AttrDict(l1=w1, blend=None)
+    parts = [*steps.values(), mix(runs, w1, space)]
+    return AttrDict(l1=w1, blend=fit_weights(y, parts, weight_grid(len(parts), grid), space))
+
+def apply_levels(w:AttrDict, # `fit_levels`' weights
+                 runs:list, # r arrays (n, 6) of the rows to predict
+                 steps:dict, # step -> (n, 6) of the same rows
+                 space:str='prob')->dict:
+    "Every level's predictions of these rows: `level1` (the weighted average of the runs), each step's own, `blend`"
+    out = {'level1': mix(runs, w.l1, space), **steps}
+    if w.blend is not None: out['blend'] = mix([*steps.values(), out['level1']], w.blend, space)
+    return out
+
+def cross_levels(y, # (n, 6) labels
+                 runs:list, # r arrays (n, 6): the runs' OOF predictions
+                 steps:dict, # step -> (n, 6): the steps' OOF predictions
+                 folds, # (n,) fold of each row
+                 grid:float=0.05, space:str='prob',
+                 full:bool=True # Also fit `weights` on every row (for test data)
+                )->AttrDict:
+    "Every level out of fold (`oof`: level -> (n, 6)), fold k's made with weights fitted without it (`fold_weights`); `weights` fitted on every row"
+    y, folds = np.asarray(y, np.float64), np.asarray(folds)
+    fs, oof, fw = np.unique(folds), {}, {}
+    sub = lambda m: ([p[m] for p in runs], {k: p[m] for k, p in steps.items()})
+    for f in fs:
+        va = folds == f
+        fw[int(f)] = w = fit_levels(y[~va] if len(fs) > 1 else y[va], *sub(~va if len(fs) > 1 else va), grid, space)
+        for k, p in apply_levels(w, *sub(va), space).items(): oof.setdefault(k, np.empty(y.shape))[va] = p
+    return AttrDict(oof=oof, fold_weights=fw, weights=fit_levels(y, runs, steps, grid, space) if full else None)
+
 # %% ../nbs/04c_blend.ipynb #74671335
 def choose(report:pd.DataFrame, # `ihd.level2.report_table`'s output (rows named like `LEVELS`' values)
            candidates # Levels that may be chosen (keys of `LEVELS`), in order of preference on ties
@@ -142,6 +194,49 @@ def choose(report:pd.DataFrame, # `ihd.level2.report_table`'s output (rows named
     have = [c for c in cands if LEVELS[c] in w.index]
     if not have: raise ValueError(f"none of the candidates {cands} has a row in the report (rows: {list(w.index)})")
     return min(have, key=lambda c: w[LEVELS[c]])
+
+# %% ../nbs/04c_blend.ipynb #4678a785
+def nested_choice(y, # (n, 6) labels
+                  runs:list, # r arrays (n, 6): the level-1 runs' OOF predictions
+                  steps:dict, # step -> (n, 6): the stage-4 steps' OOF predictions
+                  folds, # (n,) fold of each row
+                  candidates, # Levels that may be chosen (`choose`)
+                  grid:float=0.05, space:str='prob',
+                  oof:dict|None=None # `cross_levels(...).oof` of these rows (default: computed)
+                 )->AttrDict:
+    "Each fold's level chosen on the other folds' rows only (`choice`: fold -> level) and the OOF of those choices (`oof`)"
+    y, folds = np.asarray(y, np.float64), np.asarray(folds)
+    fs = np.unique(folds)
+    if len(fs) < 2: raise ValueError(f"a choice made inside the training folds needs at least 2 folds, got {list(fs)}")
+    outer = oof if oof is not None else cross_levels(y, runs, steps, folds, grid, space, full=False).oof
+    choice, out = {}, np.empty(y.shape)
+    for f in fs:
+        tr = folds != f
+        inner = cross_levels(y[tr], [p[tr] for p in runs], {k: p[tr] for k, p in steps.items()}, folds[tr], grid, space, full=False).oof
+        choice[int(f)] = c = choose(report_table(y[tr], {LEVELS[k]: v for k, v in inner.items()}), candidates)
+        out[~tr] = outer[c][~tr]
+    return AttrDict(choice=choice, oof=out)
+
+# %% ../nbs/04c_blend.ipynb #4f23d0fb
+def paired_bootstrap(y, # (n, 6) labels
+                     a, # (n, 6) probabilities (e.g. stage 4 applied)
+                     b, # (n, 6) probabilities of the same rows (e.g. the L1 average)
+                     groups, # (n,) group of each row (series): resampled together
+                     n_boot:int=2000, # Resamples
+                     ci:float=.95, # Coverage of the percentile interval
+                     seed:int=0)->AttrDict:
+    "Weighted log loss of `a` minus `b`: on the rows (`diff`), and bootstrapped over groups: `mean`, `lo`, `hi`, `p_below_0`, `n_groups`"
+    y, w = np.asarray(y, np.float64), LABEL_WEIGHTS/LABEL_WEIGHTS.sum()
+    row = lambda p: -(y*np.log(np.clip(p, CLIP, 1-CLIP)) + (1-y)*np.log(np.clip(1-np.asarray(p, np.float64), CLIP, 1-CLIP))) @ w
+    d = row(np.asarray(a, np.float64)) - row(np.asarray(b, np.float64))   # per-row difference of the weighted metric
+    g = pd.factorize(np.asarray(groups))[0]
+    G = g.max() + 1
+    S, N = np.bincount(g, d, G), np.bincount(g, minlength=G).astype(np.float64)
+    c = np.stack([np.bincount(r, minlength=G) for r in np.random.default_rng(seed).integers(0, G, (n_boot, G))])
+    bs = (c @ S)/(c @ N)
+    lo, hi = np.quantile(bs, [(1 - ci)/2, (1 + ci)/2])
+    return AttrDict(diff=float(d.mean()), mean=float(bs.mean()), lo=float(lo), hi=float(hi), p_below_0=float((bs < 0).mean()),
+                    n_groups=int(G), n_boot=n_boot)
 
 # %% ../nbs/04c_blend.ipynb #88df6695
 def blend_params(**overrides)->AttrDict:
@@ -188,64 +283,67 @@ def _blend_inputs(data, work, models, runs, out, params)->AttrDict:
              if f.name in ('oof.parquet', 'test.parquet', f'{st.step}.json')] + \
             [f for r in rs for d in [r.dir, *fold_dirs(r.dir)] for f in sorted(d.iterdir())
              if f.name in ('oof.parquet', 'test.parquet', 'run.json', 'calibration.json')]
-    fp = files_fingerprint(files, s=dict(s), runs=[r.name for r in rs], steps=list(steps))
+    fp = files_fingerprint(files, s=dict(s), runs=[r.name for r in rs], steps=list(steps), version=BLEND_VERSION)
     out = Path(out) if out else level2_dir(models, 'blend')
     return AttrDict(sample_csv=sample_csv, s=s, out=out, models=models, sub=out.parent/'submission.csv', train=train, test=test, steps=steps,
                     missing=[k for k in need if k not in steps], rs=rs, fp=fp)
 
 # %% ../nbs/04c_blend.ipynb #211847b9
 def _blend_fit(i:AttrDict)->AttrDict:
-    "The report rows on the labelled slices every step and run predicts, the cross-fitted blend and the choice"
+    "The report rows on the labelled slices every step and run predicts: levels cross-fitted, the nested choice, the choice on every row"
     have = set.intersection(*[set(st.oof.ID) for st in i.steps.values()], *[set(r.oof.ID) for r in i.rs])
     tr = i.train[i.train.ID.isin(have)].reset_index(drop=True)
     if not len(tr): raise ValueError("no labelled slice has out-of-fold predictions of every step and level-1 run")
     if len(tr) < len(i.train): log.info(f"[blend] {len(i.train) - len(tr)} of {len(i.train)} labelled slices lack some OOF prediction: left out")
     y, folds = tr[LABELS].to_numpy(np.float64), tr['fold'].to_numpy()
     at = lambda df: df.set_index('ID').loc[tr.ID, LABELS].to_numpy(np.float64)
-    preds = {r.name: at(r.oof) for r in i.rs}
-    preds['L1 average'] = np.mean(list(preds.values()), 0)
-    sp = [at(st.oof) for st in i.steps.values()]
-    preds.update({st.name: p for st, p in zip(i.steps.values(), sp)})
-    fit = cross_fit(y, sp, folds, simplex_grid(len(sp), float(i.s.grid)), i.s.space) if len(sp) > 1 else None
-    if fit is not None: preds['blend'] = fit.oof
-    preds['prior baseline'] = oof_prior(y, folds)
+    runs, steps = {r.name: at(r.oof) for r in i.rs}, {k: at(st.oof) for k, st in i.steps.items()}
+    g, sp = float(i.s.grid), i.s.space
+    fit = cross_levels(y, list(runs.values()), steps, folds, g, sp)
+    nest = nested_choice(y, list(runs.values()), steps, folds, i.s.candidates, g, sp, fit.oof)
+    preds = {**runs, 'L1 average': np.mean(list(runs.values()), 0), **{LEVELS[k]: fit.oof[k] for k in LEVELS if k in fit.oof},
+             APPLIED: nest.oof, 'prior baseline': oof_prior(y, folds)}
     rep = report_table(y, preds)
-    choice = choose(rep, i.s.candidates)
-    return AttrDict(tr=tr, folds=folds, fit=fit, report=rep, choice=choice, prior=y.mean(0), oof=preds)
+    return AttrDict(tr=tr, folds=folds, fit=fit, nested=nest, report=rep, choice=choose(rep, i.s.candidates), prior=y.mean(0), oof=preds)
 
 def _blend_test(i:AttrDict, f:AttrDict)->dict:
-    "Test predictions (`ID` + `LABELS`) of every candidate level"
-    first = next(iter(i.steps.values()))
-    ids = first.test.ID
-    res = {k: st.test.set_index('ID').loc[ids, LABELS].reset_index() for k, st in i.steps.items()}
-    if f.fit is not None:
-        res['blend'] = pd.DataFrame(mix([res[k][LABELS].to_numpy() for k in i.steps], f.fit.weights, i.s.space), columns=LABELS).assign(ID=ids.to_numpy())
+    "Test predictions (`ID` + `LABELS`) of every level, with the weights fitted on every OOF row"
     sets = [set(r.test.ID) for r in i.rs]
-    t_ids = [o for o in i.test.ID if all(o in q for q in sets)] if sets else []
-    l1 = np.mean([r.test.set_index('ID').loc[t_ids, LABELS].to_numpy(np.float64) for r in i.rs], 0) if t_ids else np.zeros((0, 6))
-    res['level1'] = pd.DataFrame(l1, columns=LABELS).assign(ID=t_ids)
-    return {k: v[['ID'] + LABELS] for k, v in res.items()}
+    t_ids = [o for o in i.test.ID if all(o in q for q in sets)]
+    first = next(iter(i.steps.values())).test.ID
+    b_ids = [o for o in first if all(o in q for q in sets)]   # the steps' test slices that every run predicts
+    at = lambda df, ids: df.set_index('ID').loc[ids, LABELS].to_numpy(np.float64)
+    frame = lambda p, ids: pd.DataFrame(np.asarray(p, np.float64).reshape(-1, 6), columns=LABELS).assign(ID=list(ids))[['ID'] + LABELS]
+    res = {k: st.test.set_index('ID').loc[first, LABELS].reset_index()[['ID'] + LABELS] for k, st in i.steps.items()}
+    res['level1'] = frame(mix([at(r.test, t_ids) for r in i.rs], f.fit.weights.l1, i.s.space), t_ids)
+    lv = apply_levels(f.fit.weights, [at(r.test, b_ids) for r in i.rs], {k: at(st.test, b_ids) for k, st in i.steps.items()}, i.s.space)
+    if 'blend' in lv: res['blend'] = frame(lv['blend'], b_ids)
+    return res
 
 # %% ../nbs/04c_blend.ipynb #286ad28f
 def _weights_json(i:AttrDict, f:AttrDict)->dict:
-    "The blend's weights as JSON: per label `{step: weight}`, fitted on every OOF row and per held-out fold"
-    if f.fit is None: return {}
-    names = list(i.steps)
-    as_d = lambda w: {l: dict(zip(names, map(float, w[j]))) for j, l in enumerate(LABELS)}
-    return dict(weights=as_d(f.fit.weights), fold_weights={str(k): as_d(w) for k, w in f.fit.fold_weights.items()})
+    "The weights as JSON, per label: the level-1 runs' (`l1_weights`) and the blend's `{step or 'level1': weight}`, on every OOF row and per held-out fold"
+    runs, parts = [r.name for r in i.rs], [*i.steps, 'level1']
+    as_d = lambda w, ks: {l: dict(zip(ks, map(float, w[j]))) for j, l in enumerate(LABELS)}
+    W, FW = f.fit.weights, f.fit.fold_weights
+    out = dict(l1_weights=as_d(W.l1, runs), l1_fold_weights={str(k): as_d(w.l1, runs) for k, w in FW.items()})
+    if W.blend is not None: out.update(weights=as_d(W.blend, parts), fold_weights={str(k): as_d(w.blend, parts) for k, w in FW.items()})
+    return out
 
-def _write_preds(f:AttrDict, oof:np.ndarray, test:pd.DataFrame, out:Path, prefix:str=''):
-    "Write OOF (`ID` + `LABELS` + `fold`) and test predictions as `<prefix>oof.parquet` and `<prefix>test.parquet`"
-    o = pd.DataFrame(oof, columns=LABELS).assign(ID=f.tr.ID, fold=f.folds)[['ID'] + LABELS + ['fold']]
+def _write_preds(f:AttrDict, oof:np.ndarray, test:pd.DataFrame|None, out:Path, prefix:str='', **cols):
+    "Write OOF (`ID` + `LABELS` + `fold` + `cols`) and test predictions as `<prefix>oof.parquet` and `<prefix>test.parquet`"
+    o = pd.DataFrame(oof, columns=LABELS).assign(ID=f.tr.ID, fold=f.folds, **cols)[['ID'] + LABELS + ['fold', *cols]]
     with atomic_path(out/f'{prefix}oof.parquet') as t: o.to_parquet(t, index=False)
-    with atomic_path(out/f'{prefix}test.parquet') as t: test.to_parquet(t, index=False)
+    if test is not None:
+        with atomic_path(out/f'{prefix}test.parquet') as t: test.to_parquet(t, index=False)
 
 def _blend_write(i:AttrDict, f:AttrDict, tests:dict)->AttrDict:
-    "Write the blend's own predictions and submission, the chosen ones, the report, `filled.csv`, and the final submission"
+    "Write the blend's own predictions and submission, the chosen ones, the nested ones, the report, `filled.csv`, and the final submission"
     out, ch = i.out, f.choice
     _write_preds(f, f.oof[LEVELS[ch]], tests[ch], out, 'final_')
-    if f.fit is not None:
-        _write_preds(f, f.fit.oof, tests['blend'], out)
+    _write_preds(f, f.nested.oof, None, out, 'nested_', level=[f.nested.choice[int(k)] for k in f.folds])
+    if 'blend' in tests:
+        _write_preds(f, f.fit.oof['blend'], tests['blend'], out)
         write_submission(tests['blend'], i.sample_csv, out/'submission.csv', fill=f.prior)
     else:
         for n in ('oof.parquet', 'test.parquet', 'submission.csv'): (out/n).unlink(missing_ok=True)   # no blend: none stale
@@ -269,15 +367,30 @@ def _blend_done(i:AttrDict)->AttrDict|None:
     log.info(f"[blend] up to date in {i.out} (inputs unchanged; force=True redoes it): choice {meta['choice_row']}")
     return AttrDict(report=pd.read_csv(i.out/'report.csv'), submission=i.sub, dir=i.out, skipped=True, choice=meta['choice'], meta=meta)
 
+_SHORT = dict(zip(LABELS, ('EDH', 'IPH', 'IVH', 'SAH', 'SDH', 'any')))
+
+def report_text(report:pd.DataFrame # `ihd.level2.report_table`'s output
+               )->str:
+    "The report as one compact text table: each row's per-label log loss (short names) and the weighted figure, 4 decimals"
+    t = report[['model'] + LABELS + ['weighted']].rename(columns=_SHORT)
+    return t.to_string(index=False, float_format=lambda v: f'{v:.4f}')
+
 def _say(i:AttrDict, f:AttrDict):
-    "Log the steps found, the weighted figures and the choice"
+    "Log the steps missing, the weights, the report as one table, the nested choices and the choice"
     if i.missing: log.info(f"[blend] missing: {', '.join(f'{LEVELS[k]} ({level2_dir(i.models, k)} has no oof.parquet: `{stage_of(k).command}`)' for k in i.missing)}")
-    w = f.report.set_index('model')['weighted']
-    log.info("[blend] weighted OOF log loss: " + ', '.join(f"{k} {v:.4f}" for k, v in w.items() if k not in {r.name for r in i.rs}))
-    if f.fit is not None:
-        log.info(f"[blend] weights ({i.s.space} space) of {', '.join(LEVELS[k] for k in i.steps)} per label: " +
-                 ', '.join(f"{l} {'/'.join(f'{v:.2f}' for v in f.fit.weights[j])}" for j, l in enumerate(LABELS)))
-    log.info(f"[blend] choice: {LEVELS[f.choice]} (lowest weighted OOF log loss of {', '.join(LEVELS[c] for c in listify(i.s.candidates) if LEVELS[c] in w)})")
+    W, w = f.fit.weights, f.report.set_index('model')['weighted']
+    log.info(f"[blend] level-1 weights ({i.s.space} space) of {', '.join(r.name for r in i.rs)} per label: " +
+             ', '.join(f"{_SHORT[l]} {'/'.join(f'{v:.2f}' for v in W.l1[j])}" for j, l in enumerate(LABELS)))
+    if W.blend is not None:
+        log.info(f"[blend] blend weights of {', '.join(LEVELS[k] for k in [*i.steps, 'level1'])} per label: " +
+                 ', '.join(f"{_SHORT[l]} {'/'.join(f'{v:.2f}' for v in W.blend[j])}" for j, l in enumerate(LABELS)))
+    log.info(f"[blend] out-of-fold log loss on {len(f.tr)} labelled slices (lower is better; {APPLIED}: each fold's level chosen "
+             f"on the other folds' rows):\n{report_text(f.report)}")
+    runs = w[[r.name for r in i.rs]]
+    log.info(f"[blend] {APPLIED} (nested, per fold: {', '.join(f'{k} {LEVELS[c]}' for k, c in f.nested.choice.items())}): "
+             f"{w[APPLIED]:.4f}; L1 average {w['L1 average']:.4f}; best single run {runs.min():.4f} ({runs.idxmin()}); prior {w['prior baseline']:.4f}")
+    log.info(f"[blend] choice for the test set and new data: {LEVELS[f.choice]} (lowest weighted OOF log loss on every row among "
+             f"{', '.join(LEVELS[c] for c in listify(i.s.candidates) if LEVELS[c] in w)}; its honest figure is {APPLIED}'s)")
 
 # %% ../nbs/04c_blend.ipynb #ff50e4a0
 def blend(data:Path|str|None=None, # Kaggle-layout root (for the sample submission)
@@ -288,7 +401,7 @@ def blend(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
           force:bool=False, # Redo even when the inputs are unchanged
           **params # `[blend]` settings (`space`, `grid`, `candidates`)
          )->AttrDict:
-    "Stage 4's last step: blend LightGBM and the sequence model inside the training folds, choose the best out of fold, write the final submission"
+    "Stage 4's last step: weighted level 1 and the blend of LightGBM, the sequence model and level 1, fitted inside the training folds; the choice (nested figure); the final submission"
     i = _blend_inputs(data, work, models, runs, out, params)
     if not force and (done := _blend_done(i)) is not None: return done
     t0 = time.time()
@@ -298,14 +411,16 @@ def blend(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
     res = _blend_write(i, f, tests)
     _say(i, f)
     rep = f.report
-    write_json(dict(choice=f.choice, choice_row=LEVELS[f.choice], steps=list(i.steps), missing=i.missing, space=i.s.space,
-                    grid=float(i.s.grid), candidates=listify(i.s.candidates), **_weights_json(i, f), runs=[r.name for r in i.rs],
-                    weighted=rep.set_index('model')['weighted'].to_dict(), report=rep.to_dict('records'), n_used=int(len(f.tr)),
-                    n_test=int(len(tests[f.choice])), n_filled=res.n_filled, folds_hash=folds_hash(f.tr), fingerprint=i.fp,
-                    submission_stat=_stat(i.sub), seconds=round(time.time() - t0, 2)), i.out/'blend.json')
+    write_json(dict(choice=f.choice, choice_row=LEVELS[f.choice], choice_how='lowest weighted OOF log loss on every OOF row (for test and new data)',
+                    fold_choices={str(k): c for k, c in f.nested.choice.items()}, applied=float(rep.set_index('model').loc[APPLIED, 'weighted']),
+                    applied_how="each fold's level chosen on the other folds' rows only (nested); the OOF figure of what stage 4 applies",
+                    steps=list(i.steps), missing=i.missing, space=i.s.space, grid=float(i.s.grid), candidates=listify(i.s.candidates),
+                    **_weights_json(i, f), runs=[r.name for r in i.rs], weighted=rep.set_index('model')['weighted'].to_dict(),
+                    report=rep.to_dict('records'), n_used=int(len(f.tr)), n_test=int(len(tests[f.choice])), n_filled=res.n_filled,
+                    folds_hash=folds_hash(f.tr), fingerprint=i.fp, submission_stat=_stat(i.sub), seconds=round(time.time() - t0, 2)), i.out/'blend.json')
     log.info(f"[blend] submission {i.sub} ({LEVELS[f.choice]}): {res.rows} rows, valid ({time.time()-t0:.1f} s)")
-    return AttrDict(report=rep, submission=i.sub, dir=i.out, skipped=False, choice=f.choice, fit=f.fit, test=tests[f.choice],
-                    missing=i.missing)
+    return AttrDict(report=rep, submission=i.sub, dir=i.out, skipped=False, choice=f.choice, fit=f.fit, nested=f.nested,
+                    test=tests[f.choice], missing=i.missing, oof=f.oof, tr=f.tr)
 
 # %% ../nbs/04c_blend.ipynb #4d745a8d
 _NO_BLEND = ('level2', 'sequence', 'level1')   # preference without `blend.json`
@@ -317,35 +432,56 @@ def _preference(meta:dict|None)->list:
     ranked = sorted((c for c in meta['candidates'] if LEVELS[c] in w), key=lambda c: w[LEVELS[c]])
     return ranked + [c for c in ('level2', 'sequence', 'level1') if c not in ranked]
 
-def _aligned(preds:dict, levels:list, ids)->list:
+def _aligned(preds:dict, levels:list, ids, name=None)->list:
     "The (n, 6) arrays of `levels` in the order of `ids`, refusing predictions of other slices"
-    out = []
+    out, name = [], name or (lambda k: LEVELS[k])
     for k in levels:
         df = preds[k].set_index('ID')
-        if set(df.index) != set(ids): raise ValueError(f"the {LEVELS[k]} predictions are for other slices than the {LEVELS[levels[0]]} ones")
+        if set(df.index) != set(ids): raise ValueError(f"the {name(k)} predictions are for other slices than the {name(levels[0])} ones")
         out.append(df.loc[ids, LABELS].to_numpy(np.float64))
     return out
 
+def _weighted_l1(meta:dict|None, runs:dict|None)->pd.DataFrame|None:
+    "The level-1 runs' average weighted by `blend.json`'s `l1_weights` (`ID` + LABELS, in the first run's order), or None without both"
+    w = (meta or {}).get('l1_weights')
+    if not w or not runs: return None
+    names = list(w[LABELS[0]])
+    miss = [n for n in names if n not in runs]
+    if miss: raise ValueError(f"apply_blend: blend.json weighs the level-1 runs {names}; no predictions of {miss} were given")
+    ids = runs[names[0]].ID.to_numpy()
+    P = _aligned({n: runs[n] for n in names}, names, ids, lambda n: f'run {n}')
+    return pd.DataFrame(mix(P, [[w[l][n] for n in names] for l in LABELS], meta['space']), columns=LABELS).assign(ID=ids)[['ID'] + LABELS]
+
+def _blend_parts(meta:dict)->list:
+    "The levels `blend.json`'s blend mixes: its steps, and `level1` when the weights have it"
+    return meta['steps'] + (['level1'] if 'level1' in meta['weights'][LABELS[0]] else [])
+
 def apply_blend(preds:dict, # level -> predictions (`ID` + `LABELS`) of the same slices: 'level1', 'level2', 'sequence' (absent: None or left out)
-                models:Path|str # The models folder (reads `blend/blend.json`)
+                models:Path|str, # The models folder (reads `blend/blend.json`)
+                runs:dict|None=None # Run name -> calibrated level-1 predictions (`ID` + `LABELS`): makes `level1` the weighted average
                )->AttrDict:
-    "The stage-4 choice applied to new slices: `pred` (`ID` + `LABELS`), the `level` applied, the `choice` of `blend.json`, a `note` on any fallback"
+    "The stage-4 choice applied to new slices: `pred` (`ID` + `LABELS`), the `level` applied, the `choice` of `blend.json`, a `note` on any fallback, `l1` (how level 1 was made)"
     f = level2_dir(models, 'blend')/'blend.json'
     meta = json.loads(f.read_text()) if f.is_file() else None
     have = {k: v for k, v in preds.items() if v is not None}
+    if (wl := _weighted_l1(meta, runs)) is not None: have['level1'] = wl
+    l1 = 'weighted (blend.json)' if wl is not None else 'as given' if 'level1' in have else None
     if not have: raise ValueError("apply_blend: no predictions given")
     for lv in _preference(meta):
-        if lv == 'blend' and all(k in have for k in meta['steps']): break
-        if lv in have: break
+        if lv == 'blend' and all(k in have for k in _blend_parts(meta)): break
+        if lv in have and lv != 'blend': break
     else: raise ValueError(f"apply_blend: none of the levels {list(have)} can be applied (known: {list(LEVELS)})")
     ids = next(iter(have.values())).ID.to_numpy()
-    parts = meta['steps'] if lv == 'blend' else [lv]
+    parts = _blend_parts(meta) if lv == 'blend' else [lv]
     P = _aligned(have, parts, ids)
     p = mix(P, [[meta['weights'][l][s] for s in parts] for l in LABELS], meta['space']) if lv == 'blend' else P[0]
     choice = meta['choice'] if meta else None
+    need = lambda c: _blend_parts(meta) if c == 'blend' else [c]
     note = None if lv == choice else (f"no {f}: applied {LEVELS[lv]}" if meta is None else
-           f"stage 4 chose {LEVELS[choice]}, which needs {', '.join(LEVELS[k] for k in (meta['steps'] if choice == 'blend' else [choice]) if k not in have)} (absent here): applied {LEVELS[lv]}, the best of the others out of fold")
-    return AttrDict(pred=pd.DataFrame(p, columns=LABELS).assign(ID=ids)[['ID'] + LABELS], level=lv, choice=choice, note=note)
+           f"stage 4 chose {LEVELS[choice]}, which needs {', '.join(LEVELS[k] for k in need(choice) if k not in have)} (absent here): applied {LEVELS[lv]}, the best of the others out of fold")
+    if lv in ('level1', 'blend') and wl is None and meta and meta.get('l1_weights'):
+        log.info("[blend] apply_blend: no per-run predictions given (runs=): level 1 is the level-1 average given, not blend.json's weighted one")
+    return AttrDict(pred=pd.DataFrame(p, columns=LABELS).assign(ID=ids)[['ID'] + LABELS], level=lv, choice=choice, note=note, l1=l1)
 
 # %% ../nbs/04c_blend.ipynb #89502736
 @call_parse
@@ -362,5 +498,5 @@ def ihd_blend(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
     "Stage 4's last step: LightGBM, the sequence model or their blend, whichever is best out of fold; the final validated submission"
     apply_preset(preset, scale)
     res = blend(data, work, models, runs=[o.strip() for o in runs.split(',')] if runs else None, space=space, grid=grid, force=force)
-    print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+    print(report_text(res.report))
     print(f"choice: {LEVELS[res.choice]} -> {res.submission}")
