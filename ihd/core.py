@@ -14,10 +14,10 @@ from fastcore.basics import AttrDict, listify, str2bool
 __all__ = ['SUBTYPES', 'LABELS', 'LABEL_WEIGHTS', 'CLIP', 'PRESET_META', 'SCALES', 'STAGES', 'TMP_TAG', 'LEVEL2', 'STAGE4_DIRS',
            'logit', 'find_settings', 'parse_value', 'settings', 'merge_settings', 'preset_names', 'preset_values',
            'default_scale', 'use_preset', 'active_preset', 'apply_preset', 'preset_scope', 'as_bool', 'ihd_path',
-           'data_root', 'work_dir', 'models_dir', 'kaggle_layout', 'rsna_sample', 'is_test', 'cpu_model', 'stage_of',
-           'require', 'files_fingerprint', 'is_tmp', 'atomic_path', 'write_json', 'write_text', 'level2_dir', 'fold_of',
-           'fold_dirs', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss', 'weighted_log_loss',
-           'prior_baseline', 'folds_hash', 'read_long', 'to_long', 'write_long', 'read_labels']
+           'data_root', 'work_dir', 'models_dir', 'kaggle_layout', 'rsna_sample', 'is_test', 'record_skip', 'cpu_model',
+           'stage_of', 'require', 'files_fingerprint', 'is_tmp', 'atomic_path', 'write_json', 'write_text',
+           'level2_dir', 'fold_of', 'fold_dirs', 'level1_runs', 'ihd_log_level', 'log_to_file', 'label_log_loss',
+           'weighted_log_loss', 'prior_baseline', 'folds_hash', 'read_long', 'to_long', 'write_long', 'read_labels']
 
 # %% ../nbs/00a_core.ipynb #334ed4e1
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural']
@@ -242,6 +242,18 @@ def rsna_sample()->Path|None:
 def is_test()->bool:
     "True under `nbdev-test`, which sets `IN_TEST`"
     return bool(os.environ.get('IN_TEST'))
+
+# %% ../nbs/00a_core.ipynb #eb2292f2
+def record_skip(notebook:str, # The notebook whose check cannot run here, e.g. '04e_hospital'
+                what:str, # The check that is not run
+                packages:str='' # The Debian packages that let it run, space-separated (else say what is missing in `what`)
+               )->str:
+    "Say that a check was skipped, in the cell output and as a line of the file `IHD_SKIP_FILE` (`env/test` counts them)"
+    line = ' '.join(f"{notebook}: {what}: {'Debian packages ' + packages if packages else 'see above'}".split())
+    print(f"SKIPPED: {line}")
+    if os.environ.get('IHD_SKIP_FILE'):
+        with open(os.environ['IHD_SKIP_FILE'], 'a') as f: f.write(line + '\n')
+    return line
 
 # %% ../nbs/00a_core.ipynb #2477bb7e
 def cpu_model()->str:

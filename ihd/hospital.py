@@ -24,10 +24,10 @@ from .pixels import read_hu, window
 log = logging.getLogger('ihd.hospital')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'FINDING_CODES', 'header_row', 'scan_headers', 'kernel_class', 'series_table', 'decoder_problem', 'series_name',
-           'select_series', 'chosen_series', 'frames', 'stage_series', 'sr_document', 'kos_document', 'montage_pixels',
-           'montage_document', 'validate_dicom', 'write_results', 'dicomweb_client', 'study_headers', 'retrieve_series',
-           'store_instances', 'orthanc_server', 'source_headers', 'process_study']
+__all__ = ['log', 'FINDING_CODES', 'sop_class', 'header_row', 'scan_headers', 'kernel_class', 'series_table', 'decoder_problem',
+           'series_name', 'stray_instances', 'select_series', 'chosen_series', 'frames', 'stage_series', 'sr_document',
+           'kos_document', 'montage_pixels', 'montage_document', 'validate_dicom', 'write_results', 'dicomweb_client',
+           'study_headers', 'retrieve_series', 'store_instances', 'orthanc_server', 'source_headers', 'process_study']
 
 # %% ../nbs/04e_hospital.ipynb #09f53dc1
 def _fg(ds:Dataset, seq:str, key:str, frame:int=0):
@@ -61,6 +61,17 @@ def _s(v)->str:
     if v is None: return ''
     return '\\'.join(map(str, v)) if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else str(v)
 
+_GENERIC_FILE = '1.2.276.0.7230010.3.1.0.1'   # dcmtk's "private generic file" class: what Orthanc's file meta says of an instance without one
+
+def sop_class(ds:Dataset # An instance's header, from a file or from DICOMweb metadata
+             )->str:
+    "Its SOP Class UID: the dataset's, else the file meta's (Kaggle's files), else CT Image Storage for a single-frame CT image (Modality CT, with rows), else ''"
+    meta = getattr(ds, 'file_meta', None) or Dataset()
+    c = ds.get('SOPClassUID') or meta.get('MediaStorageSOPClassUID')
+    if c and c != _GENERIC_FILE: return str(c)
+    frames = ds.get('NumberOfFrames')
+    return CTImageStorage if _s(ds.get('Modality')).upper() == 'CT' and ds.get('Rows') and int(frames or 1) == 1 else ''
+
 def header_row(ds:Dataset, # A file's header (`stop_before_pixels`) or a DICOMweb metadata item
                file:str|None=None # Where the instance is (a file path, or `None` for metadata)
               )->dict:
@@ -73,7 +84,7 @@ def _header_row(ds, file):
     plane, tilt, z = _plane(ipp, iop)
     return dict(file=file, PatientID=_s(ds.get('PatientID')), StudyInstanceUID=_s(ds.get('StudyInstanceUID')),
                 SeriesInstanceUID=_s(ds.get('SeriesInstanceUID')), SOPInstanceUID=_s(ds.get('SOPInstanceUID')),
-                SOPClassUID=_s(ds.get('SOPClassUID') or meta.get('MediaStorageSOPClassUID')),
+                SOPClassUID=sop_class(ds),
                 Modality=_s(ds.get('Modality')), ImageType=_s(ds.get('ImageType')).upper(),
                 SeriesNumber=first_value(ds.get('SeriesNumber')), SeriesDescription=_s(ds.get('SeriesDescription')),
                 ConvolutionKernel=_s(ds.get('ConvolutionKernel')), SliceThickness=first_value(th), plane=plane, tilt=tilt, z=z,
@@ -145,7 +156,7 @@ def _series_row(g:pd.DataFrame)->dict:
     th = g.SliceThickness.median()
     return dict(StudyInstanceUID=first.StudyInstanceUID, SeriesInstanceUID=first.SeriesInstanceUID,
                 SeriesNumber=first.SeriesNumber, SeriesDescription=first.SeriesDescription,
-                patients=sorted(set(g.PatientID)), Modality='/'.join(sorted(set(g.Modality))),
+                patients=sorted(set(g.PatientID)), Modality='/'.join(sorted(set(g.Modality) - {''})),
                 sop_classes=sorted(set(g.SOPClassUID)), ImageType=first.ImageType, kernel=first.ConvolutionKernel,
                 kernel_class=kernel_class(first.ConvolutionKernel, first.SeriesDescription),
                 thickness=float(th) if np.isfinite(th) else _spacing(g.z), planes=sorted(set(g.plane.dropna())),
@@ -172,7 +183,11 @@ def decoder_problem(ts:str # A transfer syntax UID
     except NotImplementedError: ok = False
     return None if ok else f"transfer syntax {name}: no installed decoder (pydicom with python-gdcm reads JPEG Lossless, JPEG-LS, JPEG 2000, RLE)"
 
+_NO_CLASS = ("no SOP Class UID (0008,0016) in the dataset or its file meta, and not tagged as a CT image (Modality CT with pixels): "
+             "what it holds cannot be told; export it again from the PACS or scanner with its SOP Class UID")
+
 def _class_reason(c:str)->str:
+    if not c: return _NO_CLASS
     name = UID(c).name
     kind = 'dose report' if 'Dose' in name else 'secondary capture' if 'Secondary Capture' in name else 'not a CT image'
     return f"{kind} ({name})"
@@ -182,7 +197,7 @@ def _reasons(r, prm:AttrDict)->list:
     "Why series row `r` cannot be read as an axial head CT (empty when it can)"
     out, it = [], r.ImageType.split('\\') if r.ImageType else []
     if r.Modality and r.Modality != 'CT': out.append(f"modality {r.Modality}")
-    out += [_class_reason(c) for c in r.sop_classes if c and c not in _CT_IMAGES]
+    out += [_class_reason(c) for c in r.sop_classes if c not in _CT_IMAGES]
     if 'LOCALIZER' in it: out.append('localizer (scout)')
     elif it and it[:2] != ['ORIGINAL', 'PRIMARY']: out.append(f"ImageType {r.ImageType}: derived or secondary, not ORIGINAL\\PRIMARY")
     if r.planes and (r.planes != ['axial'] or r.tilt > prm.max_tilt):
@@ -229,24 +244,51 @@ def _choose(study:pd.DataFrame, prm:AttrDict)->pd.DataFrame:
     for i in ok.index.drop(best): study.loc[i, 'reason'] = _lost(study.loc[i], c, prm)
     return study
 
+# %% ../nbs/04e_hospital.ipynb #fcb3dd5a
+def _not_ct(r)->list:
+    "Why header row `r` is not an axial CT image instance (empty when it is one)"
+    return (([f"modality {r.Modality}"] if r.Modality not in ('', 'CT') else []) +
+            ([_class_reason(r.SOPClassUID)] if r.SOPClassUID not in _CT_IMAGES else []) +
+            (['localizer (scout)'] if 'LOCALIZER' in str(r.ImageType).split('\\') else []))
+
+def _instance_name(r)->str: return Path(r.file).name if isinstance(r.file, str) and r.file else f"instance {r.SOPInstanceUID}"
+
+def stray_instances(headers:pd.DataFrame # `header_row` rows (one or many studies)
+                   )->pd.DataFrame:
+    "The instances left out of their series (see above), indexed like `headers`: `file`, the UIDs, `what` (short) and `reason`"
+    cols, out = ['file', 'StudyInstanceUID', 'SeriesInstanceUID', 'SOPInstanceUID', 'what', 'reason'], []
+    for _, g in headers.groupby(['StudyInstanceUID', 'SeriesInstanceUID'], sort=False) if len(headers) else []:
+        odd = {i: w for i, w in ((i, _not_ct(r)) for i, r in g.iterrows()) if w}
+        if not odd or len(odd) >= len(g)/2: continue   # mostly not CT: the series is judged (and refused) as a whole
+        name, n = series_name(AttrDict(_series_row(g.loc[g.index.difference(list(odd))]))), len(g) - len(odd)
+        for i, w in odd.items():
+            out.append(dict(headers.loc[i, cols[:4]], what=', '.join(w).replace(_NO_CLASS, 'no SOP Class UID'), index=i, reason=(
+                f"stray instance, left out of {name} ({n} CT images are read without it): {'; '.join(w)}; "
+                "check why the scanner or PACS filed it in that series")))
+    return pd.DataFrame(out, columns=cols + ['index']).set_index('index').rename_axis(None)
+
 # %% ../nbs/04e_hospital.ipynb #b8b26102
 def select_series(headers:pd.DataFrame, # `header_row` rows (one or many studies)
                   max_tilt:float|None=None, # Degrees from axial accepted (`[hospital] max_tilt`)
                   min_slices:int|None=None, # Fewest slices of a series to read (`[hospital] min_slices`)
                   thickness:tuple|None=None # Preferred slice thickness range in mm (`[hospital] thickness`)
                  )->AttrDict:
-    "Per study, the axial head-CT series to read: `series` (every series, `chosen` and the `reason` it was not), `chosen`"
+    "Per study, the axial head-CT series to read: `series` (every series, `chosen`, the `reason` it was not, strays `left_out`), `chosen`, `stray`"
     prm = merge_settings('hospital', max_tilt=max_tilt, min_slices=min_slices, thickness=thickness)
     prm.thickness = tuple(float(t) for t in prm.thickness)
     pats = sorted(set(headers.PatientID)) if len(headers) else []
     if len(pats) > 1:  # normal for a folder of many studies (Kaggle's); a study spanning patients is refused below
         log.info(f"{len(pats)} patients in one input ({', '.join(pats[:5])}{', ...' if len(pats) > 5 else ''}): "
                  "each study is selected and reported on its own")
-    tab = series_table(headers)
+    stray = stray_instances(headers)
+    for r in stray.itertuples(): log.warning(f"[hospital] {_instance_name(r)}: {r.reason}")
+    tab = series_table(headers.drop(index=stray.index))
     tab = pd.concat([_choose(g, prm) for _, g in tab.groupby('StudyInstanceUID', sort=False)], ignore_index=True) if len(tab) else tab.assign(chosen=False, reason='')
     for st, g in tab.groupby('StudyInstanceUID', sort=False):
         if not g.chosen.any(): log.warning(f"[hospital] study {st}: no usable series ({len(g)} series)")
-    return AttrDict(series=tab, chosen=tab[tab.chosen].reset_index(drop=True), settings=prm)
+    gone = {k: '; '.join(f"{_instance_name(r)} ({r.what})" for r in g.itertuples()) for k, g in stray.groupby('SeriesInstanceUID')}
+    tab['left_out'] = [gone.get(s, '') for s in tab.SeriesInstanceUID] if len(tab) else []
+    return AttrDict(series=tab, chosen=tab[tab.chosen].reset_index(drop=True), settings=prm, stray=stray)
 
 # %% ../nbs/04e_hospital.ipynb #88c566db
 def chosen_series(sel:AttrDict, # `select_series`'s result
@@ -278,7 +320,7 @@ def _frame_tags(out:Dataset, ds:Dataset, i:int):
     out.SOPClassUID, out.InstanceNumber = CTImageStorage, i + 1
     out.SOPInstanceUID = generate_uid(entropy_srcs=[str(ds.SOPInstanceUID), str(i)])
     src = Dataset()
-    src.ReferencedSOPClassUID, src.ReferencedSOPInstanceUID, src.ReferencedFrameNumber = ds.SOPClassUID, ds.SOPInstanceUID, i + 1
+    src.ReferencedSOPClassUID, src.ReferencedSOPInstanceUID, src.ReferencedFrameNumber = sop_class(ds), ds.SOPInstanceUID, i + 1
     out.SourceImageSequence = [src]
 
 def _plain(ds:Dataset, arr:np.ndarray, i:int|None)->Dataset:
@@ -286,7 +328,7 @@ def _plain(ds:Dataset, arr:np.ndarray, i:int|None)->Dataset:
     out = Dataset()
     for el in ds:
         if el.keyword not in _NOT_COPIED and el.tag.group != 0x7FE0: out.add(copy.deepcopy(el))
-    if 'SOPClassUID' not in out: out.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    if 'SOPClassUID' not in out: out.SOPClassUID = sop_class(ds)   # Kaggle's files keep it in the file meta only
     if i is not None: _frame_tags(out, ds, i)
     signed = int(ds.get('PixelRepresentation', 0)) == 1
     out.BitsAllocated, out.SamplesPerPixel = 16, 1
@@ -319,11 +361,12 @@ def _stage_one(f:Path, dest:Path)->list:
     with quiet_pydicom(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         ds = pydicom.dcmread(f)
-    rows = []
+    cls, rows = sop_class(ds), []
+    if cls not in _CT_IMAGES: raise ValueError(_class_reason(cls))
     for fr, num in frames(ds):
         name = f"{fr.SOPInstanceUID}.dcm"
         with atomic_path(dest/name) as t: fr.save_as(t, enforce_file_format=True)
-        rows.append(dict(file=name, source_file=str(f), SOPClassUID=str(ds.SOPClassUID), SOPInstanceUID=str(ds.SOPInstanceUID),
+        rows.append(dict(file=name, source_file=str(f), SOPClassUID=cls, SOPInstanceUID=str(ds.SOPInstanceUID),
                          frame=num, SeriesInstanceUID=str(ds.SeriesInstanceUID), z=header_row(fr)['z']))
     return rows
 
@@ -364,7 +407,7 @@ def _evidence(sources:list)->list:
     for ds in sources:
         d = copy.copy(ds)
         if 'PixelData' in d: del d.PixelData
-        if 'SOPClassUID' not in d: d.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        if 'SOPClassUID' not in d: d.SOPClassUID = sop_class(ds)
         for k in _TYPE2:
             if k not in d: setattr(d, k, '')
         out.append(d)
@@ -595,12 +638,12 @@ def retrieve_series(client:DICOMwebClient, study:str, series:str,
     "The files of `sops`, each written as it arrives; files already in `dest` are kept and not fetched again (a rerun resumes)"
     dest = Path(dest)
     have = {p.stem for p in dest.glob('*.dcm')} if dest.is_dir() else set()
-    todo, n = [s for s in sops if s not in have], 0
+    todo, n = {s: 1 for s in sops if s not in have}, 0
     try:
         with _web(client.base_url, f"retrieving series {series} ({len(todo)} of {len(sops)} instances to fetch)"):
             it = client.iter_series(study, series) if len(todo) == len(sops) else (client.retrieve_instance(study, series, s) for s in todo)
-            for ds in it:
-                _save_received(ds, dest/f"{ds.SOPInstanceUID}.dcm"); n += 1
+            for ds in it:   # a whole series may hold instances not asked for (strays): those are not kept
+                if str(ds.SOPInstanceUID) in todo: _save_received(ds, dest/f"{ds.SOPInstanceUID}.dcm"); n += 1
     except (ConnectionError, RuntimeError, TimeoutError) as e:
         kept = sum((dest/f"{s}.dcm").exists() for s in sops)
         raise type(e)(f"{e}\n{kept} of {len(sops)} instances of the series are kept in {dest}: run again to fetch the rest") from None
@@ -705,13 +748,13 @@ def process_study(url:str, # DICOMweb root of the PACS
     sel = select_series(heads)
     with atomic_path(work/'series_selection.csv') as f: sel.series.to_csv(f, index=False)
     row = chosen_series(sel, study)
-    sops = heads.SOPInstanceUID[heads.SeriesInstanceUID == row.SeriesInstanceUID].tolist()
+    sops = heads.SOPInstanceUID[(heads.SeriesInstanceUID == row.SeriesInstanceUID) & ~heads.index.isin(sel.stray.index)].tolist()
     files = retrieve_series(client, study, row.SeriesInstanceUID, sops, work/'incoming'/row.SeriesInstanceUID); t.append(time.time())
     res, staged = _predicted(files, work, predict); t.append(time.time())
     out = write_results(res, source_headers(files), staged, work/'results', threshold); t.append(time.time())
     n = _store(client, out, work/'results') if store else 0; t.append(time.time())
     info = dict(study=study, series=row.SeriesInstanceUID, n_slices=len(res), results=sorted(out.files), stored=n,
-                threshold=out.threshold, seconds=dict(zip(['retrieve', 'predict', 'write', 'store'], np.round(np.diff(t), 2).tolist()),
+                left_out=sel.stray[['SOPInstanceUID', 'reason']].to_dict('records'), threshold=out.threshold, seconds=dict(zip(['retrieve', 'predict', 'write', 'store'], np.round(np.diff(t), 2).tolist()),
                                                       total=round(t[-1] - t[0], 2)))
     write_json(info, work/'study.json')
     log.info(f"[hospital] study {study}: {len(res)} slices of {series_name(row)} -> {', '.join(out.files)}"
