@@ -106,8 +106,9 @@ def choose_files(folder:Path|str, # The input folder
     folder, staged = Path(folder), Path(staged)
     rel = lambda f: Path(f).relative_to(folder).as_posix()
     hs = scan_headers(list(files))
-    sel, h = select_series(hs.headers), hs.headers
-    rows, bad = [], [(b.file, b.reason) for b in hs.bad.itertuples()]
+    sel = select_series(hs.headers)
+    h = hs.headers.drop(index=sel.stray.index)   # stray instances are left out of their series, and reported
+    rows, bad = [], [(b.file, b.reason) for b in hs.bad.itertuples()] + list(zip(sel.stray.file, sel.stray.reason))
     for i, r in enumerate(sel.chosen.itertuples()):
         g = h[(h.StudyInstanceUID == r.StudyInstanceUID) & (h.SeriesInstanceUID == r.SeriesInstanceUID)]
         got, bd = _stage(g, staged/str(i)) if _needs_staging(r) else (_direct(g), [])
@@ -466,7 +467,8 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
 def _say_selection(sel:pd.DataFrame, where:Path, most:int=20):
     "The series read and those not read, with their reasons"
     print(f"series selection: {int(sel.chosen.sum())} series read, {int((~sel.chosen).sum())} not read ({where})")
-    for r in sel[sel.chosen].itertuples(): print(f"  read:     {series_name(r)}, {r.n_slices} slices (study {r.StudyInstanceUID})")
+    for r in sel[sel.chosen].itertuples(): print(f"  read:     {series_name(r)}, {r.n_slices} slices (study {r.StudyInstanceUID})"
+                                                 f"{'; left out of it (bad_files.csv): ' + r.left_out if r.left_out else ''}")
     for r in sel[~sel.chosen].head(most).itertuples(): print(f"  not read: {series_name(r)}, {r.n_slices} slices: {r.reason}")
     if (~sel.chosen).sum() > most: print(f"  ... and {(~sel.chosen).sum() - most} more in {where}")
 
