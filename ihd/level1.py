@@ -434,10 +434,10 @@ def predict_ids(model, run_info, cache, ids, chunk:int=512, features:bool=False,
 
 
 # %% ../nbs/03b_level1.ipynb #6b8917a9
-EMB_SPLITS = ('oof', 'test')
+EMB_SPLITS = ('oof', 'test', 'trn')  # out-of-fold, test and the fold model's own training slices
 
 def emb_path(fold_dir:Path|str, split:str='oof')->Path:
-    "`fold_dir/<split>_emb.npy`, `split` one of 'oof' and 'test'"
+    "`fold_dir/<split>_emb.npy`, `split` one of `EMB_SPLITS` ('oof', 'test', 'trn')"
     if split not in EMB_SPLITS: raise ValueError(f"split {split!r}: expected one of {EMB_SPLITS}")
     return Path(fold_dir)/f'{split}_emb.npy'
 
@@ -453,7 +453,7 @@ def save_embeddings(fold_dir:Path|str, split:str, emb:np.ndarray)->Path:
 def _cell(fd): return f"run {fd.parent.name}, {fd.name}"
 
 def load_embeddings(fold_dir:Path|str, # A finished `models/<run>/fold<k>` folder
-                    split:str='oof' # 'oof' or 'test'
+                    split:str='oof' # 'oof', 'test' or 'trn' (the fold model's training slices)
                    )->AttrDict:
     "`ids` (str) and `emb` (n, d) float16, memory-mapped: row i for row i of `<split>.parquet`"
     fd = Path(fold_dir)
@@ -647,17 +647,17 @@ def _fit_phases(learn, phases, ck, fold_dir, key, cbs=None, distributed=None, cl
     return True
 
 def _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device=None)->dict:
-    "model.pth, OOF/test predictions and embeddings, missing.csv, run.json, then metrics.json (last: it marks the cell finished)"
+    "model.pth, predictions and embeddings of the OOF, test and training slices, missing.csv, run.json, then metrics.json (last)"
     t0, model = time.time(), _bare(learn.model)
     run['train_seconds'] = round(fit_s, 2)
     pm = _with_snapshots(model, run, fold_dir)  # the model, or the ensemble of the run's snapshots
-    oof, oof_e = predict_ids(pm, run, cache, d.va['ID'], device=device, features=True)
-    test, test_e = predict_ids(pm, run, cache, d.test_ids, device=device, features=True)
+    out = {s: predict_ids(pm, run, cache, ids, device=device, features=True)
+           for s, ids in (('oof', d.va['ID']), ('test', d.test_ids), ('trn', d.tr['ID']))}
     _save(model.state_dict(), fold_dir/'model.pth')
-    for df, e, name in ((oof, oof_e, 'oof'), (test, test_e, 'test')):
+    for name, (df, e) in out.items():
         with atomic_path(fold_dir/f'{name}.parquet') as t: df.to_parquet(t, index=False)
         save_embeddings(fold_dir, name, e)
-    run['emb_dim'] = int(oof_e.shape[1])
+    oof, run['emb_dim'] = out['oof'][0], int(out['oof'][1].shape[1])
     if len(d.missing):
         with atomic_path(fold_dir/'missing.csv') as t: d.missing.to_csv(t, index=False)
     run['predict_seconds'] = round(time.time() - t0, 2)
@@ -670,9 +670,23 @@ def _write_outputs(learn, run, d, cache, fold_dir, fold, fit_s, device=None)->di
     return met
 
 # %% ../nbs/03b_level1.ipynb #e6684576
-def _embed_split(fd, model, info, cache, split, device=None)->np.ndarray:
-    "Embeddings of the slices of `fd/<split>.parquet`, in its order, from `model` and `cache`"
+def _trn_ids(fd, info, table, cache)->list:
+    "The training slices of fold folder `fd`: the labelled slices of the other folds in stage 0's `table` that are in the cache"
+    if table is None:
+        raise FileNotFoundError(f"{_cell(fd)}: no trn.parquet (the cell predates the training-slice embeddings): its training "
+                                "slices come from the folds table it was trained on (pass table=, or the stage folders' --work)")
+    if info.get('folds_hash') not in (None, folds_hash(table)):
+        raise ValueError(f"{_cell(fd)}: the folds table given ({folds_hash(table)}) is not the one the run was trained on "
+                         f"({info['folds_hash']})")
+    return [i for i in table.loc[table['fold'] != fold_of(fd), 'ID'] if i in cache]
+
+def _embed_split(fd, model, info, cache, split, device=None, table=None)->np.ndarray:
+    "Embeddings of the slices of `fd/<split>.parquet`, in its order, from `model` and `cache` (no `trn.parquet`: written too)"
     pq = fd/f'{split}.parquet'
+    if split == 'trn' and not pq.is_file():
+        df, e = predict_ids(model, info, cache, _trn_ids(fd, info, table, cache), device=device, features=True)
+        with atomic_path(pq) as t: df.to_parquet(t, index=False)
+        return e
     old = pd.read_parquet(pq, columns=['ID', *LABELS])
     miss = [i for i in old['ID'] if i not in cache]
     if miss: raise FileNotFoundError(f"{_cell(fd)}: {len(miss)} slices of {pq.name} are not in the cache (e.g. {miss[0]}): "
@@ -683,14 +697,15 @@ def _embed_split(fd, model, info, cache, split, device=None)->np.ndarray:
                                   f"by up to {diff:.3f}: another cache or precision than the run's?")
     return e
 
-def _embed_fold(fd:Path, cache, device=None, force:bool=False)->bool:
+def _embed_fold(fd:Path, cache, device=None, force:bool=False, table=None)->bool:
     "Write the embeddings a finished fold folder lacks (all with `force`) and `emb_dim` in its run.json; True if written"
-    if not force and all(emb_path(fd, s).is_file() for s in EMB_SPLITS): return False
+    todo = [s for s in EMB_SPLITS if force or not emb_path(fd, s).is_file()]
+    if not todo: return False
     model, info = load_run(fd)
-    for s in EMB_SPLITS: save_embeddings(fd, s, _embed_split(fd, model, info, cache, s, device))
+    for s in todo: save_embeddings(fd, s, _embed_split(fd, model, info, cache, s, device, table))
     info['emb_dim'] = feature_dim(model)
     write_json(info, fd/'run.json')
-    log.info(f"{_cell(fd)}: embeddings written ({info['emb_dim']} features per slice)")
+    log.info(f"{_cell(fd)}: embeddings written ({', '.join(todo)}; {info['emb_dim']} features per slice)")
     return True
 
 
@@ -714,7 +729,7 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
              clock:GridClock|None=None, # The grid's clock, for the time left in the progress lines (default: this cell's)
              slices:int|None=None # A 2.5D arch's slices in the `n_in` channels (default: the recipe's in `info`)
             )->Path:
-    "Train one (arch, fold) cell and write model, log, OOF/test predictions, metrics and run facts to `fold_dir`"
+    "Train one (arch, fold) cell and write model, log, OOF/test/training-slice predictions and embeddings, metrics and run facts to `fold_dir`"
     cfg, fold_dir = AttrDict(cfg or level1_config()), Path(fold_dir)
     cfg.seed = as_seed(ifnone(seed, cfg.get('seed', DEFAULT_SEED)), 'the training seed')
     run, key = _run_facts(arch, n_in, table, fold, cfg, info, pretrained, weights, slices)
@@ -723,7 +738,7 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
     clock.next_cell()
     if _is_finished(fold_dir, run, force):
         clock.skip(sum(ph['n'] for ph in phases))
-        if not rank_distrib(): _embed_fold(fold_dir, cache, device)
+        if not rank_distrib(): _embed_fold(fold_dir, cache, device, table=table)
         return fold_dir
     ck = _start_dir(fold_dir, key, force)
     t0 = time.time()
@@ -922,15 +937,19 @@ def embed_run(run_dir:Path|str, # A level-1 run folder `models/<run_name>`
               data=None, work=None, # The stage folders of the dataset it was trained on (default: settings)
               cache=None, # Or a cache object (`SliceCache`-like) directly
               device=None, # Default: fastai's default device
-              force:bool=False # Rewrite embeddings that exist
+              force:bool=False, # Rewrite embeddings that exist
+              table:pd.DataFrame|None=None # Stage 0's folds table, for folds without `trn.parquet` (default: `work`'s train.parquet)
              )->list[Path]:
     "Write the embeddings the finished folds of a run lack (all with `force`); the fold folders written"
     run_dir = Path(run_dir)
     done = [fd for fd in fold_dirs(run_dir) if (fd/'metrics.json').is_file()]
     if not done: raise FileNotFoundError(f"run {run_dir.name}: no finished fold in {run_dir} (train it with `ihd_train`)")
     todo = [fd for fd in done if force or not all(emb_path(fd, s).is_file() for s in EMB_SPLITS)]
-    if todo and cache is None: cache = _run_cache(run_dir, json.loads((todo[0]/'run.json').read_text()), data, work)
-    written = [fd for fd in todo if _embed_fold(fd, cache, device, force)]
+    if todo and cache is None:   # the stage folders: the run's cache, and the folds table for training slices not listed yet
+        cache = _run_cache(run_dir, json.loads((todo[0]/'run.json').read_text()), data, work)
+        if table is None and any(not (fd/'trn.parquet').is_file() for fd in todo):
+            table = pd.read_parquet(require(work_dir(data, work)/'train.parquet', 0, 'folds table'), columns=['ID', 'fold'])
+    written = [fd for fd in todo if _embed_fold(fd, cache, device, force, table)]
     log.info(f"run {run_dir.name}: embeddings written for {len(written)} of its {len(done)} finished folds")
     return written
 
@@ -989,7 +1008,7 @@ def ihd_embed(models:str=None, # Models folder of the runs (default: the dataset
               preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
               scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
              ):
-    "Write the embeddings (oof_emb.npy, test_emb.npy) that finished level-1 runs lack, from model.pth and the cache"
+    "Write the embeddings (oof_emb.npy, test_emb.npy, trn_emb.npy) that finished level-1 runs lack, from model.pth and the cache"
     apply_preset(preset, scale)
     written = embed_runs(models, runs, data, work, force=force)
     print(f"embeddings written for {len(written)} fold folder(s)")

@@ -22,7 +22,7 @@ from .core import (apply_preset, LABELS, LABEL_WEIGHTS, CLIP, merge_settings, ka
                       write_json, fold_dirs, fold_of, level2_dir, STAGE4_DIRS, weighted_log_loss, cpu_model,
                       logit, files_fingerprint)
 from .backbones import choose_precision, precision_ctx, cpu_bf16_native
-from .level1 import add_speed_cbs, loader_workers, load_embeddings
+from .level1 import add_speed_cbs, loader_workers, load_embeddings, emb_path
 from .tables import as_seed
 from .calibrate import calibration_method
 from .level2 import gather_runs, report_table, oof_prior, read_sample, write_submission, plot_report
@@ -32,9 +32,9 @@ log = logging.getLogger('ihd.sequence')  # not __name__: that is '__main__' when
 # %% auto #0
 __all__ = ['log', 'INPUTS', 'HEADER_COLS', 'sequence_config', 'fake_embeddings', 'run_embeddings', 'SeqData', 'series_data',
            'SeriesDataset', 'pad_batch', 'series_dls', 'BiRNN', 'SeqModel', 'MaskedWBCE', 'MaskedWLL',
-           'sequence_precision', 'torch_threads', 'predict_series', 'emb_stats', 'model_config', 'SeqProgress',
-           'fit_fold_model', 'save_fold_model', 'load_fold_model', 'fit_sequence', 'apply_sequence', 'bench_series',
-           'bench_sequence', 'ihd_sequence', 'ihd_bench_sequence']
+           'sequence_precision', 'torch_threads', 'predict_series', 'emb_stats', 'auto_widths', 'model_config',
+           'SeqProgress', 'KeepBest', 'fit_fold_model', 'save_fold_model', 'load_fold_model', 'fit_sequence',
+           'apply_sequence', 'bench_series', 'bench_sequence', 'ihd_sequence', 'ihd_bench_sequence']
 
 # %% ../nbs/04b_sequence.ipynb #ea3e0062
 INPUTS = ('emb', 'diff', 'prob', 'dz', 'pos')
@@ -58,8 +58,11 @@ def sequence_config(**overrides # Values that win over `[sequence]`; `None` mean
     if len(s.crop) not in (0, 2) or (s.crop and not 1 <= s.crop[0] <= s.crop[1]):
         raise ValueError(f"[sequence] crop {s.crop}: expected two lengths 'min, max' (min <= max), or none")
     if str(s.rnn).lower() not in ('gru', 'lstm'): raise ValueError(f"[sequence] rnn {s.rnn!r}: expected gru or lstm")
-    if int(s.hidden) % 2: raise ValueError(f"[sequence] hidden {s.hidden}: must be even (half per direction)")
-    for k, ok in (('missing_emb', ('warn', 'error')), ('test_emb', ('fold', 'mean'))):
+    for k in ('proj', 'hidden'): s[k] = 'auto' if str(s.get(k, 'auto')).lower() == 'auto' else int(s[k])
+    if s.hidden != 'auto' and s.hidden % 2: raise ValueError(f"[sequence] hidden {s.hidden}: must be even (half per direction)")
+    s['space'], s['inner_valid'], s['emb_dropout'] = str(s.get('space', 'own')).lower(), float(s.get('inner_valid', 0)), float(s.get('emb_dropout', 0))
+    if not 0 <= s.inner_valid < 1: raise ValueError(f"[sequence] inner_valid {s.inner_valid}: expected a fraction in [0, 1)")
+    for k, ok in (('missing_emb', ('warn', 'error')), ('test_emb', ('fold', 'mean')), ('space', ('own', 'oof'))):
         if str(s[k]).lower() not in ok: raise ValueError(f"[sequence] {k} {s[k]!r}: expected one of {ok}")
     s['rnn'], s['seed'] = str(s.rnn).lower(), as_seed(s.get('seed', 0), 'settings [sequence] seed')
     return s
@@ -73,27 +76,38 @@ def _fake_rows(ids, y, series, dirs, signal, noise, rng)->np.ndarray:
     x = signal*(np.asarray(y, np.float64) @ dirs) + off[codes] + noise*rng.standard_normal((len(ids), d))
     return x.astype(np.float16)
 
+def _fake_trn(fd:Path, train:pd.DataFrame, oofs:pd.DataFrame):
+    "`trn.parquet` of fake fold folder `fd`: its training slices (the other folds'), with their out-of-fold probabilities"
+    trn = oofs[oofs['ID'].isin(train['ID'][train['fold'] != fold_of(fd)])]
+    with atomic_path(fd/'trn.parquet') as t: trn.to_parquet(t, index=False)
+
 def fake_embeddings(run_dir:Path|str, # A fake level-1 run (`ihd.level2.fake_level1`): `fold<k>/{oof,test}.parquet`
-                    train:pd.DataFrame, # Stage 0's train table (`ID`, `SeriesInstanceUID`, labels)
+                    train:pd.DataFrame, # Stage 0's train table (`ID`, `SeriesInstanceUID`, labels, `fold`)
                     test:pd.DataFrame, # Stage 0's test table (`ID`, `SeriesInstanceUID`)
                     dim:int=16, # Embedding width
                     signal:float=1.5, # Length of the label directions
                     noise:float=1., # Noise and series-offset scale
-                    seed:int=0)->Path:
-    "Write `oof_emb.npy`/`test_emb.npy` (float16, rows = the parquet rows) in every fold of `run_dir`, `emb_dim` in its run.json"
-    run_dir, rng = Path(run_dir), np.random.default_rng(seed)
+                    seed:int=0,
+                    rotate:bool=False # Each fold model's embeddings in a space of its own: a different random rotation per fold
+                   )->Path:
+    "Write `{oof,test,trn}_emb.npy` (float16, rows = the parquet rows) and `trn.parquet` in every fold of `run_dir`, `emb_dim` in run.json"
+    run_dir, rng, rng_trn = Path(run_dir), np.random.default_rng(seed), np.random.default_rng(seed + 10_000)
     dirs = rng.standard_normal((6, dim))/np.sqrt(6)
     ser = pd.concat([train[['ID', 'SeriesInstanceUID']], test[['ID', 'SeriesInstanceUID']]]).set_index('ID')['SeriesInstanceUID']
     ytr = train.set_index('ID')[LABELS]
     yte = pd.DataFrame((rng.random((len(test), 6)) < .1).astype(float), index=test['ID'].to_numpy(), columns=LABELS)
+    oofs = pd.concat([pd.read_parquet(fd/'oof.parquet') for fd in fold_dirs(run_dir)])
     for fd in fold_dirs(run_dir):
-        for split, yy in (('oof', ytr), ('test', yte)):
+        _fake_trn(fd, train, oofs)
+        rot = np.linalg.qr(rng_trn.standard_normal((dim, dim)))[0] if rotate else np.eye(dim)
+        for split, yy, g in (('oof', ytr, rng), ('test', yte, rng), ('trn', ytr, rng_trn)):
             ids = pd.read_parquet(fd/f'{split}.parquet', columns=['ID'])['ID'].to_numpy()
-            x = _fake_rows(ids, yy.loc[ids].to_numpy(), ser.loc[ids].to_numpy(), dirs, signal, noise, rng)
-            with atomic_path(fd/f'{split}_emb.npy') as t: np.save(t, x)
+            x = _fake_rows(ids, yy.loc[ids].to_numpy(), ser.loc[ids].to_numpy(), dirs, signal, noise, g)
+            with atomic_path(emb_path(fd, split)) as t: np.save(t, (x.astype(np.float64) @ rot).astype(np.float16))
         info = json.loads((fd/'run.json').read_text())
         write_json(dict(info, emb_dim=dim), fd/'run.json')
     return run_dir
+
 
 # %% ../nbs/04b_sequence.ipynb #042f4036
 def _check_finite(emb, ids, what:str, chunk:int=1<<15):
@@ -115,16 +129,18 @@ def run_embeddings(run:AttrDict, # A run from `ihd.level2.gather_runs` (`name`, 
                    train:pd.DataFrame, # Stage 0's train table (`ID`, `fold`)
                    check_finite:bool=True # Scan the arrays for NaN/inf
                   )->AttrDict:
-    "One run's embeddings: `dim`, `oof[k]`/`test[k]` (`ids`, memory-mapped `emb`) per fold, checked against its predictions"
+    "One run's embeddings: `dim`, `oof[k]`/`test[k]`/`trn[k]` (`ids`, memory-mapped `emb`) per fold, checked against its predictions"
     fold = train.set_index('ID')['fold']
     oof_fold = fold.reindex(run.oof['ID']).to_numpy()
-    res, widths = AttrDict(name=run.name, oof={}, test={}), {}
+    res, widths = AttrDict(name=run.name, oof={}, test={}, trn={}), {}
     for fd in fold_dirs(run.dir):
         k, where = fold_of(fd), f"level-1 run {run.name} fold {fold_of(fd)}"
-        for split in ('oof', 'test'):
+        need = dict(oof=run.oof['ID'].to_numpy()[oof_fold == k], test=run.test['ID'].to_numpy(),
+                    trn=run.oof['ID'].to_numpy()[oof_fold != k])   # trn: the fold model's own training slices
+        for split in ('oof', 'test', 'trn'):
+            if split == 'trn' and not emb_path(fd, split).is_file(): continue   # a run from before them: the caller decides
             e = load_embeddings(fd, split)
-            need = run.oof['ID'].to_numpy()[oof_fold == k] if split == 'oof' else run.test['ID'].to_numpy()
-            _check_ids(e.ids, need, f"{where}, {split}")
+            _check_ids(e.ids, need[split], f"{where}, {split}")
             if check_finite: _check_finite(e.emb, e.ids, f"{where}, {split} embeddings")
             res[split][k] = e
             widths.setdefault(int(e.emb.shape[1]), []).append(f'fold{k} {split}')
@@ -133,6 +149,7 @@ def run_embeddings(run:AttrDict, # A run from `ihd.level2.gather_runs` (`name`, 
                          + '; '.join(f"{w} in {', '.join(v)}" for w, v in widths.items()))
     res.dim = next(iter(widths))
     return res
+
 
 # %% ../nbs/04b_sequence.ipynb #9469746e
 class SeqData:
@@ -170,6 +187,13 @@ class SeqData:
         return SeqData(self.ids[rows], self.series[keep], starts, lens, self.feats[rows], self.cols,
                        None if self.y is None else self.y[rows], None if self.fold is None else self.fold[keep],
                        embs, self.emb_runs, self.dims)
+    def with_embs(self, embs:dict)->SeqData:
+        "The same series reading each run's embeddings from other sources (run name -> sources, as `series_data`'s `embs`)"
+        if list(embs) != self.emb_runs: raise ValueError(f"embeddings of runs {list(embs)}; these series read {self.emb_runs}")
+        dims = [int(v[0].emb.shape[1]) for v in embs.values()]
+        if dims != self.dims: raise ValueError(f"embedding widths {dims}; these series read {self.dims}")
+        return SeqData(self.ids, self.series, self.starts, self.lens, self.feats, self.cols, self.y, self.fold,
+                       _emb_sources(self.ids, embs), self.emb_runs, self.dims)
     def nbytes(self)->int:
         "Bytes held in memory (the embeddings themselves stay memory-mapped)"
         arrs = [self.ids, self.series, self.starts, self.lens, self.feats, self.y, self.fold] + [v.rows for vs in self.embs for v in vs]
@@ -198,7 +222,7 @@ def _slice_feats(df, preds, inputs)->tuple[np.ndarray, list]:
             bad = np.isnan(v).any(1)
             if bad.any(): raise ValueError(f"level-1 run {run}: no probabilities (or NaN) for {bad.sum()} of {len(v)} slices, "
                                            f"e.g. {list(df.ID[bad][:3])}")
-            parts.append(logit(v, 1e-4)); cols += [f'{run}:{l}' for l in LABELS]
+            parts.append(logit(v)); cols += [f'{run}:{l}' for l in LABELS]
     if 'dz' in inputs:
         parts.append(np.clip(df[['dz_prev', 'dz_next']].fillna(0).to_numpy(np.float64), 0, 20)/5); cols += ['dz_prev', 'dz_next']
     if 'pos' in inputs:
@@ -314,13 +338,15 @@ def _with_diffs(P:torch.Tensor, m:torch.Tensor)->torch.Tensor:
 class SeqModel(nn.Module):
     "Per-slice projection of each run's embeddings (+ differences), probabilities and geometry; dilated convs; BiRNN; skip; 6 logits"
     def __init__(self, emb_dims=(), n_prob:int=0, n_side:int=0, diff:bool=True, proj:int=64, hidden:int=128,
-                 rnn:str='gru', layers:int=2, conv=(), dropout:float=0.2, prior=None, from_l1:bool=False, fit_labels=None):
+                 rnn:str='gru', layers:int=2, conv=(), dropout:float=0.2, prior=None, from_l1:bool=False, fit_labels=None,
+                 emb_dropout:float=0.):
         super().__init__()
         self.emb_dims, self.n_prob, self.diff, k = [int(d) for d in emb_dims], int(n_prob), bool(diff), 3 if diff else 1
         self.from_l1 = bool(from_l1) and self.n_prob > 0
         self.register_buffer('fit_labels', torch.as_tensor(ifnone(fit_labels, [1.]*len(LABELS)), dtype=torch.float32))
         D = sum(self.emb_dims)
         self.register_buffer('emb_mean', torch.zeros(D)); self.register_buffer('emb_std', torch.ones(D))
+        self.emb_drop = nn.Dropout(float(emb_dropout))
         self.proj = nn.ModuleList(nn.Linear(d, proj*k) for d in self.emb_dims)
         n = proj*k*len(self.emb_dims) + self.n_prob*k + int(n_side)
         if n == 0: raise ValueError("the sequence model has no inputs: see [sequence] inputs")
@@ -328,9 +354,9 @@ class SeqModel(nn.Module):
         self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, 3, padding=d, dilation=d) for d in listify(conv))
         self.rnn = BiRNN(hidden, hidden//2, int(layers), rnn)
         self.head = nn.Linear(2*hidden, len(LABELS))
-        with torch.no_grad():
-            self.head.weight.mul_(.1)
-            if prior is not None and not self.from_l1: self.head.bias.copy_(torch.as_tensor(logit(prior), dtype=torch.float32))
+        with torch.no_grad(): self.head.weight.zero_(); self.head.bias.zero_()  # the correction starts at exactly 0
+        start = logit(prior) if prior is not None and not self.from_l1 else np.zeros(len(LABELS))   # else level 1 (from_l1)
+        self.register_buffer('start', torch.as_tensor(start, dtype=torch.float32), persistent=False)  # float32: exact under bf16
     def set_norm(self, mean, std):
         "Standardise the embeddings with these (training rows') statistics"
         self.emb_mean.copy_(torch.as_tensor(mean)); self.emb_std.copy_(torch.as_tensor(std).clamp_min(1e-3))
@@ -338,19 +364,23 @@ class SeqModel(nn.Module):
         "(B, T, n) per-slice inputs before the projection"
         parts = []
         if self.emb_dims:
-            e = (emb.float() - self.emb_mean)/self.emb_std
+            e = self.emb_drop((emb.float() - self.emb_mean)/self.emb_std)
             for lin, x in zip(self.proj, e.split(self.emb_dims, -1)): parts.append(_with_diffs(lin(x), m) if self.diff else lin(x))
         if self.n_prob:
             pr = feats[..., :self.n_prob]/4
             parts.append(_with_diffs(torch.cat([pr]*3, -1), m) if self.diff else pr)
         parts.append(feats[..., self.n_prob:])
         return torch.cat(parts, -1)*m[..., None]
+    def level1(self, feats):
+        "(B, T, 6) logit of the level-1 average: the mean over the runs of their probabilities (in float64: exactly level 1's)"
+        p = torch.sigmoid(feats[..., :self.n_prob].double()).unflatten(-1, (-1, len(LABELS))).mean(-2)
+        return torch.logit(p.clamp(CLIP, 1 - CLIP)).float()
     def forward(self, emb, feats, lens):
         m = (torch.arange(feats.shape[1], device=feats.device)[None] < lens[:, None]).to(feats.dtype)
         x = x0 = self.inp(self.slice_inputs(emb, feats, m))*m[..., None]
         for c in self.convs: x = (x + F.gelu(c(x.transpose(1, 2)).transpose(1, 2)))*m[..., None]
         out = self.head(torch.cat([self.rnn(x, lens), x0], -1))
-        if self.from_l1: out = out*self.fit_labels + feats[..., :self.n_prob].unflatten(-1, (-1, len(LABELS))).mean(-2)
+        out = out*self.fit_labels + self.level1(feats) if self.from_l1 else out + self.start
         return out.masked_fill(m[..., None] == 0, 0.)
 
 # %% ../nbs/04b_sequence.ipynb #56089411
@@ -435,17 +465,27 @@ def emb_stats(data:SeqData, n:int=20000, seed:int=0)->tuple[np.ndarray, np.ndarr
     return m.astype(np.float32), np.sqrt(np.maximum(s2/len(rows) - m*m, 0)).astype(np.float32)
 
 # %% ../nbs/04b_sequence.ipynb #33ce4a9f
+def auto_widths(n_series:int # Training series
+               )->tuple[int, int]:
+    "`(proj, hidden)` for `n_series` training series: hidden 8*sqrt(n) as a power of 2 in [16, 128], proj hidden/2 (at least 8)"
+    h = int(min(128, max(16, 2**round(math.log2(8*math.sqrt(max(int(n_series), 1)))))))
+    return max(8, h//2), h
+
 def model_config(data:SeqData, # The series the model reads (their inputs decide the widths)
                  cfg:AttrDict, # `sequence_config()`
-                 prior=None # (6,) training label frequencies: the head's starting bias; labels at 0 or 1 are not fitted
+                 prior=None, # (6,) training label frequencies: the head's starting bias; labels at 0 or 1 are not fitted
+                 n_series:int|None=None # Training series, for `auto` widths (default: `data`'s)
                 )->dict:
     "`SeqModel`'s arguments for `data`'s inputs and the settings `cfg`"
     n_prob, y = sum(':' in c for c in data.cols), None if prior is None else np.asarray(prior, np.float64)
+    aw = auto_widths(ifnone(n_series, len(data)))
+    proj, hidden = [aw[j] if cfg[k] == 'auto' else int(cfg[k]) for j, k in enumerate(('proj', 'hidden'))]
     return dict(emb_dims=list(data.dims), n_prob=n_prob, n_side=len(data.cols) - n_prob, diff='diff' in cfg.inputs,
-                proj=int(cfg.proj), hidden=int(cfg.hidden), rnn=cfg.rnn, layers=int(cfg.layers), conv=list(cfg.conv),
+                proj=proj, hidden=hidden, rnn=cfg.rnn, layers=int(cfg.layers), conv=list(cfg.conv),
                 dropout=float(cfg.dropout), prior=None if prior is None else [float(v) for v in prior],
                 from_l1=bool(cfg.get('init_from_l1')) and n_prob > 0,
-                fit_labels=None if y is None else [float(0 < v < 1) for v in y])
+                fit_labels=None if y is None else [float(0 < v < 1) for v in y], emb_dropout=float(cfg.get('emb_dropout', 0)))
+
 
 # %% ../nbs/04b_sequence.ipynb #f85e519d
 class SeqProgress(Callback):
@@ -461,34 +501,67 @@ class SeqProgress(Callback):
                  f"valid wll {m['wll']:.4f}, {time.time() - self.t0:.0f} s")
 
 # %% ../nbs/04b_sequence.ipynb #968c0cdc
+def _inner_split(tr:SeqData, frac:float, seed:int)->tuple:
+    "`(fit, inner)`: `frac` of the series of `tr` (at least one, seeded) held out as `inner`; `(tr, None)` for `frac` 0 or under 4 series"
+    n_in = int(round(frac*len(tr)))
+    if frac <= 0 or len(tr) < 4: return tr, None
+    inner = np.zeros(len(tr), bool)
+    inner[np.random.default_rng(seed).choice(len(tr), min(max(n_in, 1), len(tr) - 1), replace=False)] = True
+    return tr.subset(~inner), tr.subset(inner)
+
+def _state(m:nn.Module)->dict: return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+class KeepBest(Callback):
+    "After the fit, the weights of the epoch with the lowest validation `wll`; the starting ones when no epoch beats `start` (theirs)"
+    order = 67  # after the Recorder's values
+    def __init__(self, start:float): self.start = float(start)
+    def before_fit(self): self.best, self.best_epoch, self.state = self.start, 0, _state(self.learn.model)
+    def after_epoch(self):
+        v = dict(zip(self.recorder.metric_names, self.recorder.log)).get('wll')
+        if v is not None and v < self.best: self.best, self.best_epoch, self.state = float(v), self.epoch + 1, _state(self.learn.model)
+    def after_fit(self): self.learn.model.load_state_dict(self.state)
+
+def _seq_learner(fit:SeqData, valid:SeqData, model:nn.Module, cfg:AttrDict, device)->Learner:
+    "The fastai `Learner` of a fold's model: padded-series loaders, masked weighted BCE, the metric, the precision's callbacks"
+    dls = series_dls(fit, valid, cfg, device)
+    learn = Learner(dls, model, loss_func=MaskedWBCE(), metrics=[MaskedWLL()], wd=float(cfg.wd))
+    add_speed_cbs(learn, sequence_precision(dls.device, cfg.precision), channels_last=False)
+    learn.remove_cb(ProgressCallback); learn.logger = noop
+    return learn
+
 def fit_fold_model(data:SeqData, # Labelled series with their folds
                    fold:int, # The fold to hold out
                    cfg:AttrDict|None=None, # `sequence_config()` (default: settings)
                    device=None, # Default: fastai's default device
-                   cbs=None # Extra fastai callbacks
+                   cbs=None, # Extra fastai callbacks
+                   train_embs:dict|None=None # Run name -> embedding sources of the training series (default: `data`'s own)
                   )->AttrDict:
-    "Train fold `fold`'s model on the other folds' series (fastai `Learner`, one cycle): `model`, `config`, `facts`, `valid`"
+    "Train fold `fold`'s model on the other folds' series, keeping its best epoch on inner validation: `model`, `config`, `facts`, `valid`"
     cfg = cfg or sequence_config()
     tr, va = data.subset(data.fold != fold), data.subset(data.fold == fold)
     if not len(tr) or not len(va): raise ValueError(f"fold {fold}: {len(tr)} training and {len(va)} validation series")
+    if train_embs is not None: tr = tr.with_embs(train_embs)   # `[sequence] space = own`: level-1 model `fold`'s space
     set_seed(int(cfg.seed) + fold, reproducible=True)
-    mc = model_config(data, cfg, tr.y.mean(0))
+    fit, inner = _inner_split(tr, float(cfg.inner_valid), int(cfg.seed) + fold)
+    mc = model_config(data, cfg, tr.y.mean(0), len(fit))
     model = SeqModel(**mc)
-    model.set_norm(*emb_stats(tr, int(cfg.norm_sample), int(cfg.seed)))
-    dls = series_dls(tr, va, cfg, device)
-    learn = Learner(dls, model, loss_func=MaskedWBCE(), metrics=[MaskedWLL()], wd=float(cfg.wd))
-    prec = sequence_precision(dls.device, cfg.precision)
-    add_speed_cbs(learn, prec, channels_last=False)
-    learn.remove_cb(ProgressCallback); learn.logger = noop
-    epochs = max(int(cfg.epochs), math.ceil(int(cfg.min_steps)/max(len(dls.train), 1)))
+    model.set_norm(*emb_stats(fit, int(cfg.norm_sample), int(cfg.seed)))
+    learn = _seq_learner(fit, ifnone(inner, va), model, cfg, device)
+    prec, nt = sequence_precision(learn.dls.device, cfg.precision), cfg.get('num_threads')
+    start = None if inner is None else weighted_log_loss(inner.y, predict_series(model, inner, int(cfg.pred_bs), learn.dls.device, prec, False, nt))
+    keep = [] if inner is None else [KeepBest(start)]
+    epochs = max(int(cfg.epochs), math.ceil(int(cfg.min_steps)/max(len(learn.dls.train), 1)))
     t0 = time.time()
-    with torch_threads(cfg.get('num_threads')):
-        learn.fit_one_cycle(epochs, float(cfg.lr), cbs=[SeqProgress(f'fold {fold}', max(1, epochs//5)), *listify(cbs)])
-    facts = dict(fold=int(fold), epochs=epochs, steps=epochs*len(dls.train), n_train_series=len(tr), n_valid_series=len(va),
-                 precision=prec, device=str(dls.device), train_seconds=round(time.time() - t0, 1),
-                 valid_wll=float(learn.recorder.values[-1][-1]),
+    with torch_threads(nt):
+        learn.fit_one_cycle(epochs, float(cfg.lr), cbs=[SeqProgress(f'fold {fold}', max(1, epochs//5)), *keep, *listify(cbs)])
+    facts = dict(fold=int(fold), epochs=epochs, steps=epochs*len(learn.dls.train), n_train_series=len(tr), n_fit_series=len(fit),
+                 n_inner_series=0 if inner is None else len(inner), n_valid_series=len(va), proj=mc['proj'], hidden=mc['hidden'],
+                 best_epoch=keep[0].best_epoch if keep else epochs, inner_wll_start=start, inner_wll_best=keep[0].best if keep else None,
+                 precision=prec, device=str(learn.dls.device), train_seconds=round(time.time() - t0, 1),
+                 space=cfg.space if train_embs is not None else 'oof',
                  inputs=dict(emb_runs=data.emb_runs, prob_runs=data.prob_runs, cols=data.cols))
     return AttrDict(model=learn.model.eval(), config=mc, facts=facts, valid=va)
+
 
 # %% ../nbs/04b_sequence.ipynb #4bd9984b
 def save_fold_model(fold_dir:Path|str, # `models/sequence/fold<k>`
@@ -520,7 +593,7 @@ def _read_tables(work:Path)->tuple:
         out.append(df[HEADER_COLS + extra].reset_index(drop=True))
     return tuple(out)
 
-_RUN_FILES = ('oof.parquet', 'test.parquet', 'run.json', 'oof_emb.npy', 'test_emb.npy')
+_RUN_FILES = ('oof.parquet', 'test.parquet', 'trn.parquet', 'run.json', 'oof_emb.npy', 'test_emb.npy', 'trn_emb.npy')
 
 def _seq_inputs(data, work, models, runs, out, s:AttrDict, calibrate:str|None=None)->AttrDict:
     "Folders, settings, tables, level-1 runs, and a fingerprint of all of them (file sizes and times, not contents)"
@@ -556,21 +629,31 @@ def _seq_embeddings(i:AttrDict)->dict:
                f"`ihd_embed {i.models} --runs {','.join(none)}`")
         if i.s.missing_emb == 'error': raise FileNotFoundError(msg)
         warnings.warn(msg + "; the sequence model reads their probabilities only"); log.info(f"[sequence] {msg}")
-    return {r.name: run_embeddings(r, i.train) for r in i.rs if r.name not in none}
+    embs = {r.name: run_embeddings(r, i.train) for r in i.rs if r.name not in none}
+    lack = {n: [k for k in e.oof if k not in e.trn] for n, e in embs.items()}
+    if i.s.space == 'own' and (lack := {n: v for n, v in lack.items() if v}):
+        raise FileNotFoundError(f"level-1 runs without embeddings of their training slices (trn_emb.npy), which `[sequence] space = own` "
+                                f"reads: {'; '.join(f'{n} (folds {v})' for n, v in lack.items())}; run `ihd_embed {i.models} --runs "
+                                f"{','.join(lack)}` (inference only), or set `[sequence] space = oof`")
+    return embs
 
 def _seq_series(i:AttrDict, embs:dict)->AttrDict:
-    "The labelled series (OOF inputs) and a maker of the test series as fold k's model reads them"
+    "The labelled series (OOF inputs), and makers of fold k's training-series embedding sources and of its test series"
     keep = np.logical_and.reduce([i.train['ID'].isin(r.oof['ID']).to_numpy() for r in i.rs])
     if not keep.any(): raise ValueError("no labelled slice has out-of-fold predictions from every level-1 run")
     if not keep.all(): log.info(f"[sequence] {(~keep).sum()} of {len(i.train)} labelled slices lack OOF predictions of some run: left out")
     views = {n: [AttrDict(ids=v.ids, emb=v.emb, name=f'fold{k} oof') for k, v in e.oof.items()] for n, e in embs.items()}
     trd = series_data(i.train[keep], {r.name: r.oof for r in i.rs}, views, i.s.inputs)
     keep_t = np.logical_and.reduce([i.test['ID'].isin(r.test['ID']).to_numpy() for r in i.rs])
+    def train_embs(k):   # space = own: level-1 model k's embeddings of its own training slices
+        if i.s.space != 'own' or not embs: return None
+        return {n: [AttrDict(ids=e.trn[k].ids, emb=e.trn[k].emb, name=f'fold{k} trn')] for n, e in embs.items()}
     def test_data(k):
         ks = lambda e: sorted(e.test) if i.s.test_emb == 'mean' else [k]
         tv = {n: [AttrDict(ids=e.test[j].ids, emb=e.test[j].emb, name=f'fold{j} test') for j in ks(e)] for n, e in embs.items()}
         return series_data(i.test[keep_t], {r.name: r.test for r in i.rs}, tv, i.s.inputs, labels=False)
-    return AttrDict(train=trd, test_data=test_data, n_used=int(keep.sum()))
+    return AttrDict(train=trd, train_embs=train_embs, test_data=test_data, n_used=int(keep.sum()))
+
 
 # %% ../nbs/04b_sequence.ipynb #aa41a5c7
 def _seq_fit(i:AttrDict, d:AttrDict, device=None)->AttrDict:
@@ -579,15 +662,16 @@ def _seq_fit(i:AttrDict, d:AttrDict, device=None)->AttrDict:
     oof, tests, facts = np.full((trd.n_slices, len(LABELS)), np.nan), [], []
     for k in sorted(np.unique(trd.fold)):
         t0 = time.time()
-        f = fit_fold_model(trd, int(k), i.s, device)
+        f = fit_fold_model(trd, int(k), i.s, device, train_embs=d.train_embs(int(k)))
         kw = dict(bs=int(i.s.pred_bs), device=device, precision=i.s.precision, threads=i.s.get('num_threads'))
         oof[rows_fold == k] = predict_series(f.model, f.valid, **kw)
+        f.facts['valid_wll'] = weighted_log_loss(f.valid.y, oof[rows_fold == k])
         td = d.test_data(int(k))
         tests.append(pd.DataFrame(predict_series(f.model, td, **kw), index=td.ids, columns=LABELS))
         save_fold_model(i.out/f'fold{k}', f.model, f.config, f.facts)
         facts.append(dict(f.facts, seconds=round(time.time() - t0, 1)))
         log.info(f"[sequence] fold {k}: {f.facts['n_train_series']} training / {f.facts['n_valid_series']} held-out series, "
-                 f"OOF wll {weighted_log_loss(f.valid.y, oof[rows_fold == k]):.4f}, {facts[-1]['seconds']:.0f} s")
+                 f"best epoch {f.facts['best_epoch']} of {f.facts['epochs']}, OOF wll {f.facts['valid_wll']:.4f}, {facts[-1]['seconds']:.0f} s")
     test = (sum(t.loc[tests[0].index] for t in tests)/len(tests)).rename_axis('ID').reset_index()
     return AttrDict(oof=oof, folds=rows_fold, test=test, facts=facts)
 
@@ -617,7 +701,7 @@ def _seq_write(i:AttrDict, d:AttrDict, fit:AttrDict, rep:pd.DataFrame, embs:dict
     write_json(dict(runs=[r.name for r in i.rs], emb_runs=list(embs), prob_runs=trd.prob_runs, inputs=i.s.inputs,
                     settings=dict(i.s), fingerprint=i.fp, weighted={k: float(v) for k, v in w.items()},
                     folds=[f['fold'] for f in fit.facts], fold_facts=fit.facts, n_train=len(i.train), n_used=d.n_used,
-                    n_test=int(len(fit.test)), n_filled=len(fill), test_emb=i.s.test_emb, calibrate=i.method, cpu=cpu_model(),
+                    n_test=int(len(fit.test)), n_filled=len(fill), test_emb=i.s.test_emb, space=i.s.space, calibrate=i.method, cpu=cpu_model(),
                     torch=torch.__version__, seconds=round(time.time() - t0, 1)), out/'sequence.json')
     log.info(f"[sequence] weighted log loss: L1 average {w['L1 average']:.4f}, sequence {w['sequence']:.4f}, "
              f"prior {w['prior baseline']:.4f}; submission {out/'submission.csv'}: {sub.rows} rows, valid ({time.time() - t0:.0f} s)")
