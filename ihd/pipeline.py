@@ -27,10 +27,10 @@ log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when
 
 
 # %% auto #0
-__all__ = ['log', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'nbs_dir', 'select_stages', 'run_folder', 'run_settings',
-           'parse_params', 'notebook_params', 'cell_flags', 'runnable_copy', 'kernel_log', 'tail_log', 'StageError',
-           'run_notebook', 'complete_runs', 'small_data', 'preset_knobs', 'run_pipeline', 'ihd_run', 'run_stages',
-           'preset_trial', 'compare_presets', 'ihd_presets']
+__all__ = ['log', 'LIBRARY_FLAGS', 'CELLS', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'nbs_dir', 'select_stages', 'run_folder',
+           'run_settings', 'parse_params', 'notebook_params', 'cell_flags', 'cell_role', 'runnable_copy', 'stage_names',
+           'kernel_log', 'tail_log', 'StageError', 'stderr_to', 'run_notebook', 'complete_runs', 'small_data',
+           'preset_knobs', 'run_pipeline', 'ihd_run', 'run_stages', 'preset_trial', 'compare_presets', 'ihd_presets']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -107,23 +107,84 @@ def cell_flags(src:str)->set:
     return res
 
 # %% ../nbs/04g_pipeline.ipynb #cc34b9e0
+LIBRARY_FLAGS = ('default_exp', 'export', 'exporti', 'exports')   # nbdev's directives of the cells that make the library
+CELLS = ('stage', 'all')   # `[run] cells`: what the main job runs of a stage notebook
+
+def cell_role(c)->str:
+    "A notebook cell's role in the main job: 'library' (nbdev export cells), 'parameters', 'stage' (`#| stage`), 'test' (any other code) or 'text'"
+    if c['cell_type'] != 'code': return 'text'
+    fl = cell_flags(c['source'])
+    if fl & set(LIBRARY_FLAGS): return 'library'
+    if 'parameters' in c.get('metadata', {}).get('tags', []): return 'parameters'
+    return 'stage' if 'stage' in fl else 'test'
+
 def runnable_copy(nb:Path|str, # Notebook to copy
                   dest:Path|str, # Path of the copy
-                  skip_flags=('slow', 'notest', 'gpu') # nbdev test flags whose cells do not run
-                 )->list:
-    "Write a copy of `nb` where flagged and `eval: false` code cells are raw cells; returns their first lines"
+                  skip_flags=('slow', 'notest', 'gpu'), # nbdev test flags whose cells do not run
+                  cells:str='all' # 'stage': only the library, parameters and `#| stage` cells run; 'all': every cell not flagged
+                 )->AttrDict:
+    "Write a copy of `nb` where the cells that do not run are raw cells; returns the counts and the flagged cells' first lines"
     import nbformat
+    if cells not in CELLS: raise ValueError(f"cells = {cells!r}: expected one of {', '.join(CELLS)}")
     book = nbformat.read(str(nb), as_version=4)
     book.metadata['kernelspec'] = dict(name='python3', display_name='Python 3 (ipykernel)', language='python')
-    skip, skipped = set(listify(skip_flags)) | {'eval:false'}, []
+    skip, res = set(listify(skip_flags)) | {'eval:false'}, AttrDict(run=0, tests=0, flagged=[])
     for i, c in enumerate(book.cells):
-        if c.cell_type == 'code' and cell_flags(c.source) & skip:
-            book.cells[i] = nbformat.v4.new_raw_cell(c.source, metadata=dict(c.metadata, tags=list(c.metadata.get('tags', []))+['skipped-by-ihd-run']))
-            if 'id' in c: book.cells[i]['id'] = c['id']
-            code = [l for l in c.source.splitlines() if l.strip() and not l.strip().startswith('#|')]
-            skipped.append(f"`{'/'.join(sorted(cell_flags(c.source) & skip))}` {code[0][:50] if code else ''}")
+        if c.cell_type != 'code': continue
+        hit, test = cell_flags(c.source) & skip, cells == 'stage' and cell_role(c) == 'test'
+        if not (hit or test): res.run += 1; continue
+        book.cells[i] = nbformat.v4.new_raw_cell(c.source, metadata=dict(c.metadata, tags=list(c.metadata.get('tags', []))+['skipped-by-ihd-run']))
+        if 'id' in c: book.cells[i]['id'] = c['id']
+        if not hit: res.tests += 1; continue
+        code = [l for l in c.source.splitlines() if l.strip() and not l.strip().startswith('#|')]
+        res.flagged.append(f"`{'/'.join(sorted(hit))}` {code[0][:50] if code else ''}")
     nbformat.write(book, str(dest))
-    return skipped
+    return res
+
+# %% ../nbs/04g_pipeline.ipynb #18838690
+def _only_in_test(t)->bool:
+    "Whether condition `t` holds only under nbdev-test: `is_test()`, or `is_test() and ...`"
+    import ast
+    if isinstance(t, ast.BoolOp) and isinstance(t.op, ast.And): return any(_only_in_test(v) for v in t.values)
+    return isinstance(t, ast.Call) and getattr(t.func, 'id', None) == 'is_test'
+
+def _children(n)->list:
+    "The child nodes of `n`, without the body of an `if is_test()` (it runs only under nbdev-test, where every cell runs)"
+    import ast
+    if isinstance(n, (ast.If, ast.IfExp)) and _only_in_test(n.test):
+        return [n.test] + (n.orelse if isinstance(n.orelse, list) else [n.orelse])
+    return list(ast.iter_child_nodes(n))
+
+def _bound(src:str)->tuple[set, set]:
+    "Names a cell's code binds anywhere (assignments, imports, defs, arguments, loop and `with` targets) and names it reads, outside `if is_test()` branches"
+    import ast
+    code = '\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!')))
+    bound, used, todo = set(), set(), [ast.parse(code)]
+    while todo:
+        n = todo.pop()
+        todo += _children(n)
+        if isinstance(n, ast.Name): (bound if isinstance(n.ctx, (ast.Store, ast.Del)) else used).add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): bound.add(n.name)
+        elif isinstance(n, ast.arg): bound.add(n.arg)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)): bound |= {(a.asname or a.name).split('.')[0] for a in n.names}
+        elif isinstance(n, ast.ExceptHandler) and n.name: bound.add(n.name)
+    return bound, used
+
+def stage_names(nb:Path|str # A stage notebook
+               )->dict:
+    "`{stage cell's first code line: [names it reads that only test cells bind]}`: what would fail when the main job skips the tests"
+    import nbformat
+    kept, tests, res = set(), set(), {}
+    for c in nbformat.read(str(nb), as_version=4).cells:
+        role = cell_role(c)
+        if role == 'text': continue
+        bound, used = _bound(c.source)
+        if role == 'test': tests |= bound; continue
+        missing = sorted((used - bound - kept) & tests)
+        if missing and role == 'stage':
+            res[next((l for l in c.source.splitlines() if not l.startswith('#|')), '')[:60]] = missing
+        kept |= bound
+    return res
 
 # %% ../nbs/04g_pipeline.ipynb #cc4abeff
 @contextmanager
@@ -177,31 +238,51 @@ def tail_log(path:Path|str, # A log file that another process appends to
 class StageError(RuntimeError): pass
 
 # %% ../nbs/04g_pipeline.ipynb #3c162ded
+@contextmanager
+def stderr_to(path:Path|str # A file that receives what this process and its children write to file descriptor 2
+             ):
+    "Send standard error (the descriptor, so a kernel started inside inherits it) to `path` while the block runs"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, 'ab') as f: os.dup2(f.fileno(), 2)
+        yield Path(path)
+    finally:
+        sys.stderr.flush(); os.dup2(saved, 2); os.close(saved)
+
+def _say_cells(name:str, rc:AttrDict, cells:str):
+    "Log what the main job runs of notebook `name` (`runnable_copy`'s counts), in one line"
+    tests = f"; its {rc.tests} test cells run under env/test" if rc.tests else ''
+    flagged = f"; {len(rc.flagged)} flagged cell(s) not run: " + '; '.join(rc.flagged) if rc.flagged and cells == 'all' else \
+              (f"; {len(rc.flagged)} benchmark cell(s) not run" if rc.flagged else '')
+    log.info(f"[run] {name}: {rc.run} code cells run ({'the library and the stage' if cells == 'stage' else 'all'}){tests}{flagged}")
+
 def run_notebook(nb:Path|str, # Notebook to execute
-                 out:Path|str, # Folder for the executed copy
+                 out:Path|str, # Folder for the executed copy, its log and the kernel's standard error
                  params:dict|None=None, # Parameters to inject
                  progress:bool=False, # Show papermill's progress bar (one tick per cell; the kernel's log lines are echoed anyway)
                  log_output:bool=False, # Echo cell outputs to the log as they come
                  cwd:Path|str|None=None, # Working directory of the kernel (default: the notebook's folder)
-                 skip_flags=('slow', 'notest', 'gpu') # Cells with these nbdev flags are not run (see `runnable_copy`)
+                 skip_flags=('slow', 'notest', 'gpu'), # Cells with these nbdev flags are not run (see `runnable_copy`)
+                 cells:str='all' # 'stage': only the library, parameters and `#| stage` cells run; 'all': every cell not flagged
                 )->Path:
-    "Execute `nb` with papermill, injecting `params`, its `ihd` log lines streamed to the terminal; returns the executed copy in `out`"
+    "Execute `nb` with papermill, injecting `params`, its `ihd` log lines streamed to the terminal, the kernel's stderr to `<nb>.stderr.log`; returns the executed copy"
     import papermill as pm
     nb, out = Path(nb), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dest = out/nb.name
-    src = out/f'.{nb.stem}.input.ipynb'
-    skipped = runnable_copy(nb, src, skip_flags)
-    if skipped: log.info(f"[run] {nb.stem}: {len(skipped)} flagged cell(s) kept as raw cells, not run: " + '; '.join(skipped))
+    dest, src, err = out/nb.name, out/f'.{nb.stem}.input.ipynb', out/f'{nb.stem}.stderr.log'
+    _say_cells(nb.stem, runnable_copy(nb, src, skip_flags, cells), cells)
     params = {k:(str(v) if isinstance(v, Path) else v) for k,v in (params or {}).items()}
     try:
-        with kernel_log(out/f'{nb.stem}.log') as lf, tail_log(lf, nb.stem):
+        with kernel_log(out/f'{nb.stem}.log') as lf, tail_log(lf, nb.stem), stderr_to(err):
             pm.execute_notebook(str(src), str(dest), parameters=params, progress_bar=progress,
                                 log_output=log_output, cwd=str(cwd or nb.parent), kernel_name='python3')
     except pm.PapermillExecutionError as e:
         raise StageError(f"{nb.stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                         f"  executed copy with the traceback: {dest}") from None
-    finally: src.unlink(missing_ok=True)
+                         f"  executed copy with the traceback: {dest}; the kernel's standard error: {err}") from None
+    finally:
+        src.unlink(missing_ok=True)
+        if err.is_file() and not err.stat().st_size: err.unlink()
     return dest
 
 # %% ../nbs/04g_pipeline.ipynb #3d1b6d00
@@ -245,7 +326,7 @@ def preset_knobs(knobs:dict, # `[run]`'s notebook parameters
     return {k: v for k, v in knobs.items() if k in own or k not in sets}
 
 # %% ../nbs/04g_pipeline.ipynb #75258952
-_RUN_KEYS = ('size', 'threshold', 'skip_flags')
+_RUN_KEYS = ('size', 'threshold', 'skip_flags', 'cells')
 
 def _fmt_times(times:dict)->str:
     tot = sum(times.values())
@@ -299,7 +380,7 @@ def _run_stage(st:AttrDict, i:int, n:int, base:dict, knobs:dict, r:AttrDict, s:A
     log.info(f"[run] stage {i+1}/{n}: {st.nb}  parameters: " +
              ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models')))
     t0 = time.time()
-    try: run_notebook(nb, r.run, ps, progress=progress, skip_flags=s.get('skip_flags', ('slow', 'notest', 'gpu')))
+    try: run_notebook(nb, r.run, ps, progress=progress, skip_flags=s.get('skip_flags', ('slow', 'notest', 'gpu')), cells=s.get('cells', 'stage'))
     finally:
         r.times[st.nb] = time.time()-t0
         write_json(r.times, r.run/'times.json')
@@ -405,7 +486,6 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
     _finish(r, stages, report, t_all)
     return r
 
-
 # %% ../nbs/04g_pipeline.ipynb #e5090cf8
 @call_parse
 def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample (default: synthetic demo data)
@@ -414,7 +494,7 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
             models:str=None, # Model runs (default: per dataset under `IHD_MODELS`)
             stages:str=None, # Comma-separated stages to run, by notebook, module or number (default: all of `ihd.core.STAGES`)
             params:str=None, # Notebook parameters, `;`-separated `name=value` (e.g. 'epochs=1;archs=resnet18')
-            report:bool=True, # Build the report at the end
+            no_report:bool=False, # Skip the report (metrics table, ROC curves, calibration, montage) at the end
             seed:int=None, # Seed of every stage after stage 0 (notebook parameter `seed`; recorded in params.json)
             preset:str=None, # A published recipe by name: ihd, bighead, appian, brainscan, tfbilstm, nobrainer, seutao
             scale:str=None # The preset's scale: demo (the default without a GPU) or full (the published recipe)
@@ -422,7 +502,7 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
     "The main job: data, stage notebooks 0-4 (papermill, executed copies kept), submission and report"
     knobs = parse_params([o for o in (params or '').split(';') if o.strip()])
     try:
-        run_pipeline(data=data, work=work, models=models, size=size, params=knobs, report=report,
+        run_pipeline(data=data, work=work, models=models, size=size, params=knobs, report=not no_report,
                      stages=stages.split(',') if stages else None, seed=seed, preset=preset, scale=scale)
     except (StageError, ValueError) as e:
         print(f"[run] FAILED: {e}", file=sys.stderr); return 1
