@@ -10,16 +10,17 @@ import numpy as np, pandas as pd
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse, store_true
 from .core import (apply_preset, LABELS, LABEL_WEIGHTS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, level2_dir, fold_dirs, require,
-                      stage_of, atomic_path, write_json, label_log_loss, folds_hash, logit,
+                      stage_of, atomic_path, write_json, label_log_loss, weighted_log_loss, folds_hash, logit,
                       files_fingerprint)
 from .level2 import gather_runs, report_table, plot_report, oof_prior, write_submission, read_sample
 
 log = logging.getLogger('ihd.blend')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'STEPS', 'LEVELS', 'APPLIED', 'BLEND_VERSION', 'read_step', 'check_steps', 'mix', 'simplex_grid', 'weight_grid',
-           'fit_weights', 'cross_fit', 'fit_levels', 'apply_levels', 'cross_levels', 'choose', 'nested_choice',
-           'paired_bootstrap', 'blend_params', 'needed_steps', 'report_text', 'blend', 'apply_blend', 'ihd_blend']
+__all__ = ['log', 'STEPS', 'LEVELS', 'APPLIED', 'BLEND_VERSION', 'SIMPLER', 'read_step', 'check_steps', 'mix', 'simplex_grid',
+           'weight_grid', 'fit_weights', 'cross_fit', 'fit_levels', 'apply_levels', 'cross_levels', 'row_loss',
+           'paired_se', 'paired_bootstrap', 'choose', 'choose_level', 'nested_choice', 'blend_params', 'needed_steps',
+           'report_text', 'blend', 'apply_blend', 'ihd_blend']
 
 # %% ../nbs/04c_blend.ipynb #a1cff5ea
 STEPS = ('level2', 'sequence')  # the stage-4 steps a blend mixes, in this order (their folders: `ihd.core.level2_dir`)
@@ -182,6 +183,40 @@ def cross_levels(y, # (n, 6) labels
         for k, p in apply_levels(w, *sub(va), space).items(): oof.setdefault(k, np.empty(y.shape))[va] = p
     return AttrDict(oof=oof, fold_weights=fw, weights=fit_levels(y, runs, steps, grid, space) if full else None)
 
+# %% ../nbs/04c_blend.ipynb #4f23d0fb
+def row_loss(y, p)->np.ndarray:
+    "Each row's weighted log loss (n,): the competition metric is their mean"
+    y, p = np.asarray(y, np.float64), np.clip(np.asarray(p, np.float64), CLIP, 1-CLIP)
+    return -(y*np.log(p) + (1-y)*np.log(1-p)) @ (LABEL_WEIGHTS/LABEL_WEIGHTS.sum())
+
+def _group_diff(y, a, b, groups)->tuple:
+    "Per group: the sum of the rows' loss differences `a - b`, and the number of rows"
+    g = pd.factorize(np.asarray(groups))[0]
+    return np.bincount(g, row_loss(y, a) - row_loss(y, b), g.max() + 1), np.bincount(g, minlength=g.max() + 1).astype(np.float64)
+
+def paired_se(y, a, b, groups)->float:
+    "Standard error over groups (series) of the weighted log loss of `a` minus `b` (the ratio estimator's, by the delta method)"
+    S, N = _group_diff(y, a, b, groups)
+    if len(S) < 2: return 0.
+    m = S.sum()/N.sum()
+    return float(np.sqrt(len(S)/(len(S) - 1)*((S - m*N)**2).sum())/N.sum())
+
+def paired_bootstrap(y, # (n, 6) labels
+                     a, # (n, 6) probabilities (e.g. stage 4 applied)
+                     b, # (n, 6) probabilities of the same rows (e.g. the L1 average)
+                     groups, # (n,) group of each row (series): resampled together
+                     n_boot:int=2000, # Resamples
+                     ci:float=.95, # Coverage of the percentile interval
+                     seed:int=0)->AttrDict:
+    "Weighted log loss of `a` minus `b`: on the rows (`diff`), and bootstrapped over groups: `mean`, `lo`, `hi`, `p_below_0`, `n_groups`"
+    S, N = _group_diff(y, a, b, groups)
+    G, d = len(S), S.sum()/N.sum()
+    c = np.stack([np.bincount(r, minlength=G) for r in np.random.default_rng(seed).integers(0, G, (n_boot, G))])
+    bs = (c @ S)/(c @ N)
+    lo, hi = np.quantile(bs, [(1 - ci)/2, (1 + ci)/2])
+    return AttrDict(diff=float(d), mean=float(bs.mean()), lo=float(lo), hi=float(hi), p_below_0=float((bs < 0).mean()),
+                    n_groups=int(G), n_boot=n_boot)
+
 # %% ../nbs/04c_blend.ipynb #74671335
 def choose(report:pd.DataFrame, # `ihd.level2.report_table`'s output (rows named like `LEVELS`' values)
            candidates # Levels that may be chosen (keys of `LEVELS`), in order of preference on ties
@@ -195,48 +230,47 @@ def choose(report:pd.DataFrame, # `ihd.level2.report_table`'s output (rows named
     if not have: raise ValueError(f"none of the candidates {cands} has a row in the report (rows: {list(w.index)})")
     return min(have, key=lambda c: w[LEVELS[c]])
 
+# %% ../nbs/04c_blend.ipynb #2b4fe92e
+SIMPLER = ('level1', 'level2', 'sequence', 'blend')   # the levels, simplest first (the one-standard-error rule's order)
+
+def choose_level(y, # (n, 6) labels
+                 preds:dict, # level -> (n, 6) OOF predictions of these rows
+                 groups, # (n,) series of each row (the standard error's unit)
+                 candidates, # Levels that may be chosen
+                 rule:str='1se' # `1se`: the simplest within one paired standard error of the lowest; `lowest`
+                )->str:
+    "The level to apply: the lowest weighted log loss among `candidates` (`lowest`), or the simplest within one standard error of it (`1se`)"
+    if rule not in ('1se', 'lowest'): raise ValueError(f"unknown [blend] rule {rule!r}: expected 1se or lowest")
+    best = choose(report_table(y, {LEVELS[k]: v for k, v in preds.items()}), candidates)
+    if rule == 'lowest': return best
+    loss = {k: weighted_log_loss(y, v) for k, v in preds.items()}
+    for c in sorted((c for c in listify(candidates) if c in preds), key=SIMPLER.index):
+        if c == best or loss[c] - loss[best] <= paired_se(y, preds[c], preds[best], groups): return c
+    return best
+
 # %% ../nbs/04c_blend.ipynb #4678a785
 def nested_choice(y, # (n, 6) labels
                   runs:list, # r arrays (n, 6): the level-1 runs' OOF predictions
                   steps:dict, # step -> (n, 6): the stage-4 steps' OOF predictions
                   folds, # (n,) fold of each row
-                  candidates, # Levels that may be chosen (`choose`)
+                  candidates, # Levels that may be chosen (`choose_level`)
+                  groups=None, # (n,) series of each row (`choose_level`'s standard error; default: each row its own)
+                  rule:str='1se', # `choose_level`'s rule
                   grid:float=0.05, space:str='prob',
                   oof:dict|None=None # `cross_levels(...).oof` of these rows (default: computed)
                  )->AttrDict:
     "Each fold's level chosen on the other folds' rows only (`choice`: fold -> level) and the OOF of those choices (`oof`)"
     y, folds = np.asarray(y, np.float64), np.asarray(folds)
-    fs = np.unique(folds)
+    fs, groups = np.unique(folds), np.arange(len(y)) if groups is None else np.asarray(groups)
     if len(fs) < 2: raise ValueError(f"a choice made inside the training folds needs at least 2 folds, got {list(fs)}")
     outer = oof if oof is not None else cross_levels(y, runs, steps, folds, grid, space, full=False).oof
     choice, out = {}, np.empty(y.shape)
     for f in fs:
         tr = folds != f
         inner = cross_levels(y[tr], [p[tr] for p in runs], {k: p[tr] for k, p in steps.items()}, folds[tr], grid, space, full=False).oof
-        choice[int(f)] = c = choose(report_table(y[tr], {LEVELS[k]: v for k, v in inner.items()}), candidates)
+        choice[int(f)] = c = choose_level(y[tr], inner, groups[tr], candidates, rule)
         out[~tr] = outer[c][~tr]
     return AttrDict(choice=choice, oof=out)
-
-# %% ../nbs/04c_blend.ipynb #4f23d0fb
-def paired_bootstrap(y, # (n, 6) labels
-                     a, # (n, 6) probabilities (e.g. stage 4 applied)
-                     b, # (n, 6) probabilities of the same rows (e.g. the L1 average)
-                     groups, # (n,) group of each row (series): resampled together
-                     n_boot:int=2000, # Resamples
-                     ci:float=.95, # Coverage of the percentile interval
-                     seed:int=0)->AttrDict:
-    "Weighted log loss of `a` minus `b`: on the rows (`diff`), and bootstrapped over groups: `mean`, `lo`, `hi`, `p_below_0`, `n_groups`"
-    y, w = np.asarray(y, np.float64), LABEL_WEIGHTS/LABEL_WEIGHTS.sum()
-    row = lambda p: -(y*np.log(np.clip(p, CLIP, 1-CLIP)) + (1-y)*np.log(np.clip(1-np.asarray(p, np.float64), CLIP, 1-CLIP))) @ w
-    d = row(np.asarray(a, np.float64)) - row(np.asarray(b, np.float64))   # per-row difference of the weighted metric
-    g = pd.factorize(np.asarray(groups))[0]
-    G = g.max() + 1
-    S, N = np.bincount(g, d, G), np.bincount(g, minlength=G).astype(np.float64)
-    c = np.stack([np.bincount(r, minlength=G) for r in np.random.default_rng(seed).integers(0, G, (n_boot, G))])
-    bs = (c @ S)/(c @ N)
-    lo, hi = np.quantile(bs, [(1 - ci)/2, (1 + ci)/2])
-    return AttrDict(diff=float(d.mean()), mean=float(bs.mean()), lo=float(lo), hi=float(hi), p_below_0=float((bs < 0).mean()),
-                    n_groups=int(G), n_boot=n_boot)
 
 # %% ../nbs/04c_blend.ipynb #88df6695
 def blend_params(**overrides)->AttrDict:
@@ -298,13 +332,15 @@ def _blend_fit(i:AttrDict)->AttrDict:
     y, folds = tr[LABELS].to_numpy(np.float64), tr['fold'].to_numpy()
     at = lambda df: df.set_index('ID').loc[tr.ID, LABELS].to_numpy(np.float64)
     runs, steps = {r.name: at(r.oof) for r in i.rs}, {k: at(st.oof) for k, st in i.steps.items()}
-    g, sp = float(i.s.grid), i.s.space
+    g, sp, rule = float(i.s.grid), i.s.space, str(i.s.get('rule') or '1se')
+    grp = tr['SeriesInstanceUID'].to_numpy() if 'SeriesInstanceUID' in tr else tr['ID'].to_numpy()
     fit = cross_levels(y, list(runs.values()), steps, folds, g, sp)
-    nest = nested_choice(y, list(runs.values()), steps, folds, i.s.candidates, g, sp, fit.oof)
+    nest = nested_choice(y, list(runs.values()), steps, folds, i.s.candidates, grp, rule, g, sp, fit.oof)
     preds = {**runs, 'L1 average': np.mean(list(runs.values()), 0), **{LEVELS[k]: fit.oof[k] for k in LEVELS if k in fit.oof},
              APPLIED: nest.oof, 'prior baseline': oof_prior(y, folds)}
     rep = report_table(y, preds)
-    return AttrDict(tr=tr, folds=folds, fit=fit, nested=nest, report=rep, choice=choose(rep, i.s.candidates), prior=y.mean(0), oof=preds)
+    return AttrDict(tr=tr, folds=folds, fit=fit, nested=nest, report=rep, choice=choose_level(y, fit.oof, grp, i.s.candidates, rule),
+                    rule=rule, prior=y.mean(0), oof=preds)
 
 def _blend_test(i:AttrDict, f:AttrDict)->dict:
     "Test predictions (`ID` + `LABELS`) of every level, with the weights fitted on every OOF row"
@@ -389,7 +425,8 @@ def _say(i:AttrDict, f:AttrDict):
     runs = w[[r.name for r in i.rs]]
     log.info(f"[blend] {APPLIED} (nested, per fold: {', '.join(f'{k} {LEVELS[c]}' for k, c in f.nested.choice.items())}): "
              f"{w[APPLIED]:.4f}; L1 average {w['L1 average']:.4f}; best single run {runs.min():.4f} ({runs.idxmin()}); prior {w['prior baseline']:.4f}")
-    log.info(f"[blend] choice for the test set and new data: {LEVELS[f.choice]} (lowest weighted OOF log loss on every row among "
+    how = 'the simplest within one standard error of the lowest' if f.rule == '1se' else 'the lowest'
+    log.info(f"[blend] choice for the test set and new data: {LEVELS[f.choice]} ({how} weighted OOF log loss on every row among "
              f"{', '.join(LEVELS[c] for c in listify(i.s.candidates) if LEVELS[c] in w)}; its honest figure is {APPLIED}'s)")
 
 # %% ../nbs/04c_blend.ipynb #ff50e4a0
@@ -411,7 +448,7 @@ def blend(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
     res = _blend_write(i, f, tests)
     _say(i, f)
     rep = f.report
-    write_json(dict(choice=f.choice, choice_row=LEVELS[f.choice], choice_how='lowest weighted OOF log loss on every OOF row (for test and new data)',
+    write_json(dict(choice=f.choice, choice_row=LEVELS[f.choice], rule=f.rule, choice_how=f"[blend] rule {f.rule} on every OOF row (for test and new data)",
                     fold_choices={str(k): c for k, c in f.nested.choice.items()}, applied=float(rep.set_index('model').loc[APPLIED, 'weighted']),
                     applied_how="each fold's level chosen on the other folds' rows only (nested); the OOF figure of what stage 4 applies",
                     steps=list(i.steps), missing=i.missing, space=i.s.space, grid=float(i.s.grid), candidates=listify(i.s.candidates),

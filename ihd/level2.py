@@ -282,22 +282,24 @@ def _bce(y, raw):
     return float(-(y*np.log(p) + (1 - y)*np.log(1 - p)).mean())
 
 def _inner_rounds(lgb, lp, X, names, y, start, folds, s):
-    "Rounds per label (0 = none): the lowest log loss averaged over every inner fold (each held out once, boosted on the others; `lgb.cv`), stopped after `early_stopping` rounds without a gain; None when not applicable"
+    "`rounds` per label (0 = none): the lowest log loss averaged over every inner fold (each held out once, boosted on the others; `lgb.cv`), stopped after `early_stopping` rounds without a gain; `oof`: the inner folds' held-out probabilities at those rounds; None when not applicable"
     fs = sorted(np.unique(folds))
     if not s.early_stopping or len(fs) < 2: return None
     split = [(np.flatnonzero(folds != g), np.flatnonzero(folds == g)) for g in fs]
     ds = lgb.Dataset(X, label=np.ascontiguousarray(y[:, 0]), feature_name=names, params=lp, free_raw_data=False).construct()
-    res = []
+    res, oof = [], _sigmoid(start)
     for j in range(y.shape[1]):
         if not 0 < y[:, j].sum() < len(y): res.append(0); continue
         ds.set_label(np.ascontiguousarray(y[:, j])); ds.set_init_score(np.ascontiguousarray(start[:, j]))
-        cv = lgb.cv(lp, ds, num_boost_round=int(s.n_rounds), folds=split, stratified=False,
+        cv = lgb.cv(lp, ds, num_boost_round=int(s.n_rounds), folds=split, stratified=False, return_cvbooster=True,
                     callbacks=[lgb.early_stopping(int(s.early_stopping), verbose=False)])
         curve = np.asarray(cv['valid binary_logloss-mean'])
         base = np.mean([_bce(y[v, j], start[v, j]) for _, v in split])   # the start (level-1 average) on the same inner folds
         n = int(np.argmin(curve)) + 1
         res.append(n if curve[n - 1] < base else 0)
-    return res
+        for b, (_, v) in zip(cv['cvbooster'].boosters, split):
+            if res[-1]: oof[v, j] = _sigmoid(start[v, j] + b.predict(X[v], raw_score=True, num_iteration=n))
+    return AttrDict(rounds=res, oof=oof)
 
 def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
                y:np.ndarray, # (n, 6) labels
@@ -305,13 +307,13 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
                params:dict|None=None, # `level2_params()` (default: settings)
                fit_folds:list|None=None # Folds to fit (default: all; the others get NaN OOF)
               )->AttrDict:
-    "Cross-fitted level 2: `oof` (n, 6) probabilities and `boosters[fold][label]` (LightGBM Booster or None)"
+    "Cross-fitted level 2: `oof` (n, 6) probabilities, `boosters[fold][label]` (LightGBM Booster or None), `inner_oof[fold]` (its inner CV's held-out probabilities of the fold's training rows)"
     import lightgbm as lgb
     s = params or level2_params()
     lp = _lgb_params(s)
     y, folds = np.asarray(y, np.float64), np.asarray(folds)
     X, names = np.ascontiguousarray(x.to_numpy(np.float32)), list(x.columns)  # row subsets of a C array: no copy inside LightGBM
-    oof, boosters, rounds = np.full(y.shape, np.nan), {}, {}
+    oof, boosters, rounds, inner_oof = np.full(y.shape, np.nan), {}, {}, {}
     for f in (fit_folds if fit_folds is not None else sorted(np.unique(folds))):
         t0 = time.time()
         tr, va = folds != f, folds == f
@@ -321,8 +323,9 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
         inner = _inner_rounds(lgb, lp, X[tr], names, y[tr], start_tr, folds[tr], s)
         ds = lgb.Dataset(X[tr], label=np.ascontiguousarray(y[tr, 0]), feature_name=names, params=lp, free_raw_data=False).construct()
         boosters[int(f)], rounds[int(f)] = {}, {}
+        if inner is not None: inner_oof[int(f)] = inner.oof
         for j,l in enumerate(LABELS):
-            b, n = None, int(s.n_rounds) if inner is None or inner[j] is None else inner[j]
+            b, n = None, int(s.n_rounds) if inner is None else inner.rounds[j]
             if n > 0 and 0 < y[tr, j].sum() < tr.sum():
                 ds.set_label(np.ascontiguousarray(y[tr, j])); ds.set_init_score(np.ascontiguousarray(start_tr[:, j]))
                 b = lgb.train(lp, ds, num_boost_round=n)
@@ -331,7 +334,7 @@ def fit_level2(x:pd.DataFrame, # Features (`slice_features`)
             boosters[int(f)][l], rounds[int(f)][l] = b, (n if b else 0)
         log.info(f"[level2] fold {f}: {tr.sum()} train rows, {va.sum()} OOF rows, rounds per label "
                  f"{list(rounds[int(f)].values())}, {time.time()-t0:.1f} s")
-    return AttrDict(oof=oof, boosters=boosters, rounds=rounds, params=s, prior_logit=list(logit(y.mean(0))))
+    return AttrDict(oof=oof, boosters=boosters, rounds=rounds, params=s, prior_logit=list(logit(y.mean(0))), inner_oof=inner_oof)
 
 # %% ../nbs/04a_level2.ipynb #aaa35d8b
 def predict_level2(fit:AttrDict, # `fit_level2`'s result (or `load_level2`'s)
@@ -355,13 +358,19 @@ def calibrate_level2(fit:AttrDict, # `fit_level2`'s result (OOF of every fold)
                      folds:np.ndarray, # (n,) fold of each row
                      method:str|None=None # `auto`, `platt`, `temperature`, `none` (default: `[calibrate] method`)
                     )->AttrDict:
-    "`fit` with its OOF calibrated like a level-1 run's (cross-fitted), the raw OOF (`oof_raw`) and the maps (`calibration`)"
+    "`fit` with its OOF calibrated (fold k: maps fitted on its inner CV's held-out rows, else on the other folds'), the raw OOF (`oof_raw`), the maps (`calibration`)"
     method = calibration_method(method)
     if method == 'none': return AttrDict(fit, oof_raw=fit.oof, calibration=None)
-    cc = cross_calibrate(fit.oof, y, folds, method, 'LightGBM')
-    cal = dict(method=method, choice=cc.choice, fold_choice=cc.get('fold_choice'), all=cc.params['all'], folds=cc.params['folds'],
-               fallbacks=cc.fallbacks)
-    return AttrDict(fit, oof=cc.oof, oof_raw=fit.oof, calibration=cal)
+    y, folds = np.asarray(y, np.float64), np.asarray(folds)
+    cc = cross_calibrate(fit.oof, y, folds, method, 'LightGBM')   # `all` (test, new data); fold k's without an inner CV
+    params, oof, on = dict(cc.params['folds']), cc.oof.copy(), {k: 'other folds' for k in cc.params['folds']}
+    for f, io in (fit.get('inner_oof') or {}).items():
+        tr, va = folds != f, folds == f
+        params[str(f)] = m = cross_calibrate(io, y[tr], folds[tr], method, f'LightGBM fold {f} (inner)').params['all']
+        oof[va] = np.stack([apply_calibrator(fit.oof[va, j], m[l]) for j, l in enumerate(LABELS)], 1)
+        on[str(f)] = 'inner CV'
+    cal = dict(method=method, choice=cc.choice, all=cc.params['all'], folds=params, fitted_on=on, fallbacks=cc.fallbacks)
+    return AttrDict(fit, oof=oof, oof_raw=fit.oof, calibration=cal)
 
 # %% ../nbs/04a_level2.ipynb #49094565
 def oof_prior(y:np.ndarray, folds:np.ndarray)->np.ndarray:
