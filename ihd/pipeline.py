@@ -20,11 +20,10 @@ from .cache import build_cache
 from .level1 import train_grid
 from .level2 import stack
 from .sequence import fit_sequence
-from .blend import blend, LEVELS, STEPS, needed_steps
+from .blend import blend, LEVELS, STEPS, APPLIED, needed_steps
 from .report import build_report
 
 log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when this cell runs in the notebook
-
 
 # %% auto #0
 __all__ = ['log', 'LIBRARY_FLAGS', 'CELLS', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'nbs_dir', 'select_stages', 'run_folder',
@@ -461,11 +460,13 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
                  progress:bool=False, # Papermill's per-cell bars (the stages' log lines stream anyway)
                  seed:int|None=None, # The `seed` parameter of every stage notebook after stage 0 (default: each one's settings)
                  preset:str|None=None, # A preset (`ihd.core.preset_names`; default: the active one, `IHD_PRESET`, if any)
-                 scale:str|None=None # The preset's scale, demo or full (default: full with a CUDA GPU, else demo)
+                 scale:str|None=None, # The preset's scale, demo or full (default: full with a CUDA GPU, else demo)
+                 cells:str|None=None # What runs of each stage notebook: stage or all (`runnable_copy`; default: `[run] cells`)
                 )->AttrDict:
     "Run the main job; returns the run folder, the times per step, the level stage 4 applied, and the submission and report paths"
     p = apply_preset(preset, scale)
-    s, t_all, times, given = run_settings(), time.time(), {}, dict(params or {})
+    s, t_all, times, given = run_settings(cells=cells), time.time(), {}, dict(params or {})
+    if s.get('cells', 'stage') not in CELLS: raise ValueError(f"cells = {s.cells!r}: expected one of {', '.join(CELLS)}")
     seed = given.pop('seed', None) if seed is None else seed
     seed = None if seed is None else as_seed(seed, 'the seed of the main job')
     knobs = dict(preset_knobs({k:v for k,v in s.items() if k not in _RUN_KEYS}, p), **given)
@@ -497,13 +498,14 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
             no_report:bool=False, # Skip the report (metrics table, ROC curves, calibration, montage) at the end
             seed:int=None, # Seed of every stage after stage 0 (notebook parameter `seed`; recorded in params.json)
             preset:str=None, # A published recipe by name: ihd, bighead, appian, brainscan, tfbilstm, nobrainer, seutao
-            scale:str=None # The preset's scale: demo (the default without a GPU) or full (the published recipe)
+            scale:str=None, # The preset's scale: demo (the default without a GPU) or full (the published recipe)
+            cells:str=None # What runs of each stage notebook: stage (the library and the stage; the default, `[run] cells`) or all (tests included)
            ):
     "The main job: data, stage notebooks 0-4 (papermill, executed copies kept), submission and report"
     knobs = parse_params([o for o in (params or '').split(';') if o.strip()])
     try:
         run_pipeline(data=data, work=work, models=models, size=size, params=knobs, report=not no_report,
-                     stages=stages.split(',') if stages else None, seed=seed, preset=preset, scale=scale)
+                     stages=stages.split(',') if stages else None, seed=seed, preset=preset, scale=scale, cells=cells)
     except (StageError, ValueError) as e:
         print(f"[run] FAILED: {e}", file=sys.stderr); return 1
 
@@ -566,7 +568,8 @@ def preset_trial(name:str, # A preset (`ihd.core.preset_names`)
         r = run_stages(data, Path(work)/sub if work else None, Path(models)/sub if models else None, **dict(knobs, **given))
         wall = time.time() - t0
     w = r.report.set_index('model')['weighted']
-    res = AttrDict(preset=p.name, scale=p.scale, level=LEVELS[r.choice], oof_wll=float(w[LEVELS[r.choice]]),
+    res = AttrDict(preset=p.name, scale=p.scale, level=LEVELS[r.choice], oof_wll=float(w[APPLIED] if APPLIED in w else w[LEVELS[r.choice]]),   # the nested figure: not chosen on its own rows
+                  
                    prior_wll=float(w['prior baseline']), l1_avg_wll=float(w['L1 average']), wall_s=round(wall, 1),
                    used=_used(r.models), models=str(r.models), substitutions=p.substitutions, times=r.times)
     write_json(dict(res, overrides=p.overrides, meta=p.meta, knobs=dict(knobs, **given), cpu=cpu_model()), r.models/'preset.json')

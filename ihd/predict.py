@@ -288,7 +288,7 @@ def stage4_predict(slices:pd.DataFrame, # Slices with header columns (`level1_pr
         if (p := f()) is not None: preds[k] = frame(p)
     absent = [LEVELS[k] for k in ('level2', 'sequence') if k not in preds]
     if absent: log.info(f"[predict] stage 4 here: {', '.join(LEVELS[k] for k in preds)}; absent: {', '.join(absent)}")
-    a = apply_blend(preds, models)
+    a = apply_blend(preds, models, runs=runs)   # level 1 as stage 4 made it: the runs weighted per label (blend.json)
     if a.note: log.info(f"[predict] {a.note}")
     return AttrDict(p=a.pred.set_index('ID').loc[ids, LABELS].to_numpy(np.float64), level=a.level, choice=a.choice, note=a.note,
                     steps=[k for k in preds if k != 'level1'])
@@ -521,11 +521,11 @@ def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mix
                 models:str=None, # Folder of the level-1 runs and level2/ (default: the default dataset's models)
                 out:str=None, # Output folder (default: `<folder>_ihd` beside it; with --dicomweb, `ihd_<study>` here)
                 threshold:float=None, # Positive-slice threshold: slice ranges of series.csv, DICOM results (default: [run] threshold)
-                montage:bool=True, # Write montage.png (folder)
-                level2:bool=True, # Apply stage 4 when present: its blend step's choice (--no-level2: the level-1 average)
+                no_montage:bool=False, # Skip montage.png (folder)
+                no_level2:bool=False, # Skip stage 4 and apply the level-1 average (default: stage 4's choice where its models are present)
                 dicomweb:str=None, # DICOMweb root of a PACS, e.g. http://pacs:8042/dicom-web (with --study)
                 study:str=None, # StudyInstanceUID of the study to fetch from the PACS (with --dicomweb)
-                store:bool=True, # Store the SR, KOS and montage back on the PACS (with --dicomweb)
+                no_store:bool=False, # Keep the SR, KOS and montage out of the PACS (with --dicomweb; default: stored back with STOW-RS)
                 all_series:bool=False, # Predict every CT series of the folder (no series selection)
                 dicom_results:bool=False, # Also write each study's SR, KOS and montage into <out>/results/ (folder)
                 preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
@@ -537,10 +537,9 @@ def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mix
         apply_preset(preset, scale)
         _check_args(folder, dicomweb, study)
         if dicomweb:
-            r = predict_study(dicomweb, study, models, out, threshold, level2, store); _say_study(r, dicomweb)
+            r = predict_study(dicomweb, study, models, out, threshold, not no_level2, not no_store); _say_study(r, dicomweb)
         else:
-            r = predict_folder(folder, models, out, threshold, montage, level2, all_series=all_series, dicom_results=dicom_results)
+            r = predict_folder(folder, models, out, threshold, not no_montage, not no_level2, all_series=all_series, dicom_results=dicom_results)
             _say_folder(r)
     except _CLEAR as e: raise CliError(f"ihd_predict: {e}") from None
     return r
-
