@@ -33,8 +33,8 @@ log = logging.getLogger('ihd.sequence')  # not __name__: that is '__main__' when
 __all__ = ['log', 'INPUTS', 'HEADER_COLS', 'sequence_config', 'fake_embeddings', 'run_embeddings', 'SeqData', 'series_data',
            'SeriesDataset', 'pad_batch', 'series_dls', 'BiRNN', 'SeqModel', 'MaskedWBCE', 'MaskedWLL',
            'sequence_precision', 'torch_threads', 'predict_series', 'emb_stats', 'auto_widths', 'model_config',
-           'SeqProgress', 'KeepBest', 'fit_fold_model', 'save_fold_model', 'load_fold_model', 'fit_sequence',
-           'apply_sequence', 'bench_series', 'bench_sequence', 'ihd_sequence', 'ihd_bench_sequence']
+           'SeqProgress', 'KeepBest', 'shrink_correction', 'fit_fold_model', 'save_fold_model', 'load_fold_model',
+           'fit_sequence', 'apply_sequence', 'bench_series', 'bench_sequence', 'ihd_sequence', 'ihd_bench_sequence']
 
 # %% ../nbs/04b_sequence.ipynb #ea3e0062
 INPUTS = ('emb', 'diff', 'prob', 'dz', 'pos')
@@ -62,6 +62,8 @@ def sequence_config(**overrides # Values that win over `[sequence]`; `None` mean
     if s.hidden != 'auto' and s.hidden % 2: raise ValueError(f"[sequence] hidden {s.hidden}: must be even (half per direction)")
     s['space'], s['inner_valid'], s['emb_dropout'] = str(s.get('space', 'own')).lower(), float(s.get('inner_valid', 0)), float(s.get('emb_dropout', 0))
     if not 0 <= s.inner_valid < 1: raise ValueError(f"[sequence] inner_valid {s.inner_valid}: expected a fraction in [0, 1)")
+    s['shrink'] = float(s.get('shrink', 1))
+    if not 0 <= s.shrink <= 1: raise ValueError(f"[sequence] shrink {s.shrink}: expected a factor in [0, 1]")
     for k, ok in (('missing_emb', ('warn', 'error')), ('test_emb', ('fold', 'mean')), ('space', ('own', 'oof'))):
         if str(s[k]).lower() not in ok: raise ValueError(f"[sequence] {k} {s[k]!r}: expected one of {ok}")
     s['rnn'], s['seed'] = str(s.rnn).lower(), as_seed(s.get('seed', 0), 'settings [sequence] seed')
@@ -521,6 +523,13 @@ class KeepBest(Callback):
         if v is not None and v < self.best: self.best, self.best_epoch, self.state = float(v), self.epoch + 1, _state(self.learn.model)
     def after_fit(self): self.learn.model.load_state_dict(self.state)
 
+def shrink_correction(model:nn.Module, # A `SeqModel`
+                      f:float # Factor in [0, 1]: 0 gives level 1 (or the prior) back, 1 leaves the model as it is
+                     )->nn.Module:
+    "Scale the model's correction to its start by `f` (its head is linear: weights and bias scaled, the logits' correction is)"
+    with torch.no_grad(): model.head.weight.mul_(float(f)); model.head.bias.mul_(float(f))
+    return model
+
 def _seq_learner(fit:SeqData, valid:SeqData, model:nn.Module, cfg:AttrDict, device)->Learner:
     "The fastai `Learner` of a fold's model: padded-series loaders, masked weighted BCE, the metric, the precision's callbacks"
     dls = series_dls(fit, valid, cfg, device)
@@ -554,11 +563,12 @@ def fit_fold_model(data:SeqData, # Labelled series with their folds
     t0 = time.time()
     with torch_threads(nt):
         learn.fit_one_cycle(epochs, float(cfg.lr), cbs=[SeqProgress(f'fold {fold}', max(1, epochs//5)), *keep, *listify(cbs)])
+    shrink_correction(learn.model, cfg.shrink)
     facts = dict(fold=int(fold), epochs=epochs, steps=epochs*len(learn.dls.train), n_train_series=len(tr), n_fit_series=len(fit),
                  n_inner_series=0 if inner is None else len(inner), n_valid_series=len(va), proj=mc['proj'], hidden=mc['hidden'],
                  best_epoch=keep[0].best_epoch if keep else epochs, inner_wll_start=start, inner_wll_best=keep[0].best if keep else None,
                  precision=prec, device=str(learn.dls.device), train_seconds=round(time.time() - t0, 1),
-                 space=cfg.space if train_embs is not None else 'oof',
+                 shrink=cfg.shrink, space=cfg.space if train_embs is not None else 'oof',
                  inputs=dict(emb_runs=data.emb_runs, prob_runs=data.prob_runs, cols=data.cols))
     return AttrDict(model=learn.model.eval(), config=mc, facts=facts, valid=va)
 
