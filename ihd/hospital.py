@@ -4,8 +4,10 @@
 
 # %% ../nbs/04e_hospital.ipynb #6118de61
 from __future__ import annotations
-import re, copy, time, shutil, socket, logging, warnings, subprocess, tempfile
-from contextlib import contextmanager
+import os, re, ssl, copy, json, time, select, shutil, socket, logging, warnings, threading, subprocess, tempfile
+from contextlib import contextmanager, ExitStack
+from http import HTTPStatus
+from urllib.parse import urlparse
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom, requests
 import highdicom as hd
@@ -24,10 +26,12 @@ from .pixels import read_hu, window
 log = logging.getLogger('ihd.hospital')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'FINDING_CODES', 'sop_class', 'header_row', 'scan_headers', 'kernel_class', 'series_table', 'decoder_problem',
-           'series_name', 'stray_instances', 'select_series', 'chosen_series', 'frames', 'stage_series', 'sr_document',
-           'kos_document', 'montage_pixels', 'montage_document', 'validate_dicom', 'write_results', 'dicomweb_client',
-           'study_headers', 'retrieve_series', 'store_instances', 'orthanc_server', 'source_headers', 'process_study']
+__all__ = ['log', 'FINDING_CODES', 'SECRET_KEYS', 'sop_class', 'header_row', 'scan_headers', 'kernel_class', 'series_table',
+           'decoder_problem', 'series_name', 'stray_instances', 'select_series', 'chosen_series', 'frames',
+           'stage_series', 'sr_document', 'kos_document', 'montage_pixels', 'montage_document', 'validate_dicom',
+           'write_results', 'dicomweb_credentials', 'BearerAuth', 'dicomweb_session', 'dicomweb_client',
+           'study_headers', 'retrieve_series', 'store_instances', 'make_test_certificates', 'tls_front',
+           'orthanc_server', 'source_headers', 'process_study']
 
 # %% ../nbs/04e_hospital.ipynb #09f53dc1
 def _fg(ds:Dataset, seq:str, key:str, frame:int=0):
@@ -583,17 +587,124 @@ def write_results(res:pd.DataFrame, # One row per slice read: staged `file`, SOP
     log.info(f"[hospital] DICOM results: {', '.join(files)} -> {out}")
     return AttrDict(files=files, datasets={k: v for k, v in docs.items() if v is not None}, threshold=threshold)
 
-# %% ../nbs/04e_hospital.ipynb #84d4e99c
-def dicomweb_client(url:str, # The DICOMweb root, e.g. http://pacs:8042/dicom-web
-                    attempts:int|None=None, # Tries per request, with exponential back-off (`[hospital] http_attempts`)
-                    timeout:float|None=None # Seconds to wait for each answer (`[hospital] http_timeout`)
-                   )->DICOMwebClient:
-    "A DICOMweb client for `url` (UIDs are not checked: archives hold non-conformant ones too)"
-    prm = merge_settings('hospital', http_attempts=attempts, http_timeout=timeout)
-    c = DICOMwebClient(url.rstrip('/'), permissive_uid=True, timeout=float(prm.http_timeout))
-    n = max(int(prm.http_attempts), 1)
-    c.set_http_retry_params(retry=n > 1, max_attempts=n, wait_exponential_multiplier=500)
+# %% ../nbs/04e_hospital.ipynb #b5bf86df
+SECRET_KEYS = ('IHD_DICOMWEB_USER', 'IHD_DICOMWEB_PASSWORD', 'IHD_DICOMWEB_TOKEN')
+
+def _owner_only(p:Path, what:str):
+    "Refuse file `p` holding a secret when its group or others can read it"
+    mode = p.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise PermissionError(f"{what} {p} can be read by others (mode {mode:o}): it holds a secret, make it readable "
+                              f"by its owner only (chmod 600 {p})")
+
+def _secrets_file(path:str)->dict:
+    "`{key: value}` of a secrets file (`KEY=value` lines of `SECRET_KEYS`, `#` comments) readable only by its owner"
+    p = Path(path).expanduser()
+    if not p.is_file(): raise FileNotFoundError(f"secrets file {p} (IHD_DICOMWEB_SECRETS) not found")
+    _owner_only(p, 'secrets file')
+    out = {}
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        k, sep, v = line.strip().removeprefix('export ').partition('=')
+        if not line.strip() or line.strip().startswith('#'): continue
+        if not sep or k.strip() not in SECRET_KEYS:   # the line is never shown: it may hold a secret
+            raise ValueError(f"secrets file {p}, line {i}: not one of {', '.join(s + '=...' for s in SECRET_KEYS)}")
+        out[k.strip()] = v.strip().strip('"\'')
+    return out
+
+def dicomweb_credentials(env:dict|None=None # Environment (default: `os.environ`)
+                        )->AttrDict:
+    "`user`, `password`, `token` from `SECRET_KEYS` in the environment and the file `IHD_DICOMWEB_SECRETS` (the environment wins)"
+    env = os.environ if env is None else env
+    got = _secrets_file(env['IHD_DICOMWEB_SECRETS']) if env.get('IHD_DICOMWEB_SECRETS') else {}
+    got.update({k: env[k] for k in SECRET_KEYS if env.get(k)})
+    c = AttrDict(user=got.get('IHD_DICOMWEB_USER'), password=got.get('IHD_DICOMWEB_PASSWORD'), token=got.get('IHD_DICOMWEB_TOKEN'))
+    if c.token and (c.user or c.password):
+        raise ValueError("both a token (IHD_DICOMWEB_TOKEN) and a user or password (IHD_DICOMWEB_USER, IHD_DICOMWEB_PASSWORD) "
+                         "are set: give one way to sign in")
+    if bool(c.user) != bool(c.password):
+        raise ValueError(f"{'IHD_DICOMWEB_USER' if c.password else 'IHD_DICOMWEB_PASSWORD'} is not set: HTTP basic sign-in "
+                         "needs both IHD_DICOMWEB_USER and IHD_DICOMWEB_PASSWORD")
     return c
+
+# %% ../nbs/04e_hospital.ipynb #58719b31
+class BearerAuth(requests.auth.AuthBase):
+    "`Authorization: Bearer <token>` on every request (the token is never shown: not in `repr`, not in errors)"
+    def __init__(self, token:str): self._token = token
+    def __call__(self, r): r.headers['Authorization'] = f'Bearer {self._token}'; return r
+    def __repr__(self): return 'BearerAuth(<hidden>)'
+
+class _Session(requests.Session):
+    "A session whose own CA bundle (`--ca-bundle`) wins over `REQUESTS_CA_BUNDLE` (plain `requests` lets the environment win)"
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        s = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if isinstance(self.verify, str) and verify in (None, True): s['verify'] = self.verify
+        return s
+
+def _tls_file(f, what:str)->str:
+    p = Path(f).expanduser()
+    if not p.is_file(): raise FileNotFoundError(f"{what} {p} not found")
+    return str(p)
+
+def dicomweb_session(ca_bundle:str|None=None, # PEM file of the CA(s) that signed the server's certificate (else `REQUESTS_CA_BUNDLE`, else the system's)
+                     cert:str|None=None, # PEM file with a client certificate and its private key
+                     env:dict|None=None # Environment with the secrets (default: `os.environ`; see `dicomweb_credentials`)
+                    )->requests.Session:
+    "The one `requests` session of every DICOMweb call: HTTP basic or bearer sign-in from the environment, CA bundle, client certificate"
+    env, s = os.environ if env is None else env, _Session()
+    c = dicomweb_credentials(env)
+    if c.token: s.auth = BearerAuth(c.token)
+    elif c.user: s.auth = requests.auth.HTTPBasicAuth(c.user, c.password)
+    if ca_bundle or env.get('REQUESTS_CA_BUNDLE'):
+        s.verify = _tls_file(ca_bundle, 'CA bundle (--ca-bundle)') if ca_bundle else _tls_file(env['REQUESTS_CA_BUNDLE'], 'CA bundle (REQUESTS_CA_BUNDLE)')
+    if cert:
+        s.cert = _tls_file(cert, 'client certificate (--cert)')
+        if 'PRIVATE KEY' in Path(s.cert).read_text(errors='replace'): _owner_only(Path(s.cert), 'client certificate and key (--cert)')
+    s.ihd_signin = 'a bearer token' if c.token else 'HTTP basic' if c.user else None   # what the logs may say: the kind, never the secret
+    return s
+
+# %% ../nbs/04e_hospital.ipynb #84d4e99c
+_RETRY = (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.BAD_GATEWAY, HTTPStatus.SERVICE_UNAVAILABLE,
+          HTTPStatus.GATEWAY_TIMEOUT)   # retried with back-off; a refused sign-in (401, 403) never is
+_LOOPBACK = {'127.0.0.1', 'localhost', '::1'}
+
+def dicomweb_client(url:str, # The DICOMweb root, e.g. https://pacs:8042/dicom-web
+                    attempts:int|None=None, # Tries per request, with exponential back-off (`[hospital] http_attempts`)
+                    timeout:float|None=None, # Seconds to wait for each answer (`[hospital] http_timeout`)
+                    session:requests.Session|None=None # Sign-in and TLS (default: `dicomweb_session()`, from the environment)
+                   )->DICOMwebClient:
+    "A DICOMweb client for `url` through `session` (UIDs are not checked: archives hold non-conformant ones too)"
+    u = urlparse(url)
+    if u.username or u.password:   # the URL is not echoed: it holds a secret
+        raise ValueError("the DICOMweb URL holds a user name or password: give them in IHD_DICOMWEB_USER and "
+                         "IHD_DICOMWEB_PASSWORD (or a file named by IHD_DICOMWEB_SECRETS), never on the command line")
+    if u.scheme not in ('http', 'https') or not u.hostname:
+        raise ValueError(f"DICOMweb URL {url}: expected http(s)://host[:port]/root, e.g. https://pacs:8042/dicom-web")
+    session = dicomweb_session() if session is None else session
+    if session.auth is not None and u.scheme == 'http' and u.hostname not in _LOOPBACK:
+        log.warning(f"[hospital] signing in to {url} over plain http: the secret travels unencrypted (use https)")
+    prm = merge_settings('hospital', http_attempts=attempts, http_timeout=timeout)
+    c = DICOMwebClient(url.rstrip('/'), session=session, permissive_uid=True, timeout=float(prm.http_timeout))
+    n = max(int(prm.http_attempts), 1)
+    c.set_http_retry_params(retry=n > 1, max_attempts=n, wait_exponential_multiplier=500, retriable_error_codes=_RETRY)
+    return c
+
+_SIGNIN = "IHD_DICOMWEB_USER and IHD_DICOMWEB_PASSWORD, or IHD_DICOMWEB_TOKEN, or a file named by IHD_DICOMWEB_SECRETS"
+
+def _refused(url:str, what:str, r)->PermissionError:
+    "A refused sign-in (HTTP 401/403) as one line naming the server (never the secret, nor the server's words)"
+    tried = 'Authorization' in r.request.headers if r.request is not None else False
+    if tried: return PermissionError(f"DICOMweb server {url} refused the sign-in (HTTP {r.status_code} {r.reason}) while {what}: "
+                                     f"check the password or token in {_SIGNIN}; a token may have expired")
+    return PermissionError(f"DICOMweb server {url} asks for a sign-in (HTTP {r.status_code} {r.reason}) while {what}, "
+                           f"and none was given: set {_SIGNIN}")
+
+def _tls_refused(url:str, what:str, e)->ConnectionError:
+    m = re.search(r'certificate verify failed: ([^(]+)', str(e))
+    if m: return ConnectionError(f"DICOMweb server {url}: its TLS certificate is not trusted ({m.group(1).strip()}) while {what}: "
+                                 "give the certificate authority that signed it with --ca-bundle FILE (or REQUESTS_CA_BUNDLE)")
+    m = re.search(r'\[SSL[^\]]*\] ([^(]+)', str(e))
+    return ConnectionError(f"TLS with DICOMweb server {url} failed while {what} ({m.group(1).strip() if m else type(e).__name__}): "
+                           "is the URL's scheme right, and does the server want a client certificate (--cert FILE)?")
 
 @contextmanager
 def _web(url:str, what:str):
@@ -601,10 +712,13 @@ def _web(url:str, what:str):
     try: yield
     except requests.exceptions.HTTPError as e:
         r = e.response
+        if r is not None and r.status_code in (401, 403): raise _refused(url, what, r) from None
         code, body = (r.status_code, f"{r.reason}: {r.text.strip()[:300]}") if r is not None else ('?', str(e))
         raise RuntimeError(f"DICOMweb server {url} answered HTTP {code} while {what} ({body})") from None
     except requests.exceptions.Timeout: raise TimeoutError(f"DICOMweb server {url} did not answer in time while {what}") from None
+    except requests.exceptions.SSLError as e: raise _tls_refused(url, what, e) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+        if 'SSL' in str(e) or 'ssl' in str(e): raise _tls_refused(url, what, e) from None
         raise ConnectionError(f"DICOMweb server {url} cannot be reached while {what} ({type(e).__name__}): "
                               "is it running, and is the URL right?") from None
 
@@ -672,39 +786,132 @@ def _free_port()->int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def _wait_up(proc, base:str, timeout:float, logf:Path):
+def _wait_up(proc, base:str, timeout:float, logf:Path, rest:requests.Session):
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"Orthanc exited with code {proc.returncode}:\n{logf.read_text()[-2000:]}")
         try:
-            if requests.get(f'{base}/system', timeout=1).ok: return
+            if rest.get(f'{base}/system', timeout=1).ok: return
         except requests.exceptions.RequestException: time.sleep(.1)
     raise TimeoutError(f"Orthanc did not answer on {base} within {timeout} s:\n{logf.read_text()[-2000:]}")
 
+# %% ../nbs/04e_hospital.ipynb #c5f6a46f
+def _openssl(*args, cwd:Path):
+    r = subprocess.run(['openssl', *args], cwd=cwd, capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"openssl {args[0]} failed: {r.stderr.strip()[-500:]}")
+
+def _signed(cwd:Path, name:str, cn:str, ext:str, ca:str='ca'):
+    "`<name>.key` and `<name>.pem`, a certificate for `cn` with extensions `ext`, signed by `<ca>`"
+    (cwd/f'{name}.ext').write_text(ext)
+    _openssl('req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', f'{name}.key',
+             '-out', f'{name}.csr', '-subj', f'/CN={cn}', cwd=cwd)
+    _openssl('x509', '-req', '-in', f'{name}.csr', '-CA', f'{ca}.pem', '-CAkey', f'{ca}.key', '-CAcreateserial', '-days', '2',
+             '-out', f'{name}.pem', '-extfile', f'{name}.ext', cwd=cwd)
+
+def make_test_certificates(folder:Path|str # Where the keys and certificates go
+                     )->AttrDict:
+    "For tests (openssl): a CA (`ca`), a server certificate for 127.0.0.1 and localhost signed by it (`server`, `server_key`), a client certificate with its key in one PEM (`client`, mode 600), and a CA that signed nothing (`other_ca`)"
+    d = Path(folder); d.mkdir(parents=True, exist_ok=True)
+    for ca in ['ca', 'other_ca']:
+        _openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', f'{ca}.key',
+                 '-out', f'{ca}.pem', '-days', '2', '-subj', f'/CN=ihd test {ca}', '-addext', 'basicConstraints=critical,CA:TRUE',
+                 '-addext', 'keyUsage=critical,keyCertSign,cRLSign', cwd=d)
+    _signed(d, 'server', '127.0.0.1', "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+    _signed(d, 'client', 'ihd test client', "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    (d/'client_with_key.pem').write_text((d/'client.pem').read_text() + (d/'client.key').read_text())
+    for k in d.glob('*.key'): k.chmod(0o600)
+    (d/'client_with_key.pem').chmod(0o600)
+    return AttrDict(ca=d/'ca.pem', server=d/'server.pem', server_key=d/'server.key', client=d/'client_with_key.pem', other_ca=d/'other_ca.pem')
+
+# %% ../nbs/04e_hospital.ipynb #a7619499
+def _relay(tls, back):
+    "Copy bytes both ways between the TLS client and the plain back end until either side closes"
+    try:
+        while True:
+            ready, _, _ = select.select([tls, back], [], [], 600)
+            if not ready: return
+            for s in ready:
+                d = s.recv(1 << 16)
+                if not d: return
+                (back if s is tls else tls).sendall(d)
+                while s is tls and tls.pending(): back.sendall(tls.recv(1 << 16))
+    except OSError: pass
+    finally: tls.close(); back.close()
+
+def _serve(conn, ctx, port:int):
+    conn.settimeout(10)
+    try: tls = ctx.wrap_socket(conn, server_side=True)
+    except OSError: conn.close(); return   # a refused handshake (an untrusted or missing client certificate)
+    tls.settimeout(None)
+    try: back = socket.create_connection(('127.0.0.1', port), timeout=10)
+    except OSError: tls.close(); return
+    back.settimeout(None); _relay(tls, back)
+
+@contextmanager
+def tls_front(port:int, # The plain-HTTP server's port on 127.0.0.1 (e.g. Orthanc's)
+              cert:Path|str, key:Path|str, # The server certificate and its key (PEM)
+              client_ca:Path|str|None=None # Require a client certificate signed by this CA
+             ):
+    "A TLS front on a free loopback port for a plain-HTTP server, as nginx would sit before Orthanc (TLS 1.2+): yields its port"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(str(cert), str(key))
+    if client_ca: ctx.load_verify_locations(str(client_ca)); ctx.verify_mode = ssl.CERT_REQUIRED
+    lsock, stop = socket.create_server(('127.0.0.1', 0)), threading.Event()
+    lsock.settimeout(.2)
+    def accept():
+        while not stop.is_set():
+            try: conn, _ = lsock.accept()
+            except TimeoutError: continue
+            except OSError: return
+            threading.Thread(target=_serve, args=(conn, ctx, port), daemon=True).start()
+    t = threading.Thread(target=accept, daemon=True); t.start()
+    try: yield lsock.getsockname()[1]
+    finally: stop.set(); t.join(); lsock.close()
+
 # %% ../nbs/04e_hospital.ipynb #d19a29bd
+def _orthanc_config(folder:Path, port:int, users:dict|None, token:str|None)->dict:
+    cfg = dict(Name='ihd', StorageDirectory=str(folder/'db'), IndexDirectory=str(folder/'db'), HttpPort=port,
+               DicomServerEnabled=False, RemoteAccessAllowed=False, AuthenticationEnabled=bool(users), HttpTimeout=60,
+               Plugins=[str(_DICOMWEB_PLUGIN)], DicomWeb=dict(Enable=True, Root='/dicom-web/'))
+    if users: cfg['RegisteredUsers'] = dict(users)
+    if token:   # Orthanc's Lua filter: every request without this bearer token is refused (HTTP 403)
+        (folder/'token.lua').write_text("function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)\n"
+                                        f"  return httpHeaders['authorization'] == {json.dumps('Bearer ' + token)}\nend\n")
+        cfg['LuaScripts'] = [str(folder/'token.lua')]
+    return cfg
+
+def _rest(users:dict|None, token:str|None)->requests.Session:
+    "A session for Orthanc's own REST API (uploads, health), signed in as the first user or with the token"
+    s = requests.Session()
+    s.auth = tuple(next(iter(users.items()))) if users else BearerAuth(token) if token else None
+    return s
+
 @contextmanager
 def orthanc_server(folder:Path|str|None=None, # Storage and configuration folder (default: a temporary one, removed after)
                    port:int|None=None, # HTTP port on 127.0.0.1 (default: a free one)
-                   timeout:float=60 # Seconds to wait for it to answer
+                   timeout:float=60, # Seconds to wait for it to answer
+                   users:dict|None=None, # `{user: password}`: Orthanc's `AuthenticationEnabled` with these `RegisteredUsers` (HTTP basic)
+                   token:str|None=None, # Accept only requests with this bearer token (an Orthanc Lua filter, standing in for an OAuth gateway)
+                   tls:AttrDict|None=None, # `make_test_certificates`'s result: a TLS front (`tls_front`) before Orthanc, and `url` is https
+                   client_cert:bool=False # The TLS front requires a client certificate signed by `tls.ca`
                   ):
-    "A private Orthanc with DICOMweb on a loopback port: yields `url` (the DICOMweb root), `base`, `port`, `folder`, `process`"
+    "A private Orthanc with DICOMweb on a loopback port: yields `url` (the DICOMweb root), `plain_url`, `base`, `port`, `folder`, `process`, `rest`"
     exe = shutil.which('Orthanc')
     if exe is None or not _DICOMWEB_PLUGIN.exists():
         raise FileNotFoundError("Orthanc with its DICOMweb plugin is not installed (Debian packages orthanc, orthanc-dicomweb)")
     tmp = None if folder else tempfile.mkdtemp(prefix='ihd-orthanc-')
     folder, port = Path(folder or tmp), port or _free_port()
-    cfg = dict(Name='ihd', StorageDirectory=str(folder/'db'), IndexDirectory=str(folder/'db'), HttpPort=port,
-               DicomServerEnabled=False, RemoteAccessAllowed=False, AuthenticationEnabled=False, HttpTimeout=60,
-               Plugins=[str(_DICOMWEB_PLUGIN)], DicomWeb=dict(Enable=True, Root='/dicom-web/'))
-    write_json(cfg, folder/'orthanc.json')
-    logf = folder/'orthanc.log'
+    write_json(_orthanc_config(folder, port, users, token), folder/'orthanc.json')
+    logf, rest = folder/'orthanc.log', _rest(users, token)
     with open(logf, 'a') as lf: proc = subprocess.Popen([exe, str(folder/'orthanc.json')], stdout=lf, stderr=subprocess.STDOUT)
     base = f'http://127.0.0.1:{port}'
     try:
-        _wait_up(proc, base, timeout, logf)
+        _wait_up(proc, base, timeout, logf, rest)
         log.info(f"[hospital] Orthanc {proc.pid} up on {base} (storage {folder/'db'})")
-        yield AttrDict(url=f'{base}/dicom-web', base=base, port=port, folder=folder, process=proc)
+        with ExitStack() as st:
+            url = f'{base}/dicom-web'
+            if tls: url = f"https://127.0.0.1:{st.enter_context(tls_front(port, tls.server, tls.server_key, tls.ca if client_cert else None))}/dicom-web"
+            yield AttrDict(url=url, plain_url=f'{base}/dicom-web', base=base, port=port, folder=folder, process=proc, rest=rest)
     finally:
         proc.terminate()
         try: proc.wait(30)
@@ -740,10 +947,11 @@ def process_study(url:str, # DICOMweb root of the PACS
                   predict, # `predict(folder) -> DataFrame` with `file` and LABELS (e.g. wrapping `ihd.predict.predict_folder`)
                   work:Path|str, # Working folder of this study (received, staged and result files)
                   threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
-                  store:bool=True # Store the results back on the server (STOW-RS)
+                  store:bool=True, # Store the results back on the server (STOW-RS)
+                  session:requests.Session|None=None # Sign-in and TLS (`dicomweb_session`; default: from the environment)
                  )->AttrDict:
     "Choose, retrieve, stage and predict one study's head-CT series; write its SR, KOS and montage and store them back"
-    t, work, client = [time.time()], Path(work), dicomweb_client(url)
+    t, work, client = [time.time()], Path(work), dicomweb_client(url, session=session)
     heads = study_headers(client, study)
     sel = select_series(heads)
     with atomic_path(work/'series_selection.csv') as f: sel.series.to_csv(f, index=False)
