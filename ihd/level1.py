@@ -586,6 +586,8 @@ def _fold_data(cache, table, test_ids, fold)->AttrDict:
     return AttrDict(tr=tr, va=va, test_ids=[i for i in test_ids if i in cache], missing=missing)
 
 # %% ../nbs/03b_level1.ipynb #10a53a73
+_PROBES_SAID = set()   # the speed probes logged in this process (arch, size, result)
+
 def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, weights=None, device=None)->Learner:
     "Model (prior bias, optional weights), normalisation (recorded in `run`), loaders, and the fastai `Learner`"
     model = create_model(arch, n_in, pretrained=pretrained, slices=run.get('slices'))
@@ -607,8 +609,10 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
                                 run.get('slices'))
     run.update(precision=mode['precision'], channels_last=mode['channels_last'], speed_probe=mode['probe'],
                cpu_capability=cpu_capability(), cpu_bf16_native=cpu_bf16_native())
-    if mode['probe']: log.info(f"{arch} at {sz} px on this CPU, training images/s by mode: {mode['probe']}: "
-                               f"{mode['precision']}{' + channels-last' if mode['channels_last'] else ''} chosen")
+    if mode['probe'] and (said := (arch, sz, str(mode['probe']))) not in _PROBES_SAID:   # once per arch and size: every cell reuses the probe
+        _PROBES_SAID.add(said)
+        log.info(f"{arch} at {sz} px on this CPU, training images/s by mode: {mode['probe']}: "
+                 f"{mode['precision']}{' + channels-last' if mode['channels_last'] else ''} chosen (every cell of it in this process)")
     add_speed_cbs(learn, run['precision'], run['channels_last'])
     if rank_distrib() or not IN_NOTEBOOK:  # a terminal gets `EpochProgress`'s one line per epoch, not bars
         learn.remove_cb(ProgressCallback); learn.logger = noop

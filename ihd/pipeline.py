@@ -249,12 +249,12 @@ def stderr_to(path:Path|str # A file that receives what this process and its chi
     finally:
         sys.stderr.flush(); os.dup2(saved, 2); os.close(saved)
 
-def _say_cells(name:str, rc:AttrDict, cells:str):
-    "Log what the main job runs of notebook `name` (`runnable_copy`'s counts), in one line"
-    tests = f"; its {rc.tests} test cells run under env/test" if rc.tests else ''
-    flagged = f"; {len(rc.flagged)} flagged cell(s) not run: " + '; '.join(rc.flagged) if rc.flagged and cells == 'all' else \
-              (f"; {len(rc.flagged)} benchmark cell(s) not run" if rc.flagged else '')
-    log.info(f"[run] {name}: {rc.run} code cells run ({'the library and the stage' if cells == 'stage' else 'all'}){tests}{flagged}")
+def _cells_said(rc:AttrDict, cells:str)->str:
+    "What the main job runs of a notebook (`runnable_copy`'s counts), said in a few words"
+    res = f"{rc.run} code cells run ({'the library and the stage' if cells == 'stage' else 'all'}"
+    if rc.tests: res += f"; its {rc.tests} test cells run under env/test"
+    if rc.flagged: res += f"; {len(rc.flagged)} flagged cell(s) not run: " + '; '.join(rc.flagged) if cells == 'all' else f"; {len(rc.flagged)} benchmark cell(s) not run"
+    return res + ')'
 
 def run_notebook(nb:Path|str, # Notebook to execute
                  out:Path|str, # Folder for the executed copy, its log and the kernel's standard error
@@ -263,14 +263,15 @@ def run_notebook(nb:Path|str, # Notebook to execute
                  log_output:bool=False, # Echo cell outputs to the log as they come
                  cwd:Path|str|None=None, # Working directory of the kernel (default: the notebook's folder)
                  skip_flags=('slow', 'notest', 'gpu'), # Cells with these nbdev flags are not run (see `runnable_copy`)
-                 cells:str='all' # 'stage': only the library, parameters and `#| stage` cells run; 'all': every cell not flagged
+                 cells:str='all', # 'stage': only the library, parameters and `#| stage` cells run; 'all': every cell not flagged
+                 title:str|None=None # The start of its log line (default: `[run] <notebook>`)
                 )->Path:
     "Execute `nb` with papermill, injecting `params`, its `ihd` log lines streamed to the terminal, the kernel's stderr to `<nb>.stderr.log`; returns the executed copy"
     import papermill as pm
     nb, out = Path(nb), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dest, src, err = out/nb.name, out/f'.{nb.stem}.input.ipynb', out/f'{nb.stem}.stderr.log'
-    _say_cells(nb.stem, runnable_copy(nb, src, skip_flags, cells), cells)
+    log.info(f"{title or '[run] ' + nb.stem}: {_cells_said(runnable_copy(nb, src, skip_flags, cells), cells)}")
     params = {k:(str(v) if isinstance(v, Path) else v) for k,v in (params or {}).items()}
     try:
         with kernel_log(out/f'{nb.stem}.log') as lf, tail_log(lf, nb.stem), stderr_to(err):
@@ -344,9 +345,9 @@ def _pipeline_data(data, size, s:AttrDict, times:dict)->Path:
     if data is not None: return data_root(data)
     t0, syn = time.time(), settings('synth')
     size = size or s.get('size') or syn.size
-    log.info(f"[run] data: synthetic '{size}' dataset at {ihd_path('data')} (made once, then reused)")
     root = synth.make_dataset(ihd_path('data'), size=size, seed=syn.seed)
     times['synth'] = time.time()-t0
+    log.info(f"[run] data: the synthetic '{size}' dataset (made once, then reused; {times['synth']:.1f} s)")
     return data_root(root)
 
 def _this_job(models:Path, names:list, base:dict)->tuple:
@@ -376,10 +377,10 @@ def _run_stage(st:AttrDict, i:int, n:int, base:dict, knobs:dict, r:AttrDict, s:A
         if done: base['runs'] = done
     ps = notebook_params(nb, base)
     if st.n == 0: ps.pop('seed', None)   # stage 0's `seed` makes the folds: they keep `[tables] seed` (see `run_pipeline`)
-    log.info(f"[run] stage {i+1}/{n}: {st.nb}  parameters: " +
-             ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models')))
+    shown = ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models'))
     t0 = time.time()
-    try: run_notebook(nb, r.run, ps, progress=progress, skip_flags=s.get('skip_flags', ('slow', 'notest', 'gpu')), cells=s.get('cells', 'stage'))
+    try: run_notebook(nb, r.run, ps, progress=progress, skip_flags=s.get('skip_flags', ('slow', 'notest', 'gpu')), cells=s.get('cells', 'stage'),
+                      title=f"[run] stage {i+1}/{n}: {st.nb}{f' ({shown})' if shown else ''}")
     finally:
         r.times[st.nb] = time.time()-t0
         write_json(r.times, r.run/'times.json')
@@ -474,7 +475,7 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
     root = _pipeline_data(data, size, s, times)
     work, models = work_dir(root, work), models_dir(root, models)
     r = AttrDict(run=run_folder(root, runs), data=root, work=work, models=models, times=times, submission=None, report=None, level=None)
-    log.info(f"[run] data {root}\n[run] work {work}\n[run] models {models}\n[run] run folder {r.run}")
+    log.info(f"[run] data {root}\n[run] work {work}; models {models}\n[run] run folder {r.run}")
     if seed is not None: log.info(f"[run] seed {seed} for every stage after stage 0 (the folds keep [tables] seed = {settings('tables').get('seed')})")
     _params_json(r, stages, knobs, seed)
     base, sd = dict(knobs, data=root, work=work, models=models, **({'seed': seed} if seed is not None else {})), None
