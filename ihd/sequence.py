@@ -563,12 +563,13 @@ def fit_fold_model(data:SeqData, # Labelled series with their folds
     t0 = time.time()
     with torch_threads(nt):
         learn.fit_one_cycle(epochs, float(cfg.lr), cbs=[SeqProgress(f'fold {fold}', max(1, epochs//5)), *keep, *listify(cbs)])
-    shrink_correction(learn.model, cfg.shrink)
+    shrink = cfg.shrink if mc['from_l1'] else 1.   # a correction to level 1 is shrunk; a model started at the prior is not
+    shrink_correction(learn.model, shrink)
     facts = dict(fold=int(fold), epochs=epochs, steps=epochs*len(learn.dls.train), n_train_series=len(tr), n_fit_series=len(fit),
                  n_inner_series=0 if inner is None else len(inner), n_valid_series=len(va), proj=mc['proj'], hidden=mc['hidden'],
                  best_epoch=keep[0].best_epoch if keep else epochs, inner_wll_start=start, inner_wll_best=keep[0].best if keep else None,
                  precision=prec, device=str(learn.dls.device), train_seconds=round(time.time() - t0, 1),
-                 shrink=cfg.shrink, space=cfg.space if train_embs is not None else 'oof',
+                 shrink=shrink, space=cfg.space if train_embs is not None else 'oof',
                  inputs=dict(emb_runs=data.emb_runs, prob_runs=data.prob_runs, cols=data.cols))
     return AttrDict(model=learn.model.eval(), config=mc, facts=facts, valid=va)
 
