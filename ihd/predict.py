@@ -20,7 +20,7 @@ from .calibrate import calibration_method, apply_run_calibration
 from .level2 import apply_level2, STD_COLS
 from .blend import apply_blend, LEVELS
 from .report import plot_montage, slice_title
-from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name
+from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name, dicomweb_session
 
 log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when this cell runs in the notebook
 
@@ -446,7 +446,8 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
                   out:Path|str|None=None, # Working and output folder (default: `ihd_<study>` in the current folder)
                   threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
                   use_level2:bool=True, # Apply stage 4 when present (else the level-1 average)
-                  store:bool=True # Store the SR, KOS and montage back on the PACS (STOW-RS)
+                  store:bool=True, # Store the SR, KOS and montage back on the PACS (STOW-RS)
+                  session=None # Sign-in and TLS (`ihd.hospital.dicomweb_session`; default: from the environment)
                  )->AttrDict:
     "One study of a PACS through `ihd.hospital.process_study` with ihd's predictor: its result, plus `prediction` (`predict_folder`'s)"
     models = Path(models) if models else models_dir()
@@ -458,7 +459,7 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
         got.prediction = predict_folder(staged, models, out/'predict', threshold, montage=False, use_level2=use_level2,
                                         progress=False, all_series=True)
         return got.prediction.slices
-    r = process_study(url, study, predictor, work=out, threshold=threshold, store=store)
+    r = process_study(url, study, predictor, work=out, threshold=threshold, store=store, session=session)
     r.prediction = got.prediction
     return r
 
@@ -508,13 +509,14 @@ def _say_study(r:AttrDict, url:str):
     print(f"seconds: retrieve {s['retrieve']}, predict {s['predict']}, write {s['write']}, store {s['store']}, total {s['total']} "
           f"({r.work/'study.json'}); per-slice and per-series tables in {p.out}")
 
-def _check_args(folder, dicomweb, study):
+def _check_args(folder, dicomweb, study, ca_bundle, cert):
     if bool(dicomweb) != bool(study):
         raise ValueError("--dicomweb and --study go together: the PACS's DICOMweb root and the StudyInstanceUID to predict")
     if folder and dicomweb: raise ValueError("give a folder or --dicomweb with --study, not both")
     if not folder and not dicomweb: raise ValueError("nothing to predict: give a folder of DICOM files, or --dicomweb URL --study UID")
+    if (ca_bundle or cert) and not dicomweb: raise ValueError("--ca-bundle and --cert go with --dicomweb: they are the PACS's TLS settings")
 
-_CLEAR = (ValueError, LookupError, ConnectionError, TimeoutError, FileNotFoundError, RuntimeError)  # shown as one message
+_CLEAR = (ValueError, LookupError, ConnectionError, TimeoutError, FileNotFoundError, PermissionError, RuntimeError)  # shown as one message
 
 @call_parse(pos=['folder'])
 def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mixed series; searched recursively)
@@ -526,6 +528,8 @@ def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mix
                 dicomweb:str=None, # DICOMweb root of a PACS, e.g. http://pacs:8042/dicom-web (with --study)
                 study:str=None, # StudyInstanceUID of the study to fetch from the PACS (with --dicomweb)
                 no_store:bool=False, # Keep the SR, KOS and montage out of the PACS (with --dicomweb; default: stored back with STOW-RS)
+                ca_bundle:str=None, # PEM file of the CA that signed the PACS's TLS certificate (with --dicomweb; default: REQUESTS_CA_BUNDLE, else the system's)
+                cert:str=None, # PEM file with a client certificate and its key, for a PACS that asks for one (with --dicomweb)
                 all_series:bool=False, # Predict every CT series of the folder (no series selection)
                 dicom_results:bool=False, # Also write each study's SR, KOS and montage into <out>/results/ (folder)
                 preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
@@ -535,9 +539,10 @@ def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mix
     import matplotlib; matplotlib.use('Agg')
     try:
         apply_preset(preset, scale)
-        _check_args(folder, dicomweb, study)
+        _check_args(folder, dicomweb, study, ca_bundle, cert)
         if dicomweb:
-            r = predict_study(dicomweb, study, models, out, threshold, not no_level2, not no_store); _say_study(r, dicomweb)
+            s = dicomweb_session(ca_bundle, cert)   # sign-in from IHD_DICOMWEB_* (never the command line)
+            r = predict_study(dicomweb, study, models, out, threshold, not no_level2, not no_store, session=s); _say_study(r, dicomweb)
         else:
             r = predict_folder(folder, models, out, threshold, not no_montage, not no_level2, all_series=all_series, dicom_results=dicom_results)
             _say_folder(r)
