@@ -491,7 +491,7 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
 # %% ../nbs/04g_pipeline.ipynb #e5090cf8
 @call_parse
 def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample (default: synthetic demo data)
-            size:str=None, # Synthetic dataset size when `data` is not given: tiny, demo or bench (`[run] size`)
+            size:str=None, # Synthetic dataset size when `data` is not given: tiny, demo, mid or bench (`[run] size`)
             work:str=None, # Derived tables and caches (default: per dataset under `IHD_WORK`)
             models:str=None, # Model runs (default: per dataset under `IHD_MODELS`)
             stages:str=None, # Comma-separated stages to run, by notebook, module or number (default: all of `ihd.core.STAGES`)

@@ -51,6 +51,7 @@ SIZES = dict(
     tiny=dict(_BASE, n_train=12, n_test=3, slices=[8, 12], px=128, p_pos=.9, run_frac=[.25, .5],
               p_second_study=.1, n_quirk=2, n_dup_rows=3, n_workers=1),
     demo=dict(_BASE),
+    mid=dict(_BASE, n_train=210, n_test=40, slices=[24, 36]),   # about 250 patients and 9k slices: enough series for stage 4's context to pay
     bench=dict(_BASE, n_train=1000, n_test=200, slices=[24, 40]))
 
 # %% ../nbs/00b_synth.ipynb #39d06296
@@ -855,7 +856,7 @@ def _manifest(want, plan, rows, tr, te, corrupt, dups)->dict:
                 note='Synthetic data made by ihd.synth; synth_test_labels.csv holds the test truth (synthetic only).')
 
 def make_dataset(dest:Path|str, # Folder to write (created)
-                 size:str='demo', # 'tiny', 'demo' or 'bench' (see `SIZES`)
+                 size:str='demo', # 'tiny', 'demo', 'mid' or 'bench' (see `SIZES`)
                  seed:int=42, # Master seed: same seed, same bytes
                  force:bool=False, # Regenerate even when a matching dataset exists
                  **overrides # Any key of `SIZES[size]`
@@ -912,7 +913,7 @@ def stage_paths(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
 # %% ../nbs/00b_synth.ipynb #4f991da7
 @call_parse
 def ihd_synth(dest:str=None, # Folder to write (default: `ihd_path('data')`)
-              size:str=None, # 'tiny', 'demo' or 'bench' (default: settings [synth] size)
+              size:str=None, # 'tiny', 'demo', 'mid' or 'bench' (default: settings [synth] size)
               seed:int=None, # Master seed (default: settings [synth] seed)
               n_workers:int=None, # Processes (default: the preset's)
               force:bool=False): # Regenerate even when a matching dataset exists
