@@ -34,7 +34,8 @@ __all__ = ['log', 'INPUTS', 'HEADER_COLS', 'sequence_config', 'fake_embeddings',
            'SeriesDataset', 'pad_batch', 'series_dls', 'BiRNN', 'SeqModel', 'MaskedWBCE', 'MaskedWLL',
            'sequence_precision', 'torch_threads', 'predict_series', 'emb_stats', 'auto_widths', 'model_config',
            'SeqProgress', 'KeepBest', 'shrink_correction', 'fit_fold_model', 'save_fold_model', 'load_fold_model',
-           'fit_sequence', 'apply_sequence', 'bench_series', 'bench_sequence', 'ihd_sequence', 'ihd_bench_sequence']
+           'independent_folds', 'fit_sequence', 'apply_sequence', 'bench_series', 'bench_sequence', 'ihd_sequence',
+           'ihd_bench_sequence']
 
 # %% ../nbs/04b_sequence.ipynb #ea3e0062
 INPUTS = ('emb', 'diff', 'prob', 'dz', 'pos')
@@ -64,7 +65,8 @@ def sequence_config(**overrides # Values that win over `[sequence]`; `None` mean
     if not 0 <= s.inner_valid < 1: raise ValueError(f"[sequence] inner_valid {s.inner_valid}: expected a fraction in [0, 1)")
     s['shrink'] = float(s.get('shrink', 1))
     if not 0 <= s.shrink <= 1: raise ValueError(f"[sequence] shrink {s.shrink}: expected a factor in [0, 1]")
-    for k, ok in (('missing_emb', ('warn', 'error')), ('test_emb', ('fold', 'mean')), ('space', ('own', 'oof'))):
+    s['folds'] = str(s.get('folds', 'level1')).lower()
+    for k, ok in (('missing_emb', ('warn', 'error')), ('test_emb', ('fold', 'mean')), ('space', ('own', 'oof')), ('folds', ('level1', 'independent'))):
         if str(s[k]).lower() not in ok: raise ValueError(f"[sequence] {k} {s[k]!r}: expected one of {ok}")
     s['rnn'], s['seed'] = str(s.rnn).lower(), as_seed(s.get('seed', 0), 'settings [sequence] seed')
     return s
@@ -601,7 +603,7 @@ def _read_tables(work:Path)->tuple:
         df = pd.read_parquet(require(work/f'{n}.parquet', 0, 'stage-0 table'))
         miss = [c for c in HEADER_COLS + extra if c not in df]
         if miss: raise ValueError(f"{work/n}.parquet: missing columns {miss}")
-        out.append(df[HEADER_COLS + extra].reset_index(drop=True))
+        out.append(df[HEADER_COLS + extra + (['PatientID'] if n == 'train' and 'PatientID' in df else [])].reset_index(drop=True))
     return tuple(out)
 
 _RUN_FILES = ('oof.parquet', 'test.parquet', 'trn.parquet', 'run.json', 'oof_emb.npy', 'test_emb.npy', 'trn_emb.npy')
@@ -648,6 +650,16 @@ def _seq_embeddings(i:AttrDict)->dict:
                                 f"{','.join(lack)}` (inference only), or set `[sequence] space = oof`")
     return embs
 
+def independent_folds(train:pd.DataFrame, # Stage 0's train table (`SeriesInstanceUID`, `PatientID` when it has one)
+                      series, # The series to assign, in order
+                      n:int, # Folds
+                      seed:int=0)->np.ndarray:
+    "Sequence folds of `series` independent of level 1's (1st place): patients (else series) shuffled with `seed`, dealt into `n`"
+    by = 'PatientID' if 'PatientID' in train else 'SeriesInstanceUID'
+    pat = train.drop_duplicates('SeriesInstanceUID').set_index('SeriesInstanceUID')[by].reindex(series).to_numpy()
+    u = np.random.default_rng(int(seed) + 7919).permutation(pd.unique(pat))
+    return pd.Series(np.arange(len(u)) % int(n), index=u).loc[pat].to_numpy(np.int64)
+
 def _seq_series(i:AttrDict, embs:dict)->AttrDict:
     "The labelled series (OOF inputs), and makers of fold k's training-series embedding sources and of its test series"
     keep = np.logical_and.reduce([i.train['ID'].isin(r.oof['ID']).to_numpy() for r in i.rs])
@@ -655,15 +667,17 @@ def _seq_series(i:AttrDict, embs:dict)->AttrDict:
     if not keep.all(): log.info(f"[sequence] {(~keep).sum()} of {len(i.train)} labelled slices lack OOF predictions of some run: left out")
     views = {n: [AttrDict(ids=v.ids, emb=v.emb, name=f'fold{k} oof') for k, v in e.oof.items()] for n, e in embs.items()}
     trd = series_data(i.train[keep], {r.name: r.oof for r in i.rs}, views, i.s.inputs)
+    l1_fold = trd.fold.copy()
+    if i.s.folds == 'independent': trd.fold = independent_folds(i.train, trd.series, len(np.unique(l1_fold)), i.s.seed)
     keep_t = np.logical_and.reduce([i.test['ID'].isin(r.test['ID']).to_numpy() for r in i.rs])
     def train_embs(k):   # space = own: level-1 model k's embeddings of its own training slices
-        if i.s.space != 'own' or not embs: return None
+        if i.s.space != 'own' or i.s.folds == 'independent' or not embs: return None
         return {n: [AttrDict(ids=e.trn[k].ids, emb=e.trn[k].emb, name=f'fold{k} trn')] for n, e in embs.items()}
     def test_data(k):
         ks = lambda e: sorted(e.test) if i.s.test_emb == 'mean' else [k]
         tv = {n: [AttrDict(ids=e.test[j].ids, emb=e.test[j].emb, name=f'fold{j} test') for j in ks(e)] for n, e in embs.items()}
         return series_data(i.test[keep_t], {r.name: r.test for r in i.rs}, tv, i.s.inputs, labels=False)
-    return AttrDict(train=trd, train_embs=train_embs, test_data=test_data, n_used=int(keep.sum()))
+    return AttrDict(train=trd, l1_fold=l1_fold, train_embs=train_embs, test_data=test_data, n_used=int(keep.sum()))
 
 
 # %% ../nbs/04b_sequence.ipynb #aa41a5c7
@@ -671,20 +685,21 @@ def _seq_fit(i:AttrDict, d:AttrDict, device=None)->AttrDict:
     "Every fold's model: saved, its OOF predictions, its test predictions (then averaged over folds)"
     trd, rows_fold = d.train, np.repeat(d.train.fold, d.train.lens)
     oof, tests, facts = np.full((trd.n_slices, len(LABELS)), np.nan), [], []
+    l1_folds = sorted(int(j) for j in np.unique(d.l1_fold))
     for k in sorted(np.unique(trd.fold)):
         t0 = time.time()
         f = fit_fold_model(trd, int(k), i.s, device, train_embs=d.train_embs(int(k)))
         kw = dict(bs=int(i.s.pred_bs), device=device, precision=i.s.precision, threads=i.s.get('num_threads'))
         oof[rows_fold == k] = predict_series(f.model, f.valid, **kw)
         f.facts['valid_wll'] = weighted_log_loss(f.valid.y, oof[rows_fold == k])
-        td = d.test_data(int(k))
-        tests.append(pd.DataFrame(predict_series(f.model, td, **kw), index=td.ids, columns=LABELS))
+        tds = [d.test_data(j) for j in l1_folds] if i.s.folds == 'independent' else [d.test_data(int(k))]  # every level-1 space it read
+        tests.append(pd.DataFrame(np.mean([predict_series(f.model, td, **kw) for td in tds], 0), index=tds[0].ids, columns=LABELS))
         save_fold_model(i.out/f'fold{k}', f.model, f.config, f.facts)
         facts.append(dict(f.facts, seconds=round(time.time() - t0, 1)))
         log.info(f"[sequence] fold {k}: {f.facts['n_train_series']} training / {f.facts['n_valid_series']} held-out series, "
                  f"best epoch {f.facts['best_epoch']} of {f.facts['epochs']}, OOF wll {f.facts['valid_wll']:.4f}, {facts[-1]['seconds']:.0f} s")
     test = (sum(t.loc[tests[0].index] for t in tests)/len(tests)).rename_axis('ID').reset_index()
-    return AttrDict(oof=oof, folds=rows_fold, test=test, facts=facts)
+    return AttrDict(oof=oof, folds=np.repeat(d.l1_fold, trd.lens), test=test, facts=facts, l1_folds=l1_folds)
 
 def _seq_report(i:AttrDict, trd:SeqData, fit:AttrDict)->pd.DataFrame:
     "report_table rows: each level-1 run, their average, the sequence model, the prior (out of fold), on the same slices"
@@ -693,6 +708,7 @@ def _seq_report(i:AttrDict, trd:SeqData, fit:AttrDict)->pd.DataFrame:
     preds['L1 average'] = np.mean(list(preds.values()), 0)
     preds.update({'sequence': fit.oof, 'prior baseline': oof_prior(y, fit.folds)})
     return report_table(y, preds)
+
 
 # %% ../nbs/04b_sequence.ipynb #ef69acc6
 def _seq_write(i:AttrDict, d:AttrDict, fit:AttrDict, rep:pd.DataFrame, embs:dict, t0:float)->AttrDict:
@@ -712,7 +728,7 @@ def _seq_write(i:AttrDict, d:AttrDict, fit:AttrDict, rep:pd.DataFrame, embs:dict
     write_json(dict(runs=[r.name for r in i.rs], emb_runs=list(embs), prob_runs=trd.prob_runs, inputs=i.s.inputs,
                     settings=dict(i.s), fingerprint=i.fp, weighted={k: float(v) for k, v in w.items()},
                     folds=[f['fold'] for f in fit.facts], fold_facts=fit.facts, n_train=len(i.train), n_used=d.n_used,
-                    n_test=int(len(fit.test)), n_filled=len(fill), test_emb=i.s.test_emb, space=i.s.space, calibrate=i.method, cpu=cpu_model(),
+                    n_test=int(len(fit.test)), n_filled=len(fill), test_emb=i.s.test_emb, space=i.s.space, fold_design=i.s.folds, l1_folds=fit.l1_folds, calibrate=i.method, cpu=cpu_model(),
                     torch=torch.__version__, seconds=round(time.time() - t0, 1)), out/'sequence.json')
     log.info(f"[sequence] weighted log loss: L1 average {w['L1 average']:.4f}, sequence {w['sequence']:.4f}, "
              f"prior {w['prior baseline']:.4f}; submission {out/'submission.csv'}: {sub.rows} rows, valid ({time.time() - t0:.0f} s)")
@@ -755,6 +771,16 @@ def _fold_array(a, k:int, n:int, run:str, dim:int):
                          f"reads width {dim}")
     return a
 
+def _apply_fold(model, conf:dict, index, preds:dict, embs:dict, inputs, k:int, j:int)->tuple:
+    "(ids, probabilities) of sequence model `k` on `index`, reading level-1 fold `j`'s embeddings"
+    ids, views = index['ID'].to_numpy(str), {}
+    for r, dim in zip(conf['inputs']['emb_runs'], conf['model']['emb_dims']):
+        a = _fold_array(embs[r], j, len(index), r, dim)
+        _check_finite(a, ids, f"level-1 run {r}, embeddings given for fold {j}")
+        views[r] = [AttrDict(ids=ids, emb=a, name=f'given for fold {j}')]
+    data = series_data(index, {r: preds[r] for r in conf['inputs']['prob_runs']}, views, inputs, labels=False)
+    return data.ids, predict_series(model, data)
+
 def apply_sequence(index:pd.DataFrame, # Header rows of the new slices (`HEADER_COLS`)
                    preds:dict, # Level-1 run name -> predictions (`ID` + `LABELS`) for those slices
                    embs:dict|None, # Run name -> embeddings: (n, d) aligned with `index`, or per fold (see above)
@@ -767,17 +793,14 @@ def apply_sequence(index:pd.DataFrame, # Header rows of the new slices (`HEADER_
     if miss: raise ValueError(f"the sequence model in {out} needs level-1 runs {miss}; got predictions of {list(preds)} "
                               f"and embeddings of {list(embs)}")
     ids, acc = index['ID'].to_numpy(str), 0.
-    for k in meta['folds']:
+    for k in meta['folds']:   # fold k's model reads level-1 fold k's embeddings; an independent-fold model, every fold's in turn
         model, conf = load_fold_model(out/f'fold{k}')
-        views = {}
-        for r, dim in zip(conf['inputs']['emb_runs'], conf['model']['emb_dims']):
-            a = _fold_array(embs[r], k, len(index), r, dim)
-            _check_finite(a, ids, f"level-1 run {r}, embeddings given for fold {k}")
-            views[r] = [AttrDict(ids=ids, emb=a, name=f'given for fold {k}')]
-        data = series_data(index, {r: preds[r] for r in conf['inputs']['prob_runs']}, views, meta['inputs'], labels=False)
-        acc = acc + predict_series(model, data)
-    res = pd.DataFrame(acc/len(meta['folds']), columns=LABELS, index=data.ids).loc[ids]
+        js = meta.get('l1_folds', meta['folds']) if meta.get('fold_design') == 'independent' else [k]
+        res = [_apply_fold(model, conf, index, preds, embs, meta['inputs'], k, j) for j in js]
+        acc = acc + np.mean([p for _, p in res], 0)
+    res = pd.DataFrame(acc/len(meta['folds']), columns=LABELS, index=res[0][0]).loc[ids]
     return res.rename_axis('ID').reset_index()[['ID'] + LABELS]
+
 
 # %% ../nbs/04b_sequence.ipynb #7a888f6c
 def bench_series(n_series:int=21_744, min_len:int=20, max_len:int=60, n_folds:int=5, seed:int=0)->pd.DataFrame:
