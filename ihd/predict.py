@@ -4,7 +4,7 @@
 
 # %% ../nbs/04f_predict.ipynb #2bef7eaf
 from __future__ import annotations
-import json, time, logging, warnings, tempfile
+import json, time, sqlite3, logging, warnings, tempfile
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom
 from fastcore.basics import AttrDict
@@ -20,7 +20,7 @@ from .calibrate import calibration_method, apply_run_calibration
 from .level2 import apply_level2, STD_COLS
 from .blend import apply_blend, LEVELS
 from .report import plot_montage, slice_title
-from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name, dicomweb_session
+from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name, dicomweb_session, dicomweb_client, _web
 
 log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when this cell runs in the notebook
 
@@ -28,7 +28,8 @@ log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when 
 # %% auto #0
 __all__ = ['log', 'BAD_COLS', 'list_files', 'scan_folder', 'choose_files', 'find_fold_dirs', 'preprocess_slices', 'model_input',
            'level1_predict', 'level2_predict', 'calibrate_runs', 'sequence_predict', 'stage4_predict', 'slice_ranges',
-           'series_summary', 'prediction_montage', 'predict_folder', 'predict_study', 'ihd_predict']
+           'series_summary', 'prediction_montage', 'predict_folder', 'predict_study', 'ihd_predict', 'watch_db',
+           'ct_studies', 'watch_once', 'ihd_watch']
 
 # %% ../nbs/04f_predict.ipynb #c3e3bf3e
 def list_files(folder:Path|str # Folder to scan (recursively)
@@ -548,3 +549,65 @@ def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mix
             _say_folder(r)
     except _CLEAR as e: raise CliError(f"ihd_predict: {e}") from None
     return r
+
+# %% ../nbs/04f_predict.ipynb #ab67dada
+_WATCH_SQL = """CREATE TABLE IF NOT EXISTS studies (study TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT,
+                tries INTEGER NOT NULL DEFAULT 0, seen REAL, updated REAL, seconds REAL)"""
+
+def watch_db(out:Path|str # The watcher's output folder
+            )->sqlite3.Connection:
+    "The state of every study seen (`<out>/watch.sqlite`, table `studies`: study, state, reason, tries, seen, updated, seconds)"
+    Path(out).mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(Path(out)/'watch.sqlite', isolation_level=None, timeout=30)   # autocommit: each change is on disk
+    con.execute(_WATCH_SQL)
+    return con
+
+def _set_state(con, study:str, state:str, reason:str|None=None, seconds:float|None=None):
+    con.execute("UPDATE studies SET state=?, reason=?, seconds=?, updated=?, tries=tries+(?='running') WHERE study=?",
+                (state, reason, seconds, time.time(), state, study))
+
+def ct_studies(client)->list:
+    "StudyInstanceUIDs of the CT studies on the server (QIDO-RS, `ModalitiesInStudy=CT`)"
+    with _web(client.base_url, "searching for CT studies"): found = client.search_for_studies(search_filters={'ModalitiesInStudy': 'CT'})
+    return [f['0020000D']['Value'][0] for f in found if f.get('0020000D', {}).get('Value')]
+
+def watch_once(url:str, out:Path|str, models:Path|str|None=None, threshold:float|None=None, use_level2:bool=True,
+               store:bool=True, session=None)->pd.DataFrame:
+    "One poll: every new CT study on `url` through `predict_study` (work in `<out>/<study>`), its state in `watch_db(out)`; the table"
+    out, con = Path(out), watch_db(out)
+    con.execute("UPDATE studies SET state='failed', reason='interrupted: the watcher stopped while processing it (its results may be "
+                "partly stored; check the PACS, then delete this row to redo it)', updated=? WHERE state='running'", (time.time(),))
+    for st in ct_studies(dicomweb_client(url, session=session)):
+        con.execute("INSERT OR IGNORE INTO studies (study, state, seen, updated) VALUES (?, 'seen', ?, ?)", (st, time.time(), time.time()))
+    for (st,) in con.execute("SELECT study FROM studies WHERE state='seen' ORDER BY seen").fetchall():
+        _set_state(con, st, 'running'); t0 = time.time()
+        try: r = predict_study(url, st, models, out/st, threshold, use_level2, store, session=session)
+        except _CLEAR as e:
+            _set_state(con, st, 'failed', str(e).splitlines()[0], round(time.time() - t0, 2)); log.warning(f"[watch] study {st}: failed: {e}")
+        else:
+            _set_state(con, st, 'done', None, round(time.time() - t0, 2))
+            log.info(f"[watch] study {st}: done in {time.time() - t0:.1f} s, {r.info['n_slices']} slices, results {r.info['results']}")
+    return pd.read_sql_query("SELECT * FROM studies ORDER BY seen", con)
+
+@call_parse
+def ihd_watch(dicomweb:str=None, # DICOMweb root of the PACS, e.g. https://pacs:8042/dicom-web
+              out:str='ihd_watch', # Output folder: one working folder per study and watch.sqlite, the state of every study
+              models:str=None, # Folder of the level-1 runs and level2/ (default: the default dataset's models)
+              threshold:float=None, # Positive-slice threshold of the DICOM results (default: [run] threshold)
+              no_level2:bool=False, # Skip stage 4 and apply the level-1 average
+              no_store:bool=False, # Keep the SR, KOS and montage out of the PACS (default: stored back with STOW-RS)
+              ca_bundle:str=None, # PEM file of the CA that signed the PACS's TLS certificate (default: REQUESTS_CA_BUNDLE, else the system's)
+              cert:str=None, # PEM file with a client certificate and its key, for a PACS that asks for one
+              once:bool=False, # Process the CT studies there now, then exit
+              every:float=60 # Seconds between polls (without --once)
+             ):
+    "Predict every new CT study of a PACS once and store its DICOM results back; each study's state in <out>/watch.sqlite"
+    try:
+        if not dicomweb: raise ValueError("nothing to watch: give the PACS's DICOMweb root with --dicomweb URL")
+        s = dicomweb_session(ca_bundle, cert)
+        while True:
+            tab = watch_once(dicomweb, out, models, threshold, not no_level2, not no_store, session=s)
+            print(f"{pd.Timestamp.now():%H:%M:%S} {dicomweb}: " + ', '.join(f'{n} {k}' for k, n in tab.state.value_counts().items()))
+            if once: return tab
+            time.sleep(every)
+    except _CLEAR as e: raise CliError(f"ihd_watch: {e}") from None
