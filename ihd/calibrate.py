@@ -177,7 +177,7 @@ def calibrate_run(run_dir:Path|str, # A level-1 run folder `models/<run>`
     if not force and f.is_file():
         old = json.loads(f.read_text())
         if old.get('fingerprint') == fp:
-            log.info(f"[calibrate] {run_dir.name}: {method} calibration up to date ({len(old['fallbacks'])} fallback(s))")
+            log.debug(f"[calibrate] {run_dir.name}: {method} calibration up to date ({len(old['fallbacks'])} fallback(s))")
             return AttrDict(old, skipped=True)
     P = oof[LABELS].to_numpy(np.float64)
     cc = cross_calibrate(P, Y, oof['fold'].to_numpy(), method, run_dir.name)

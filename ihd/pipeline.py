@@ -329,9 +329,9 @@ def preset_knobs(knobs:dict, # `[run]`'s notebook parameters
 _RUN_KEYS = ('size', 'threshold', 'skip_flags', 'cells')
 
 def _fmt_times(times:dict)->str:
+    "The seconds of each step in one line, with each one's share of the total"
     tot = sum(times.values())
-    lines = [f"  {k:<12} {v:8.1f} s  {100*v/max(tot, 1e-9):5.1f} %" for k,v in times.items()]
-    return '\n'.join(lines + [f"  {'total':<12} {tot:8.1f} s"])
+    return ', '.join(f"{k} {v:.1f} s ({100*v/max(tot, 1e-9):.0f}%)" for k,v in times.items()) + f"; total {tot:.1f} s"
 
 def _needed(stages:list, asked)->list:
     "`stages` without the stage-4 steps no `[blend] candidate` reads, unless they were asked for by name (`asked`)"
@@ -417,7 +417,7 @@ def _stage4_result(r:AttrDict, stages:list)->AttrDict|None:
     if 'blend' in ran and meta.is_file():
         m = json.loads(meta.read_text())
         return AttrDict(sub=r.models/'submission.csv', level=m['choice'], row=m['choice_row'], weighted=m['weighted'],
-                        how="the blend step's choice: lowest weighted OOF log loss")
+                        how=f"the blend step's choice: {m.get('choice_how') or 'lowest weighted OOF log loss'}")
     own = level2_dir(r.models, ran[-1])/'submission.csv'
     return AttrDict(sub=own if own.is_file() else r.models/'submission.csv', level=ran[-1], row=LEVELS.get(ran[-1], ran[-1]),
                     weighted={}, how=f"stage 4 ran without its blend step: {ran[-1]}'s own submission")
@@ -428,20 +428,18 @@ def _finish(r:AttrDict, stages:list, report:bool, t_all:float):
     if res is not None and res.sub.is_file():
         with atomic_path(r.run/'submission.csv') as t: shutil.copy(res.sub, t)
         r.submission, r.level = r.run/'submission.csv', res.level
-        figs = ', '.join(f'{k} {v:.4f}' for k, v in res.weighted.items())
+        figs = ', '.join(f'{k} {v:.4f}' for k, v in res.weighted.items() if k in (APPLIED, 'L1 average', 'prior baseline'))   # the table is above
         log.info(f"[run] stage 4 applied: {res.row} ({res.how}){'; weighted OOF log loss: ' + figs if figs else ''}\n[run] submission: {r.submission}")
         write_json(dict(level=res.level, row=res.row, how=res.how, weighted=res.weighted, submission=str(r.submission)), r.run/'result.json')
     if report:
         t0 = time.time()
-        log.info("[run] report")
         r.report = build_report(data=r.data, work=r.work, models=r.models, out=r.run/'report')
         r.times['report'] = time.time()-t0
-        log.info(f"[run] report done in {r.times['report']:.1f} s: {r.report}")
+        log.info(f"[run] report in {r.times['report']:.1f} s: {r.report}")
     total = time.time()-t_all
     write_json(dict(r.times, total=total), r.run/'times.json')
     slow = max(r.times, key=r.times.get)
-    log.info(f"[run] times per step:\n{_fmt_times(r.times)}\n[run] slowest step: {slow} "
-             f"({r.times[slow]:.1f} s of {total:.1f} s)\n[run] everything is in {r.run}")
+    log.info(f"[run] times: {_fmt_times(r.times)}; slowest: {slow}\n[run] everything is in {r.run}")
 
 def _params_json(r:AttrDict, stages:list, knobs:dict, seed, sd:AttrDict|None=None):
     "Write the run's `params.json`: folders, stages, parameters, seeds, the preset and every value it set, the small-data decision"

@@ -493,15 +493,14 @@ def model_config(data:SeqData, # The series the model reads (their inputs decide
 
 # %% ../nbs/04b_sequence.ipynb #f85e519d
 class SeqProgress(Callback):
-    "A log line every `every` epochs and at the last: model, epoch, train loss, valid wll, seconds"
+    "A log line (model, epoch, train loss, valid wll, seconds) once `every` seconds have passed since the last: a fold of seconds says nothing before its summary line, a long one is seen"
     order = 66  # after the Recorder's values
-    def __init__(self, what:str, every:int=1): self.what, self.every = what, every
-    def before_fit(self): self.t0 = time.time()
+    def __init__(self, what:str, every:float=30.): self.what, self.every = what, every
+    def before_fit(self): self.t0 = self.last = time.time()
     def after_epoch(self):
-        e = self.epoch + 1
-        if e % self.every and e != self.n_epoch: return
-        m = dict(zip(self.recorder.metric_names, self.recorder.log))
-        log.info(f"[sequence] {self.what}: epoch {e}/{self.n_epoch}, train loss {m['train_loss']:.4f}, "
+        if time.time() - self.last < self.every: return
+        self.last, m = time.time(), dict(zip(self.recorder.metric_names, self.recorder.log))
+        log.info(f"[sequence] {self.what}: epoch {self.epoch + 1}/{self.n_epoch}, train loss {m['train_loss']:.4f}, "
                  f"valid wll {m['wll']:.4f}, {time.time() - self.t0:.0f} s")
 
 # %% ../nbs/04b_sequence.ipynb #968c0cdc
@@ -564,7 +563,7 @@ def fit_fold_model(data:SeqData, # Labelled series with their folds
     epochs = max(int(cfg.epochs), math.ceil(int(cfg.min_steps)/max(len(learn.dls.train), 1)))
     t0 = time.time()
     with torch_threads(nt):
-        learn.fit_one_cycle(epochs, float(cfg.lr), cbs=[SeqProgress(f'fold {fold}', max(1, epochs//5)), *keep, *listify(cbs)])
+        learn.fit_one_cycle(epochs, float(cfg.lr), cbs=[SeqProgress(f'fold {fold}'), *keep, *listify(cbs)])
     shrink = cfg.shrink if mc['from_l1'] else 1.   # a correction to level 1 is shrunk; a model started at the prior is not
     shrink_correction(learn.model, shrink)
     facts = dict(fold=int(fold), epochs=epochs, steps=epochs*len(learn.dls.train), n_train_series=len(tr), n_fit_series=len(fit),
@@ -574,7 +573,6 @@ def fit_fold_model(data:SeqData, # Labelled series with their folds
                  shrink=shrink, space=cfg.space if train_embs is not None else 'oof',
                  inputs=dict(emb_runs=data.emb_runs, prob_runs=data.prob_runs, cols=data.cols))
     return AttrDict(model=learn.model.eval(), config=mc, facts=facts, valid=va)
-
 
 # %% ../nbs/04b_sequence.ipynb #4bd9984b
 def save_fold_model(fold_dir:Path|str, # `models/sequence/fold<k>`
