@@ -31,7 +31,7 @@ from .tables import as_seed
 from .pixels import Recipe
 from .cache import SliceCache, cache_dir
 from .backbones import arch_kind, artifact_info, split_arch, resolve_pretrained, pretrained_source, is_pretrained_arch, \
-    imagenet_dir, imagenet_file, create_model, input_stats, load_weights, pretrained_splitter, \
+    imagenet_dir, imagenet_file, missing_note, weights_record, create_model, input_stats, load_weights, pretrained_splitter, \
     choose_precision, choose_training_mode, precision_ctx, cpu_capability, cpu_bf16_native
 
 log = logging.getLogger('ihd.level1')  # not __name__: that is '__main__' when this cell runs in the notebook
@@ -542,6 +542,7 @@ def _run_facts(arch, n_in, table, fold, cfg, info=None, pretrained=False, weight
                labels=LABELS, tta=tta_passes(cfg.tta), epochs=int(cfg.epochs), bs=int(cfg.bs), lr=float(cfg.lr),
                sampler=cfg.sampler, pretrained=(pretrained_source(arch) if pretrained else None),
                weights=weights_name(weights), seed=int(cfg.seed), fold_seed=fold_seed(cfg.seed, fold),
+               weights_source=weights_record(arch, pretrained, weights),  # where the start came from, and its sha256
                **_model_facts(arch, n_in, info, slices, cfg, pretrained), **_preset_facts())
     key = json.dumps({k: run[k] for k in run if k not in ('tta',)}, sort_keys=True, default=str)
     return run, key
@@ -816,12 +817,12 @@ def _tell_imagenet(arch, pretrained, weights=None):
     base = split_arch(arch)[0]
     if weights or is_pretrained_arch(base): return
     d, f = imagenet_dir(), imagenet_file(base)
-    if pretrained: return log.info(f"{arch}: starts from local ImageNet weights {f}")
+    if pretrained: return log.info(f"{arch}: starts from local ImageNet weights {f}" if f else f"{arch}: starts from {pretrained_source(base)}")
     if (base, d) in _TOLD: return
     _TOLD.add((base, d))
     why = (f'pretrained is false: {f} is not used' if f else f'no local ImageNet weights in {d}' if d else
            'no local ImageNet weights: neither IHD_WEIGHTS nor [level1] weights_dir is set')
-    log.warning(f"{base} trains from scratch ({why})")
+    log.warning(f"{base} trains from scratch ({why}{'' if f else '; ' + missing_note(base)})")
 
 # %% ../nbs/03b_level1.ipynb #8ce3e87a
 def train_fold(arch:str|None=None, # Architecture (default: the first of settings [level1] archs)
