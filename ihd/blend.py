@@ -241,9 +241,11 @@ def choose_level(y, # (n, 6) labels
                 )->str:
     "The level to apply: the lowest weighted log loss among `candidates` (`lowest`), or the simplest within one standard error of it (`1se`)"
     if rule not in ('1se', 'lowest'): raise ValueError(f"unknown [blend] rule {rule!r}: expected 1se or lowest")
-    best = choose(report_table(y, {LEVELS[k]: v for k, v in preds.items()}), candidates)
+    rep = report_table(y, {LEVELS[k]: v for k, v in preds.items()})
+    best = choose(rep, candidates)
     if rule == 'lowest': return best
-    loss = {k: weighted_log_loss(y, v) for k, v in preds.items()}
+    w = rep.set_index('model')['weighted']
+    loss = {k: w[LEVELS[k]] for k in preds}   # the report's figures, not computed again
     for c in sorted((c for c in listify(candidates) if c in preds), key=SIMPLER.index):
         if c == best or loss[c] - loss[best] <= paired_se(y, preds[c], preds[best], groups): return c
     return best

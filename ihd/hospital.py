@@ -674,9 +674,9 @@ def dicomweb_client(url:str, # The DICOMweb root, e.g. https://pacs:8042/dicom-w
                    )->DICOMwebClient:
     "A DICOMweb client for `url` through `session` (UIDs are not checked: archives hold non-conformant ones too)"
     u = urlparse(url)
-    if u.username or u.password:   # the URL is not echoed: it holds a secret
-        raise ValueError("the DICOMweb URL holds a user name or password: give them in IHD_DICOMWEB_USER and "
-                         "IHD_DICOMWEB_PASSWORD (or a file named by IHD_DICOMWEB_SECRETS), never on the command line")
+    if u.username or u.password or u.query:   # the URL is not echoed: it may hold a secret (a user, a password, an access_token=)
+        raise ValueError("the DICOMweb URL holds a user name, password or query string: give the sign-in in IHD_DICOMWEB_USER and "
+                         "IHD_DICOMWEB_PASSWORD, or IHD_DICOMWEB_TOKEN (or a file named by IHD_DICOMWEB_SECRETS), never on the command line")
     if u.scheme not in ('http', 'https') or not u.hostname:
         raise ValueError(f"DICOMweb URL {url}: expected http(s)://host[:port]/root, e.g. https://pacs:8042/dicom-web")
     session = dicomweb_session() if session is None else session

@@ -684,13 +684,15 @@ def _seq_fit(i:AttrDict, d:AttrDict, device=None)->AttrDict:
     trd, rows_fold = d.train, np.repeat(d.train.fold, d.train.lens)
     oof, tests, facts = np.full((trd.n_slices, len(LABELS)), np.nan), [], []
     l1_folds = sorted(int(j) for j in np.unique(d.l1_fold))
+    test_by = {}   # each level-1 space's test series, built once (with independent folds every model reads every space)
+    space = lambda j: test_by[j] if j in test_by else test_by.setdefault(j, d.test_data(j))
     for k in sorted(np.unique(trd.fold)):
         t0 = time.time()
         f = fit_fold_model(trd, int(k), i.s, device, train_embs=d.train_embs(int(k)))
         kw = dict(bs=int(i.s.pred_bs), device=device, precision=i.s.precision, threads=i.s.get('num_threads'))
         oof[rows_fold == k] = predict_series(f.model, f.valid, **kw)
         f.facts['valid_wll'] = weighted_log_loss(f.valid.y, oof[rows_fold == k])
-        tds = [d.test_data(j) for j in l1_folds] if i.s.folds == 'independent' else [d.test_data(int(k))]  # every level-1 space it read
+        tds = [space(j) for j in l1_folds] if i.s.folds == 'independent' else [space(int(k))]  # every level-1 space it read
         tests.append(pd.DataFrame(np.mean([predict_series(f.model, td, **kw) for td in tds], 0), index=tds[0].ids, columns=LABELS))
         save_fold_model(i.out/f'fold{k}', f.model, f.config, f.facts)
         facts.append(dict(f.facts, seconds=round(time.time() - t0, 1)))
@@ -706,7 +708,6 @@ def _seq_report(i:AttrDict, trd:SeqData, fit:AttrDict)->pd.DataFrame:
     preds['L1 average'] = np.mean(list(preds.values()), 0)
     preds.update({'sequence': fit.oof, 'prior baseline': oof_prior(y, fit.folds)})
     return report_table(y, preds)
-
 
 # %% ../nbs/04b_sequence.ipynb #ef69acc6
 def _seq_write(i:AttrDict, d:AttrDict, fit:AttrDict, rep:pd.DataFrame, embs:dict, t0:float)->AttrDict:
