@@ -1,22 +1,35 @@
 #!/usr/bin/env python3
-"""ihd's GPU check: one table of level-1 training, loader and inference images/s on this machine.
+"""ihd's GPU check: every figure that decides whether a GPU machine runs the presets' full recipes, beside its target.
 
-Ready for the day a GPU is lent: `env/gpu-check` (under 8 minutes on one GPU). It measures
-- training images/s of resnet18 and resnet50 at 256 px: mixed precision as ihd chooses it
-  (`ihd.backbones.choose_precision`) + channels-last, eager and `torch.compile`d (`--no-compile` skips it);
-- inference images/s of the same models (no TTA);
-- loader images/s: ihd's own stage-2 cache (per-slice files and memory-mapped shards) and fastai loader (worker
-  processes, pinned memory, augmentation on the device in batches) over a synthetic dataset it makes, at 256 px,
-  with and without neighbour slices;
-- the sequence model's series/s once ihd has one (a row says so until then).
-On a machine without CUDA it stops with a line saying so, unless `--device cpu` asks for a dry run.
+    env/gpu-check                          # the full check on the GPU: every full-scale preset's architectures
+    env/gpu-check --presets nobrainer      # one preset's rows only
+    env/gpu-check --device cpu --quick     # a small dry run of the same code on the CPU (env/test runs it)
 
-    env/gpu-check                      # the full check on the GPU
-    env/gpu-check --device cpu --quick # a small dry run of the same code on the CPU
+What it measures, and the target each figure is judged against (the targets are derived, not measured):
+- **training images/s per architecture**, at its preset's full input (size, channels, 2.5D slices) and batch, in the
+  precision ihd chooses (`ihd.backbones.choose_precision`) + channels-last, eager and `torch.compile`d.
+  Target: the plan gives each full-scale preset's level 1 `--budget-hours` GPU-hours on one GPU (default 24: a day),
+  shared evenly by its architectures. One architecture trains `752,803 x (k-1)/k` slices per fold x `k` folds x its
+  epochs, so its target is `that x n_archs / (budget x 3600)` images/s. The preset's line adds the hours its
+  level 1 needs at the measured rates (the best of eager and compiled).
+- **torch.compile pays** when the seconds it saves over the architecture's whole level 1 (at the two measured
+  rates) exceed its compile time paid once per fold.
+- **loader images/s** (ihd's stage-2 cache of the preset's recipe in each layout -> augmented batches on the device,
+  worker processes, random order), per distinct input (size, channels) of the presets. Target: what training
+  consumes, i.e. the fastest training rate measured among the architectures that read that input.
+- **the sequence model's training series/s** at each sequence preset's sizes (embedding widths of its
+  architectures). Target: its `k` folds x epochs over the 21,744 train series within one GPU-hour
+  (`21,744 x (k-1)/k x k x epochs / 3600` series/s).
+Exit status: 0 every target met; 1 a target missed (each miss listed); 2 no CUDA device and `--device cpu` not asked.
+On the CPU (`--device cpu`) it measures the same code paths at small sizes and prints the figures beside the GPU
+targets, but does not judge them: the judging is checked by `--selftest` on given figures (a pass and a miss).
 """
-import argparse, json, os, sys, tempfile, time
+import argparse, contextlib, io, json, math, os, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
+
+TRAIN_SLICES, TRAIN_SERIES = 752_803, 21_744   # the stage-2 train set
+SEQ_PRESETS_KEY = 'sequence'                   # a preset whose blend candidates name the sequence model gets a row
 
 
 def cpu_model() -> str:
@@ -26,26 +39,93 @@ def cpu_model() -> str:
     return f"{model()}, {cpu_capability()}, native bf16: {'yes' if cpu_bf16_native() else 'no'}"
 
 
+def _list(v) -> list:
+    return [o.strip() for o in v.split(',') if o.strip()] if isinstance(v, str) else list(v)
+
+
+# ---------------------------------------------------------------- the plan: what each preset trains, and its targets
+def preset_plan(name: str, scale: str = 'full') -> dict:
+    "The full (or demo) recipe of preset `name` as the check needs it: input, batch, folds, epochs, archs, sequence"
+    from ihd.core import preset_scope, merge_settings
+    from ihd.pixels import Recipe
+    with preset_scope(name, scale):
+        r, l1, k = Recipe.from_settings(), merge_settings('level1'), int(merge_settings('tables').n_folds)
+        s, blend = merge_settings('sequence'), _list(merge_settings('blend').candidates)
+    return dict(preset=name, recipe=r, sz=r.sz, n_in=r.n_channels, neighbours=r.neighbours, bs=int(l1.bs), folds=k,
+                epochs=int(l1.epochs), archs=_list(l1.archs), sequence=SEQ_PRESETS_KEY in blend,
+                seq=dict(epochs=int(s.epochs), bs=int(s.bs), rnn=s.rnn, hidden=s.hidden, proj=s.proj, layers=s.layers))
+
+
+def train_target(p: dict, budget_h: float) -> float:
+    "Images/s one architecture of plan `p` must train at for the preset's level 1 to fit `budget_h` GPU-hours"
+    images = TRAIN_SLICES*(p['folds'] - 1)/p['folds']*p['folds']*p['epochs']
+    return images*len(p['archs'])/(budget_h*3600)
+
+
+def seq_target(p: dict, hours: float = 1.) -> float:
+    "Series/s the sequence model of plan `p` must train at for its folds x epochs to fit `hours` GPU-hours"
+    return TRAIN_SERIES*(p['folds'] - 1)/p['folds']*p['folds']*p['seq']['epochs']/(hours*3600)
+
+
+# ---------------------------------------------------------------- judging (pure: tested by --selftest on given figures)
+def compile_pays(eager: float, compiled: float, compile_s: float, images: float, folds: int) -> bool:
+    "Whether `torch.compile` saves more over `images` trained (its rate against eager's) than it costs, once per fold"
+    if not (eager > 0 and compiled > 0): return False
+    return images/eager - images/compiled > compile_s*folds
+
+
+def judge(rows: list) -> list:
+    "The misses among `rows` (dicts with `what`, `value`, `target`, `unit`): a line each; a NaN or failed figure misses"
+    miss = []
+    for r in rows:
+        t = r.get('target')
+        if t is None: continue
+        v = r.get('value')
+        if v is None or not math.isfinite(v) or v < t:
+            why = r.get('error') or (f"{v:,.1f} < {t:,.1f} {r['unit']}" if v is not None and math.isfinite(v) else 'no figure')
+            miss.append(f"{r['what']}: {why}")
+    return miss
+
+
+def selftest() -> int:
+    "The judging rules on given figures: a pass, a miss, a failed figure, and torch.compile's break-even"
+    ok = [dict(what='train a', value=120., target=100., unit='images/s'), dict(what='note', value=1., target=None, unit='')]
+    bad = ok + [dict(what='loader x', value=80., target=100., unit='images/s'),
+                dict(what='train b', value=float('nan'), target=50., unit='images/s', error='out of memory at batch 32')]
+    checks = [judge(ok) == [], len(judge(bad)) == 2, 'loader x: 80.0 < 100.0 images/s' in judge(bad),
+              'train b: out of memory at batch 32' in judge(bad),
+              compile_pays(100., 150., 60., 1e6, 5), not compile_pays(100., 101., 600., 1e5, 5), not compile_pays(100., 0., 1., 1e6, 5)]
+    if all(checks): print("gpu-check selftest: judging on given figures ok (a pass, a miss, a failed figure, compile break-even)"); return 0
+    print(f"gpu-check selftest FAILED: checks {[i for i, c in enumerate(checks) if not c]} wrong"); return 1
+
+
+# ---------------------------------------------------------------- measuring
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize()
 
 
 def _timed(f, device, n_imgs, reps):
-    f(); _sync(device)  # warm-up (and compilation)
+    "`(images/s, seconds of the first call)`: the first call warms up (and compiles)"
+    t = time.perf_counter(); f(); _sync(device); first = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(reps): f()
     _sync(device)
-    return n_imgs*reps/(time.perf_counter() - t)
+    return n_imgs*reps/(time.perf_counter() - t), first
 
 
-def bench_model(arch, sz, bs, steps, device, precision, compile_=False):
-    "Training and inference images/s of `arch` at `sz` px (channels-last, `precision` autocast)"
+def _model(arch, n_in, neighbours, device):
     from ihd.backbones import create_model
     torch.manual_seed(0)
-    m = create_model(arch, 3).to(device, memory_format=torch.channels_last)
+    slices = 2*neighbours + 1 if arch.endswith('@2.5d') else None
+    return create_model(arch, n_in, slices=slices).to(device, memory_format=torch.channels_last)
+
+
+def bench_model(arch, sz, n_in, neighbours, bs, steps, device, precision, compile_=False) -> dict:
+    "Training and inference images/s of `arch` on `(bs, n_in, sz, sz)` batches (channels-last, `precision` autocast)"
+    m = _model(arch, n_in, neighbours, device)
     run = torch.compile(m) if compile_ else m
     dt = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
-    x = torch.randn(bs, 3, sz, sz, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(bs, n_in, sz, sz, device=device).contiguous(memory_format=torch.channels_last)
     y = (torch.rand(bs, 6, device=device) < 0.1).float()
     opt = torch.optim.AdamW(m.parameters(), 1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
@@ -60,22 +140,39 @@ def bench_model(arch, sz, bs, steps, device, precision, compile_=False):
         for _ in range(steps):
             with torch.autocast(device.type, dtype=dt or torch.float32, enabled=dt is not None): run(x)
         m.train()
-    return _timed(train, device, bs*steps, 2), _timed(infer, device, bs*steps, 2)
+    tr, first = _timed(train, device, bs*steps, 2)
+    inf, _ = _timed(infer, device, bs*steps, 2)
+    mem = torch.cuda.max_memory_allocated(device)/2**30 if device.type == 'cuda' else float('nan')
+    return dict(train=tr, infer=inf, first_s=first, warm_s=bs*steps/tr, mem_gb=mem)
 
 
-def bench_loader(sz, bs, n_batches, device, workers, size, neighbours, layout='files'):
-    "Images/s of ihd's loader (stage-2 cache in `layout` -> augmented, normalised batches on `device`), random order"
-    from ihd import synth, tables, pixels, cache, level1
-    from ihd.core import ihd_log_level
-    ihd_log_level('WARNING')  # the stages' own progress lines would bury the table
-    base = Path(os.environ.get('IHD_GPU_CHECK_DIR') or tempfile.mkdtemp(prefix='ihd_gpu_check_'))
+def safe_bench(*args, **kw) -> dict:
+    "`bench_model`, with an out-of-memory error returned as the row's error instead of raised"
+    try: return bench_model(*args, **kw)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return dict(train=float('nan'), infer=float('nan'), error=f"out of memory at batch {args[4]}")
+    finally:
+        if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
+
+
+def build_loader_cache(base: Path, p: dict, size: str, layout: str, sz: int):
+    "Stage 0 and 2 of a synthetic `size` set under `base` with plan `p`'s recipe (at `sz`) in `layout`; its work folder"
+    from ihd import synth, tables, cache
+    from ihd.pixels import Recipe
     root = synth.make_dataset(base/'data', size=size)
-    work = base/f'work_{layout}'
+    work = base/f"work_{p['preset']}_{layout}"
     tables.make_tables(root, work, progress=False)
-    rec = pixels.Recipe.from_settings(sz=sz, neighbours=neighbours)
+    rec = Recipe.from_dict(dict(p['recipe'].slice_fields(), sz=sz, neighbours=p['neighbours']))
     cache.build_cache(root, work, rec, progress=False, layout=layout)
-    sc = cache.SliceCache(work, rec)
+    return work, rec
+
+
+def bench_loader(work, rec, bs, n_batches, device, workers) -> float:
+    "Images/s of ihd's loader (the stage-2 cache -> augmented, normalised batches on `device`), random order"
+    from ihd import cache, level1
     import pandas as pd
+    sc = cache.SliceCache(work, rec)
     ids = pd.read_parquet(work/'train.parquet')['ID'].tolist()
     y = np.zeros((len(ids), 6), np.float32)
     mean, std = level1.norm_stats(sc, ids, 64)
@@ -85,51 +182,154 @@ def bench_loader(sz, bs, n_batches, device, workers, size, neighbours, layout='f
         while k < n_batches:
             try: next(it); k += 1
             except StopIteration: it = iter(dl)
-    return _timed(load, device, bs*n_batches, 1)
+    return _timed(load, device, bs*n_batches, 1)[0]
 
 
-def main():
+def emb_width(arch: str, n_in: int, neighbours: int) -> int:
+    "The width of `arch`'s embedding (its body's feature channels), as level 1 hands it to the sequence model"
+    m = _model(arch, n_in, neighbours, torch.device('cpu')).eval()
+    with torch.no_grad(): return int(m[0](torch.zeros(1, n_in, 64, 64).contiguous(memory_format=torch.channels_last)).shape[1])
+
+
+def bench_seq(p: dict, device, quick: bool) -> float:
+    "Training series/s of plan `p`'s sequence model (its sizes; one embedding run per architecture, sparse files)"
+    from ihd.sequence import bench_sequence
+    from ihd.core import ihd_log_level, preset_scope
+    dims = [64] if quick else [emb_width(a, p['n_in'], p['neighbours']) for a in p['archs']]
+    ihd_log_level('WARNING')
+    kw = dict(n_series=64, min_len=8, max_len=16, steps=2, infer_series=16) if quick else dict(n_series=4000, steps=20, infer_series=256)
+    with preset_scope(p['preset'], 'demo' if quick else 'full'):
+        r = bench_sequence(dims=dims, sparse=True, device=device, modes=None, **kw)
+    return max(r.train.values())
+
+
+# ---------------------------------------------------------------- the check
+def _row(what, value, target, unit, **kw) -> dict:
+    return dict(what=what, value=value, target=target, unit=unit, **kw)
+
+
+def _fmt(r: dict, judged: bool) -> str:
+    v = 'n/a' if r['value'] is None or not math.isfinite(r['value']) else f"{r['value']:,.1f}"
+    if r['target'] is None: return f"  {r['what']:<72} {v:>10} {r['unit']}  {r.get('note', '')}"
+    verdict = ('ok' if not judge([r]) else 'MISS') if judged else 'not judged (CPU dry run)'
+    return f"  {r['what']:<72} {v:>10} {r['unit']}  target {r['target']:,.1f}: {verdict}  {r.get('note', '')}"
+
+
+def arch_rows(p: dict, a, device, prec, judged) -> list:
+    "Training (eager, compiled) and inference rows of each architecture of plan `p`, printed as they come"
+    sz, bs, steps = (min(p['sz'], 64), 4, 1) if a.quick else (p['sz'], p['bs'], 10)
+    rows, target = [], train_target(p, a.budget_hours)
+    images = TRAIN_SLICES*(p['folds'] - 1)*p['epochs']
+    for arch in p['archs']:
+        e = safe_bench(arch, sz, p['n_in'], p['neighbours'], bs, steps, device, prec)
+        c = safe_bench(arch, sz, p['n_in'], p['neighbours'], bs, steps, device, prec, compile_=True) if a.compile else None
+        best = max(e['train'], c['train'] if c else 0., key=lambda v: v if math.isfinite(v) else -1)
+        tag = f"{p['preset']}: {arch} {sz} px x{p['n_in']}, batch {bs}"
+        rows.append(_row(f"train {tag}", best, target, 'images/s', error=e.get('error'), arch=arch, preset=p['preset'],
+                         note=f"eager {e['train']:,.1f}" + (f", peak {e['mem_gb']:.1f} GiB" if math.isfinite(e.get('mem_gb', float('nan'))) else '')))
+        if c:
+            pays = compile_pays(e['train'], c['train'], c.get('first_s', 0.) - e.get('first_s', 0.), images, p['folds'])
+            rows.append(_row(f"  torch.compile {arch}", c['train'], None, 'images/s',
+                             note=f"{c['train']/e['train']:.2f}x eager, compile {c.get('first_s', 0.):.0f} s: "
+                                  f"{'pays' if pays else 'does not pay'} over {images/1e6:.1f}M images"))
+        rows.append(_row(f"  inference {arch}", e['infer'], None, 'images/s'))
+        for r in rows[-(3 if c else 2):]: print(_fmt(r, judged), flush=True)
+    return rows
+
+
+def loader_rows(plans: list, trains: dict, a, device, judged, base: Path) -> list:
+    "Loader rows per distinct input (size, channels, neighbours) and layout; target: the fastest training rate on it"
+    from ihd import cache
+    from ihd.core import ihd_log_level
+    ihd_log_level('WARNING')
+    layouts = getattr(cache, 'LAYOUTS', ('files', 'shards'))
+    workers, rows, seen = (0 if a.quick else min(16, os.cpu_count() or 1)), [], set()
+    for p in plans:
+        sz = min(p['sz'], 64) if a.quick else p['sz']
+        key = lambda q: (q['recipe'].base_name, q['neighbours'], q['n_in'])
+        if key(p) in seen: continue
+        seen.add(key(p))
+        need = max(trains[q['preset']] for q in plans if key(q) == key(p))
+        for lay in layouts:
+            work, rec = build_loader_cache(base, p, 'tiny' if a.quick else 'demo', lay, sz)
+            v = bench_loader(work, rec, 8 if a.quick else p['bs'], 4 if a.quick else 40, device, workers)
+            rows.append(_row(f"loader {lay}: {rec.name} {sz} px x{rec.n_channels}, {workers} workers", v, need, 'images/s'))
+            print(_fmt(rows[-1], judged), flush=True)
+    return rows
+
+
+def seq_rows(plans: list, a, device, judged) -> list:
+    "The sequence model's training series/s per sequence preset, beside its target"
+    rows = []
+    for p in plans:
+        if not p['sequence']: continue
+        s = p['seq']
+        v = bench_seq(p, device, a.quick)
+        rows.append(_row(f"sequence {p['preset']}: {s['rnn']} x{s['layers']}, hidden {s['hidden']}, proj {s['proj']}, batch {s['bs']}",
+                         v, seq_target(p), 'series/s', note=f"{p['folds']} folds x {s['epochs']} epochs in 1 GPU-hour"))
+        print(_fmt(rows[-1], judged), flush=True)
+    return rows
+
+
+def preset_hours(plans: list, rows: list, budget_h: float) -> dict:
+    "GPU-hours each preset's level 1 needs at the measured training rates (NaN where a rate is missing)"
+    out = {}
+    for p in plans:
+        rates = [r['value'] for r in rows if r.get('preset') == p['preset'] and r['what'].startswith('train ')]
+        images = TRAIN_SLICES*(p['folds'] - 1)*p['epochs']
+        out[p['preset']] = sum(images/v if v and math.isfinite(v) else float('nan') for v in rates)/3600
+    for k, h in out.items(): print(f"  {k}: level 1 needs {h:,.1f} hours of this device at these rates (plan: {budget_h:g} GPU-hours)")
+    return out
+
+
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--device', default='cuda')
+    ap.add_argument('--device', default='cuda', help="cuda (default) or cpu (a dry run: figures printed, not judged)")
     ap.add_argument('--quick', action='store_true', help='small sizes and few steps (a dry run)')
-    ap.add_argument('--no-compile', action='store_true', help='skip the torch.compile timings (on by default on a GPU)')
-    ap.add_argument('--out', default=None, help='write the table as JSON here too')
-    a = ap.parse_args()
+    ap.add_argument('--presets', default=None, help='comma-separated presets (default: all; --quick: ihd, brainscan)')
+    ap.add_argument('--budget-hours', type=float, default=24., help="GPU-hours the plan gives one preset's level 1 (default 24)")
+    ap.add_argument('--no-compile', dest='compile', action='store_false', help='skip the torch.compile timings')
+    ap.add_argument('--out', default=None, help='write the rows as JSON here too')
+    ap.add_argument('--selftest', action='store_true', help='check the judging on given figures, then stop')
+    a = ap.parse_args(argv)
+    if a.quick or a.device == 'cpu': a.compile = a.compile and a.device != 'cpu' and not a.quick
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    st = selftest()
+    if a.selftest or st: return st
     if a.device.startswith('cuda') and not torch.cuda.is_available():
-        print(f"gpu-check: no CUDA device here (torch {torch.__version__}, {cpu_model()}): nothing measured. "
-              "Run it on a GPU machine, or `--device cpu --quick` for a dry run.")
-        return 0
+        print(f"gpu-check: FAILED: no CUDA device here (torch {torch.__version__}, {cpu_model()}): nothing measured, "
+              "nothing judged. Run it on a GPU machine, or `--device cpu --quick` for a dry run.", file=sys.stderr)
+        return 2
     from ihd.backbones import choose_precision
-    device = torch.device(a.device)
-    sz, bs, steps = (64, 8, 2) if a.quick else (256, 64, 20)
+    from ihd.core import preset_names
+    device, judged, t0 = torch.device(a.device), a.device.startswith('cuda'), time.time()
+    names = _list(a.presets) if a.presets else (['ihd', 'brainscan'] if a.quick else preset_names())
+    plans = [preset_plan(n, 'demo' if a.quick else 'full') for n in names]
     prec = choose_precision(device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_model()
-    print(f"gpu-check on {name} ({device}), torch {torch.__version__}, CPU {cpu_model()}, "
-          f"precision {prec} + channels-last, {sz} px")
-    rows, t0 = [], time.time()
-    for arch in ('resnet18', 'resnet50'):
-        for comp in ([False, True] if device.type == 'cuda' and not a.no_compile else [False]):
-            tr, inf = bench_model(arch, sz, bs if arch == 'resnet18' else bs//2, steps, device, prec, comp)
-            tag = f"{arch}{' compiled' if comp else ''}"
-            rows += [(f'train {tag}', tr, 'images/s'), (f'inference {tag}', inf, 'images/s')]
-            print(f"  {rows[-2][0]:<34} {tr:10.1f} images/s\n  {rows[-1][0]:<34} {inf:10.1f} images/s", flush=True)
-    workers = min(16, os.cpu_count() or 1)
-    for layout in ('files', 'shards'):
-        for nb in (0, 1):
-            r = bench_loader(sz, bs, 4 if a.quick else 40, device, 0 if a.quick else workers,
-                             'tiny' if a.quick else 'demo', nb, layout)
-            rows.append((f'loader {layout}, neighbours={nb}, {0 if a.quick else workers} workers', r, 'images/s'))
-            print(f"  {rows[-1][0]:<40} {r:10.1f} images/s", flush=True)
-    rows.append(('sequence model', float('nan'), 'series/s (not built yet: issue 12)'))
-    print(f"  {rows[-1][0]:<34} {'n/a':>10} {rows[-1][2]}")
-    need = 3750
-    tr18 = dict((k, v) for k, v, _ in rows)['train resnet18']
-    print(f"target: the loader keeps up with >= {need} training images/s (1 arch x 5 folds x 4 epochs of the full set "
-          f"in one GPU-hour); resnet18 trains at {tr18:.0f} images/s here. Took {time.time()-t0:.0f} s.")
-    if a.out:
-        Path(a.out).write_text(json.dumps(dict(device=name, cpu=cpu_model(), torch=torch.__version__, precision=prec,
-                                               sz=sz, rows=[dict(what=k, value=v, unit=u) for k, v, u in rows]), indent=1))
-    return 0
+    print(f"gpu-check on {name} ({device}), torch {torch.__version__}, CPU {cpu_model()}, precision {prec} + channels-last; "
+          f"presets {', '.join(names)} at {'demo (quick)' if a.quick else 'full'} scale")
+    if not judged: print("  CPU dry run: the targets below are GPU targets; the figures are printed beside them, not judged")
+    rows = []
+    for p in plans: rows += arch_rows(p, a, device, prec, judged)
+    trains = {p['preset']: max([r['value'] for r in rows if r.get('preset') == p['preset'] and r['what'].startswith('train ')
+                                and math.isfinite(r['value'])] or [0.]) for p in plans}
+    with tempfile.TemporaryDirectory(prefix='ihd_gpu_check_') as tmp:
+        rows += loader_rows(plans, trains, a, device, judged, Path(os.environ.get('IHD_GPU_CHECK_DIR') or tmp))
+    rows += seq_rows(plans, a, device, judged)
+    hours = preset_hours(plans, rows, a.budget_hours)
+    misses = judge(rows) if judged else []
+    if a.out: Path(a.out).write_text(json.dumps(dict(device=name, cpu=cpu_model(), torch=torch.__version__, precision=prec,
+                                                     judged=judged, hours=hours, misses=misses, rows=rows), indent=1, default=str))
+    print(f"took {time.time()-t0:.0f} s")
+    if not judged: print("gpu-check: CPU dry run done: every code path ran; GPU targets not judged on a CPU"); return 0
+    for m in misses: print(f"MISS {m}")
+    print(f"gpu-check: {'every target met' if not misses else f'{len(misses)} target(s) missed'}")
+    return 1 if misses else 0
 
 
 if __name__ == '__main__':
