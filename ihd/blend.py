@@ -17,10 +17,10 @@ from .level2 import gather_runs, report_table, plot_report, oof_prior, write_sub
 log = logging.getLogger('ihd.blend')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'STEPS', 'LEVELS', 'APPLIED', 'BLEND_VERSION', 'SIMPLER', 'read_step', 'check_steps', 'mix', 'simplex_grid',
-           'weight_grid', 'fit_weights', 'cross_fit', 'fit_levels', 'apply_levels', 'cross_levels', 'row_loss',
-           'paired_se', 'paired_bootstrap', 'choose', 'choose_level', 'nested_choice', 'blend_params', 'needed_steps',
-           'report_text', 'blend', 'apply_blend', 'ihd_blend']
+__all__ = ['log', 'STEPS', 'LEVELS', 'APPLIED', 'BLEND_VERSION', 'SIMPLER', 'RULES', 'read_step', 'check_steps', 'mix',
+           'simplex_grid', 'weight_grid', 'fit_weights', 'cross_fit', 'fit_levels', 'apply_levels', 'cross_levels',
+           'row_loss', 'paired_se', 'paired_bootstrap', 'choose', 'choose_level', 'nested_choice', 'blend_params',
+           'needed_steps', 'report_text', 'blend', 'apply_blend', 'ihd_blend']
 
 # %% ../nbs/04c_blend.ipynb #a1cff5ea
 STEPS = ('level2', 'sequence')  # the stage-4 steps a blend mixes, in this order (their folders: `ihd.core.level2_dir`)
@@ -232,15 +232,20 @@ def choose(report:pd.DataFrame, # `ihd.level2.report_table`'s output (rows named
 
 # %% ../nbs/04c_blend.ipynb #2b4fe92e
 SIMPLER = ('level1', 'level2', 'sequence', 'blend')   # the levels, simplest first (the one-standard-error rule's order)
+RULES = ('first', '1se', 'lowest')                    # `[blend] rule`'s values
 
 def choose_level(y, # (n, 6) labels
                  preds:dict, # level -> (n, 6) OOF predictions of these rows
                  groups, # (n,) series of each row (the standard error's unit)
                  candidates, # Levels that may be chosen
-                 rule:str='1se' # `1se`: the simplest within one paired standard error of the lowest; `lowest`
+                 rule:str='1se' # `first`: the first candidate with predictions (no choice by data); `1se`: the simplest within one paired standard error of the lowest; `lowest`
                 )->str:
-    "The level to apply: the lowest weighted log loss among `candidates` (`lowest`), or the simplest within one standard error of it (`1se`)"
-    if rule not in ('1se', 'lowest'): raise ValueError(f"unknown [blend] rule {rule!r}: expected 1se or lowest")
+    "The level to apply: the first candidate with predictions (`first`), the lowest weighted log loss among `candidates` (`lowest`), or the simplest within one standard error of it (`1se`)"
+    if rule not in RULES: raise ValueError(f"unknown [blend] rule {rule!r}: expected one of {', '.join(RULES)}")
+    if rule == 'first':
+        have = [c for c in listify(candidates) if c in preds]
+        if not have: raise ValueError(f"none of the candidates {listify(candidates)} has predictions (levels: {list(preds)})")
+        return have[0]
     rep = report_table(y, {LEVELS[k]: v for k, v in preds.items()})
     best = choose(rep, candidates)
     if rule == 'lowest': return best
@@ -269,6 +274,8 @@ def nested_choice(y, # (n, 6) labels
     choice, out = {}, np.empty(y.shape)
     for f in fs:
         tr = folds != f
+        if rule == 'first':   # no choice from the figures: the same level in every fold, no inner fits needed
+            choice[int(f)] = c = choose_level(y, outer, groups, candidates, rule); out[~tr] = outer[c][~tr]; continue
         inner = cross_levels(y[tr], [p[tr] for p in runs], {k: p[tr] for k, p in steps.items()}, folds[tr], grid, space, full=False).oof
         choice[int(f)] = c = choose_level(y[tr], inner, groups[tr], candidates, rule)
         out[~tr] = outer[c][~tr]
@@ -427,9 +434,10 @@ def _say(i:AttrDict, f:AttrDict):
     runs = w[[r.name for r in i.rs]]
     log.info(f"[blend] {APPLIED} (nested, per fold: {', '.join(f'{k} {LEVELS[c]}' for k, c in f.nested.choice.items())}): "
              f"{w[APPLIED]:.4f}; L1 average {w['L1 average']:.4f}; best single run {runs.min():.4f} ({runs.idxmin()}); prior {w['prior baseline']:.4f}")
-    how = 'the simplest within one standard error of the lowest' if f.rule == '1se' else 'the lowest'
-    log.info(f"[blend] choice for the test set and new data: {LEVELS[f.choice]} ({how} weighted OOF log loss on every row among "
-             f"{', '.join(LEVELS[c] for c in listify(i.s.candidates) if LEVELS[c] in w)}; its honest figure is {APPLIED}'s)")
+    among = ', '.join(LEVELS[c] for c in listify(i.s.candidates) if LEVELS[c] in w)
+    how = (f'the first of {among} with predictions: [blend] rule first' if f.rule == 'first' else
+           f"{'the simplest within one standard error of the lowest' if f.rule == '1se' else 'the lowest'} weighted OOF log loss on every row among {among}")
+    log.info(f"[blend] choice for the test set and new data: {LEVELS[f.choice]} ({how}; its honest figure is {APPLIED}'s)")
 
 # %% ../nbs/04c_blend.ipynb #ff50e4a0
 def blend(data:Path|str|None=None, # Kaggle-layout root (for the sample submission)
@@ -465,10 +473,11 @@ def blend(data:Path|str|None=None, # Kaggle-layout root (for the sample submissi
 _NO_BLEND = ('level2', 'sequence', 'level1')   # preference without `blend.json`
 
 def _preference(meta:dict|None)->list:
-    "Levels best first: by `blend.json`'s weighted OOF loss (candidates first), then the level-1 average as the last resort"
+    "Levels in order of use: `blend.json`'s choice, the other candidates by weighted OOF loss, then the level-1 average as the last resort"
     if meta is None: return list(_NO_BLEND)
     w = meta.get('weighted', {})
     ranked = sorted((c for c in meta['candidates'] if LEVELS[c] in w), key=lambda c: w[LEVELS[c]])
+    ranked = [meta['choice']] + [c for c in ranked if c != meta['choice']] if meta.get('choice') else ranked
     return ranked + [c for c in ('level2', 'sequence', 'level1') if c not in ranked]
 
 def _aligned(preds:dict, levels:list, ids, name=None)->list:
