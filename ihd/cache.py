@@ -20,10 +20,11 @@ from .pixels import (Recipe, preprocess, preprocess_series, stack_neighbours, re
 log = logging.getLogger('ihd.cache')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'SHARD_INDEX', 'PART_COLUMNS', 'SLICE_STATS', 'STATS_COLUMNS', 'REPORT_COLUMNS', 'cache_dir', 'slice_path',
-           'shard_path', 'cache_layout', 'choose_layout', 'recipe_meta', 'check_recipe', 'save_npy', 'cached_ids',
-           'preprocess_items', 'run_chunks', 'shard_plan', 'load_slice_stats', 'build_cache', 'SliceCache',
-           'ShardCache', 'bench_files', 'bench_cache', 'bench_loader', 'ihd_bench_cache', 'ihd_cache']
+__all__ = ['log', 'SHARD_INDEX', 'LAYOUTS', 'ZSTD_LEVEL', 'PART_COLUMNS', 'ZPART_COLUMNS', 'SLICE_STATS', 'STATS_COLUMNS',
+           'REPORT_COLUMNS', 'cache_dir', 'slice_path', 'shard_path', 'cache_layout', 'choose_layout', 'recipe_meta',
+           'check_recipe', 'save_npy', 'cached_ids', 'preprocess_items', 'run_chunks', 'shard_plan', 'zstd_codec',
+           'load_slice_stats', 'cache_bytes', 'sample_ratio', 'free_bytes', 'check_space', 'build_cache', 'SliceCache',
+           'ShardCache', 'ZShardCache', 'bench_files', 'bench_cache', 'bench_loader', 'ihd_bench_cache', 'ihd_cache']
 
 # %% ../nbs/02_cache.ipynb #a9f4be41
 def cache_dir(work:Path|str, # The dataset's work folder
@@ -38,28 +39,32 @@ def slice_path(d:Path, ID:str)->Path:
     return d/ID[-2:]/f'{ID}.npy'
 
 # %% ../nbs/02_cache.ipynb #8ce6fdcd
-SHARD_INDEX = 'index.parquet'  # shards layout: ID -> shard, row, series; written last
+SHARD_INDEX = 'index.parquet'  # shards layouts: ID -> shard, row, series (zshards: and offset, nbytes); written last
+LAYOUTS = ('files', 'shards', 'zshards')   # zshards: each slice zstd-compressed, the slices of a shard back to back
+ZSTD_LEVEL = 3   # zshards' codec: pyarrow's zstd (chosen by `compare_codecs` below); decoding does not depend on the level
+_SUFFIX = dict(shards='.u8', zshards='.zst')
 
-def shard_path(d:Path, k:int)->Path:
-    "The uint8 array of shard `k` in cache folder `d` (shards layout); `<k>.parquet` beside it lists its slices"
-    return Path(d)/'shards'/f'{k:05d}.u8'
+def shard_path(d:Path, k:int, layout:str='shards')->Path:
+    "The data file of shard `k` in cache folder `d` (`layout` shards: uint8 rows; zshards: compressed slices); `<k>.parquet` beside it lists its slices"
+    return Path(d)/layout/f'{k:05d}{_SUFFIX[layout]}'
 
 # %% ../nbs/02_cache.ipynb #e9f756a3
 def cache_layout(d:Path)->str|None:
-    "The layout of the cache in folder `d`: 'shards', 'files', or None when no slice is stored yet"
+    "The layout of the cache in folder `d`: 'shards', 'zshards', 'files', or None when no slice is stored yet"
     d = Path(d)
-    if (d/'shards').is_dir(): return 'shards'
+    for k in ('shards', 'zshards'):
+        if (d/k).is_dir(): return k
     return 'files' if d.is_dir() and any(s.is_dir() for s in os.scandir(d)) else None
 
 # %% ../nbs/02_cache.ipynb #50077da8
 def choose_layout(d:Path, # The recipe's cache folder
-                  layout:str|None, # 'auto', 'files', 'shards' (None: settings `[cache] layout`)
+                  layout:str|None, # 'auto', 'files', 'shards', 'zshards' (None: settings `[cache] layout`)
                   n_slices:int # Slices in stage 0's header table (all splits)
                  )->str:
-    "'files' or 'shards' for a build into `d`; refused when `d` already holds the other layout"
+    "'files', 'shards' or 'zshards' for a build into `d`; refused when `d` already holds the other layout"
     s = merge_settings('cache', layout=layout)
     want = ('shards' if n_slices > int(s.shard_above) else 'files') if s.layout == 'auto' else s.layout
-    if want not in ('files', 'shards'): raise ValueError(f"cache layout {want!r}: choose auto, files or shards")
+    if want not in LAYOUTS: raise ValueError(f"cache layout {want!r}: choose auto, files, shards or zshards (compressed)")
     have = cache_layout(d)
     if have not in (None, want):
         raise ValueError(f"{d} holds a cache in the {have} layout, not {want}: build with layout='{have}', or force=True to rebuild it")
@@ -201,25 +206,31 @@ def shard_plan(hd:pd.DataFrame, # Stage 0's header table (ID, split, path, Serie
     return h.assign(series=series, shard=shard[series])
 
 PART_COLUMNS = ['ID', 'file', 'row', 'severity', 'reason', 'brain_frac']
+ZPART_COLUMNS = PART_COLUMNS + ['offset', 'nbytes']   # zshards: where each compressed slice lies in its shard file
 
-def _write_shard(fh, series, root, recipe)->list:
-    "Preprocess the shard's `series` (each a list of (ID, path) in z order) and append each slice to open file `fh`; one part row per slice"
-    rows, n = [], 0
+def zstd_codec(level:int=ZSTD_LEVEL): return pa.Codec('zstd', compression_level=level)
+
+def _write_shard(fh, series, root, recipe, codec=None)->list:
+    "Preprocess the shard's `series` (each a list of (ID, path) in z order) and append each slice to open file `fh` (compressed by `codec` if given: its offset and bytes in its row); one part row per slice"
+    rows, n, off, z = [], 0, 0, codec is not None
     for items in series:
         for ID, path, x, sev, why, bf in preprocess_items(root, items, recipe):
-            if x is None: rows.append((ID, path, -1, sev, why, bf)); continue
-            fh.write(np.ascontiguousarray(x).data)
-            rows.append((ID, path, n, sev, why, bf)); n += 1
+            if x is None: rows.append((ID, path, -1, sev, why, bf) + ((-1, 0) if z else ())); continue
+            b = np.ascontiguousarray(x).data
+            if z: b = codec.compress(b, asbytes=True)
+            fh.write(b)
+            rows.append((ID, path, n, sev, why, bf) + ((off, len(b)) if z else ())); n, off = n + 1, off + len(b)
     return rows
 
-def _cache_shards(jobs, root, d, recipe_d):
-    "Shards layout: build shards `jobs` [(k, [series [(ID, path)]])], each array through `atomic_path`, then its part table"
-    recipe = Recipe.from_dict(recipe_d)
+def _cache_shards(jobs, root, d, recipe_d, layout='shards'):
+    "Shards layouts: build shards `jobs` [(k, [series [(ID, path)]])], each data file through `atomic_path`, then its part table"
+    recipe, z = Recipe.from_dict(recipe_d), layout == 'zshards'
     with single_thread():
         for k, series in jobs:
-            with atomic_path(shard_path(d, k)) as t, open(t, 'wb') as fh: rows = _write_shard(fh, series, root, recipe)
-            with atomic_path(shard_path(d, k).with_suffix('.parquet')) as t:
-                pd.DataFrame(rows, columns=PART_COLUMNS).to_parquet(t, index=False)
+            f = shard_path(d, k, layout)
+            with atomic_path(f) as t, open(t, 'wb') as fh: rows = _write_shard(fh, series, root, recipe, zstd_codec() if z else None)
+            with atomic_path(f.with_suffix('.parquet')) as t:
+                pd.DataFrame(rows, columns=ZPART_COLUMNS if z else PART_COLUMNS).to_parquet(t, index=False)
     return len(jobs), []
 
 # %% ../nbs/02_cache.ipynb #9ca3eae5
@@ -280,6 +291,78 @@ def _update_stats(root, work, hd, cached:set, new:pd.DataFrame, sig, n_workers, 
     return st
 
 
+# %% ../nbs/02_cache.ipynb #ee966e81
+def cache_bytes(n_slices:int, # Slices to store
+                recipe:Recipe, # Its size and windows decide a slice's bytes
+                layout:str='files', # 'files', 'shards' or 'zshards'
+                ratio:float=1., # zshards: the compression ratio (`sample_ratio`)
+                block:int=4096 # The filesystem's block size (files: each file takes whole blocks)
+               )->int:
+    "Bytes a cache of `n_slices` slices of `recipe` takes on disk in `layout`: slices x channels x sz² bytes, plus overhead"
+    raw = recipe.sz*recipe.sz*len(recipe.windows)
+    per = {'files': -(-(raw + 128)//block)*block,   # the .npy header, whole blocks
+           'shards': raw + 64, 'zshards': raw/max(ratio, 1e-9) + 80}[layout]   # index and part-table rows
+    return int(n_slices*per) + (1 << 20)   # recipe.json, cache.json, report.csv
+
+def sample_ratio(root:Path|str, # Kaggle-layout root
+                 paths:list, # Slice paths under `root` (a sample is spread over them)
+                 recipe:Recipe, # The recipe the slices are preprocessed with
+                 n:int=16 # Slices in the sample
+                )->tuple[float, int]:
+    "zshards' compression ratio (raw bytes / zstd bytes) on up to `n` slices spread over `paths`, and how many it used"
+    codec, raw, packed = zstd_codec(), 0, 0
+    for path in [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(n, len(paths))).astype(int))] if len(paths) else []:
+        try: x = np.ascontiguousarray(preprocess(Path(root)/path, recipe))
+        except Exception: continue   # an undecodable slice is not cached either: not in the sample
+        raw, packed = raw + x.nbytes, packed + len(codec.compress(x.data, asbytes=True))
+    return (raw/packed if packed else 1.), int(bool(packed) and n)
+
+def free_bytes(path:Path|str)->tuple[int, int]:
+    "Free bytes and the block size of the disk that holds `path` (its nearest existing folder)"
+    p = Path(path).absolute()
+    while not p.exists(): p = p.parent
+    st = os.statvfs(p)
+    return st.f_bavail*st.f_frsize, st.f_frsize
+
+def _stored_bytes(d:Path)->int:
+    "Bytes of the files already under `d` (a cache being resumed)"
+    return sum(f.stat().st_size for f in Path(d).rglob('*') if f.is_file()) if Path(d).is_dir() else 0
+
+def _space_options(root, hd, recipe, layout, free, block)->str:
+    "The ways out when the cache does not fit: a smaller size that fits, zshards' estimated size, another disk"
+    fits = [s for s in (448, 384, 320, 256, 224, 192, 160, 128, 96, 64) if s < recipe.sz and
+            cache_bytes(len(hd), Recipe.from_dict(dict(recipe.to_dict(), sz=s)), layout, block=block)*1.02 <= free]
+    opts = [f"a smaller size (--sz {fits[0]} fits: about {cache_bytes(len(hd), Recipe.from_dict(dict(recipe.to_dict(), sz=fits[0])), layout, block=block)/1e9:,.1f} GB)"
+            if fits else "a smaller size (none from 448 down to 64 px fits)"]
+    if layout != 'zshards':
+        r, m = sample_ratio(root, hd.path.tolist(), recipe)
+        opts.append(f"the compressed layout (--layout zshards: about {cache_bytes(len(hd), recipe, 'zshards', r)/1e9:,.1f} GB, "
+                    f"zstd {r:.1f}x on {m} of these slices)")
+    return '; '.join(opts + ["a work folder on a bigger disk (--work DIR or IHD_WORK; its cache/ folder may also be a link to another disk)"])
+
+def check_space(root:Path|str, # Kaggle-layout root (zshards: a sample of slices is compressed for the estimate)
+                d:Path, # The recipe's cache folder (it may not exist yet)
+                recipe:Recipe, hd:pd.DataFrame, # The recipe and the header rows to cache (`path` column)
+                layout:str, # 'files', 'shards' or 'zshards'
+                free:int|None=None # Free bytes (default: the disk's)
+               )->int:
+    "Log the cache's size for `recipe` in `layout` and the free space; raise when what is still to be written cannot fit. The estimate"
+    disk_free, block = free_bytes(d)
+    free = disk_free if free is None else free
+    ratio, m = sample_ratio(root, hd.path.tolist(), recipe) if layout == 'zshards' else (1., 0)
+    need, raw = cache_bytes(len(hd), recipe, layout, ratio, block), len(hd)*recipe.sz**2*len(recipe.windows)
+    z = f", zstd {ratio:.1f}x estimated on {m} slices" if layout == 'zshards' else ''
+    log.info(f"Cache {recipe.base_name} ({layout}): {len(hd):,} slices x {len(recipe.windows)} channels x {recipe.sz}² bytes = "
+             f"{raw/1e9:,.2f} GB, about {need/1e9:,.2f} GB on disk{z}; {free/1e9:,.1f} GB free there")
+    margin = 1.25 if layout == 'zshards' else 1.02
+    if need*margin <= free: return need
+    todo = max(need - _stored_bytes(d), 0)   # a resumed build needs only the rest
+    if todo*margin > free:
+        raise ValueError(f"stage 2: the cache {d} needs about {todo/1e9:,.1f} GB more ({len(hd):,} slices at {recipe.sz} px, "
+                         f"{layout} layout{z}) and the disk there has {free/1e9:,.1f} GB free: nothing written. Options: "
+                         + _space_options(root, hd, recipe, layout, free, block))
+    return need
+
 # %% ../nbs/02_cache.ipynb #607428b0
 REPORT_COLUMNS = ['ID', 'file', 'severity', 'reason']
 
@@ -322,7 +405,10 @@ def _cache_info(d, recipe, sig, split, hd, todo, rows, secs, n_workers, layout, 
                 cached=len(set(cached_ids(d)) & set(hd.ID)), errors=int(err.sum()), warnings=int((rows.severity == 'warning').sum()),
                 skipped=len(hd) - len(todo), built=len(todo) - int((err & rows.ID.isin(todo.ID)).sum()), seconds=round(secs, 3),
                 slices_per_s=round(len(todo)/secs, 1) if secs and len(todo) else None, n_workers=n_workers or os.cpu_count())
-    if layout == 'shards': info.update(shards=len(list((d/'shards').glob('*.u8'))), shard_slices=shard_slices)
+    if layout != 'files':
+        data = list((d/layout).glob('*' + _SUFFIX[layout]))
+        info.update(shards=len(data), shard_slices=shard_slices, data_bytes=sum(f.stat().st_size for f in data))
+    if layout == 'zshards': info.update(codec=f'zstd-{ZSTD_LEVEL}', ratio=round(info['cached']*recipe.sz**2*len(recipe.windows)/max(info['data_bytes'], 1), 3))
     if info['cached'] + info['errors'] != len(hd):
         raise RuntimeError(f"cache {d}: {info['cached']} slices cached and {info['errors']} errors, but the header table has {len(hd)}")
     return info
@@ -342,44 +428,47 @@ def _build_files(root, d, recipe, hd, n_workers, progress)->tuple:
     rows = pd.DataFrame([r for _, rs, _ in res for r in rs], columns=REPORT_COLUMNS)
     return todo, _merge_report(d, rows, done), _stats_frame([s for *_, ss in res for s in ss])
 
-def _finished_parts(d, groups, slice_bytes)->dict:
-    "`{shard: part table}` of the finished shards: part table present, listing the planned IDs, array of the right size"
+def _finished_parts(d, groups, slice_bytes, layout='shards')->dict:
+    "`{shard: part table}` of the finished shards: part table present, listing the planned IDs, data file of the right size"
     res = {}
     for k, g in groups.items():
-        f = shard_path(d, k)
+        f = shard_path(d, k, layout)
         if not (f.is_file() and f.with_suffix('.parquet').is_file()): continue
         part = pd.read_parquet(f.with_suffix('.parquet'))
-        if part.ID.tolist() == g.ID.tolist() and f.stat().st_size == int((part.row >= 0).sum())*slice_bytes: res[k] = part
+        ok = part.row >= 0
+        size = int(part.nbytes[ok].sum()) if layout == 'zshards' else int(ok.sum())*slice_bytes
+        if part.ID.tolist() == g.ID.tolist() and f.stat().st_size == size: res[k] = part
     return res
 
 def _write_index(d, plan, parts)->pd.DataFrame:
     "Write `index.parquet` (ID, shard, row, series of every cached slice, in shard and row order) and `report.csv`; the report rows"
     allp = pd.concat([p.assign(shard=k) for k, p in sorted(parts.items())], ignore_index=True) if parts else pd.DataFrame(columns=PART_COLUMNS + ['shard'])
     ok = allp[allp.row >= 0].merge(plan[['ID', 'series']], on='ID', how='left')
-    ix = ok[['ID', 'shard', 'row', 'series']].astype(dict(shard=np.int32, row=np.int32, series=np.int64))
+    cols = ['ID', 'shard', 'row', 'series'] + (['offset', 'nbytes'] if 'offset' in ok else [])
+    ix = ok[cols].astype(dict(shard=np.int32, row=np.int32, series=np.int64, **({'offset': np.int64, 'nbytes': np.int32} if 'offset' in ok else {})))
     rows = allp.loc[allp.severity != '', REPORT_COLUMNS].reset_index(drop=True)
     with atomic_path(d/'report.csv') as t: rows.to_csv(t, index=False)
     with atomic_path(d/SHARD_INDEX) as t: ix.to_parquet(t, index=False)
     return rows
 
-def _drop_unplanned(d, groups):
+def _drop_unplanned(d, groups, layout='shards'):
     "Remove shard files the plan no longer has (it changed with `shard_slices`)"
-    for f in (d/'shards').glob('*'):
-        if f.suffix in ('.u8', '.parquet') and f.stem.isdigit() and int(f.stem) not in groups: f.unlink()
+    for f in (d/layout).glob('*'):
+        if f.suffix in (_SUFFIX[layout], '.parquet') and f.stem.isdigit() and int(f.stem) not in groups: f.unlink()
 
-def _build_shards(root, d, recipe, hd_all, split, n_workers, progress, shard_slices)->tuple:
-    "Shards layout: every unfinished shard of the plan holding slices of `split`, then the index; `(the slices built, report rows, slice stats)`"
+def _build_shards(root, d, recipe, hd_all, split, n_workers, progress, shard_slices, layout='shards')->tuple:
+    "Shards layouts: every unfinished shard of the plan holding slices of `split`, then the index; `(the slices built, report rows, slice stats)`"
     plan = shard_plan(hd_all, shard_slices)
     groups = dict(tuple(plan.groupby('shard', sort=True)))
-    if (d/'shards').is_dir(): _drop_unplanned(d, groups)
+    if (d/layout).is_dir(): _drop_unplanned(d, groups, layout)
     want = set(groups) if split == 'all' else set(plan.shard[plan.split == split])
     slice_bytes = recipe.sz*recipe.sz*len(recipe.windows)
-    parts = _finished_parts(d, groups, slice_bytes)
+    parts = _finished_parts(d, groups, slice_bytes, layout)
     todo_k = sorted(want - set(parts))
     if todo_k: (d/SHARD_INDEX).unlink(missing_ok=True)   # rewritten last: never an index into a shard being rebuilt
     jobs = [(k, [list(zip(s.ID, s.path)) for _, s in groups[k].groupby('series', sort=False)]) for k in todo_k]
-    run_chunks(_cache_shards, jobs, root, d, recipe_meta(recipe), n_workers=n_workers, chunk=1, progress=progress)
-    parts.update(_finished_parts(d, {k: groups[k] for k in todo_k}, slice_bytes))
+    run_chunks(_cache_shards, jobs, root, d, recipe_meta(recipe), layout, n_workers=n_workers, chunk=1, progress=progress)
+    parts.update(_finished_parts(d, {k: groups[k] for k in todo_k}, slice_bytes, layout))
     todo = plan[plan.shard.isin(todo_k)]
     stats = _stats_frame(pd.concat([p[STATS_COLUMNS] for p in parts.values() if 'brain_frac' in p] or [_stats_frame([])]).dropna())
     return todo[todo.split == split] if split != 'all' else todo, _write_index(d, plan, parts), stats
@@ -398,8 +487,9 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
                 n_workers:int|None=None, # Processes (default: all cores; 1 = in this process)
                 force:bool=False, # Delete the recipe's cache and rebuild it
                 progress:bool=True, # Show a progress bar
-                layout:str|None=None, # 'auto', 'files' or 'shards' (default: settings `[cache] layout`)
-                shard_slices:int|None=None # Slices per shard (default: settings `[cache] shard_slices`)
+                layout:str|None=None, # 'auto', 'files', 'shards' or 'zshards' (default: settings `[cache] layout`)
+                shard_slices:int|None=None, # Slices per shard (default: settings `[cache] shard_slices`)
+                free:int|None=None # Free bytes to plan with (default: the disk's; a test can pretend a smaller disk)
                )->Path:
     "Stage 2: preprocess every slice of the header table into `cache_dir(work, recipe)` (finished slices or shards are skipped), and record `work/slice_stats.parquet`"
     root, work = data_root(data), work_dir(data, work)
@@ -408,13 +498,14 @@ def build_cache(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     hd = hd_all if split == 'all' else hd_all[hd_all.split == split]
     d, sig = cache_dir(work, recipe), _stage0_signature(root, work)
     if _rebuild_if_stale(d, sig, force) and d.exists(): shutil.rmtree(d)
-    check_recipe(d, recipe, create=True)
     layout = choose_layout(d, layout, len(hd_all))
+    check_space(root, d, recipe, hd, layout, free)   # before anything is written: refused when the disk cannot hold it
+    check_recipe(d, recipe, create=True)
     _clean_tmp(d)
     t0 = time.perf_counter()
     shard_slices = int(merge_settings('cache', shard_slices=shard_slices).shard_slices)
     if layout == 'files': todo, rows, stats = _build_files(root, d, recipe, hd, n_workers, progress)
-    else: todo, rows, stats = _build_shards(root, d, recipe, hd_all, split, n_workers, progress, shard_slices)
+    else: todo, rows, stats = _build_shards(root, d, recipe, hd_all, split, n_workers, progress, shard_slices, layout)
     secs = time.perf_counter() - t0
     info = _cache_info(d, recipe, sig, split, hd, todo, rows, secs, n_workers, layout, shard_slices)
     write_json(info, d/'cache.json')
@@ -434,9 +525,10 @@ def _plain(r:Recipe)->bool:
 class SliceCache:
     "Cached slices of `recipe` under `work`, by image ID, with neighbour slices composed at load time (either layout)"
     def __new__(cls, work=None, recipe=None, *args, **kwargs):
-        "A `ShardCache` where stage 2 built shards: callers (level 1, the report) need not know the layout"
-        if cls is SliceCache and work is not None and cache_layout(cache_dir(work, recipe or Recipe.from_settings())) == 'shards':
-            cls = ShardCache
+        "A `ShardCache` (`ZShardCache`) where stage 2 built shards (compressed shards): callers (level 1, the report) need not know the layout"
+        lay = cache_layout(cache_dir(work, recipe or Recipe.from_settings())) if cls is SliceCache and work is not None else None
+        if lay == 'shards': cls = ShardCache
+        elif lay == 'zshards': cls = ZShardCache   # (classes defined below)
         return super().__new__(cls)
 
     def __init__(self, work:Path|str, # The dataset's work folder (with `headers.parquet`)
@@ -598,6 +690,52 @@ class ShardCache(SliceCache):
         r0 = self.row[p[0]]
         block, rows = self._map(self.shard[i])[r0:self.row[p[-1]] + 1], self.row[p] - r0
         for o, (j, c) in enumerate(self.recipe.channel_plan): out[..., o] = block[rows[j], ..., c]
+        return out
+
+# %% ../nbs/02_cache.ipynb #6f1b008a
+class ZShardCache(ShardCache):
+    "A zshards-layout cache (what `SliceCache(work, recipe)` opens when stage 2 built compressed shards)"
+    def __init__(self, work:Path|str, # The dataset's work folder
+                 recipe:Recipe|None=None, # Recipe (default: settings); its `neighbours` are used here
+                 headers=None, lru=None, # Accepted for `SliceCache`'s signature
+                 max_open:int=256 # Shard files kept open per process
+                ):
+        super().__init__(work, recipe, max_open=max_open)
+        ix = pd.read_parquet(self.dir/SHARD_INDEX, columns=['offset', 'nbytes'])
+        self.offset, self.nbytes = ix.offset.to_numpy(np.int64), ix.nbytes.to_numpy(np.int64)
+        self._raw, self._codec = int(np.prod(self._shape)), zstd_codec()
+
+    def __repr__(self): return f"ZShardCache({self.dir}, {len(self)} slices in {len(np.unique(self.shard))} compressed shards, {self.recipe.name})"
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k not in ('_maps', '_pid', '_codec')}
+    def __setstate__(self, s): self.__dict__.update(s, _maps=OrderedDict(), _pid=None, _codec=zstd_codec())
+
+    def _fd(self, k)->int:
+        "Shard `k`'s file, opened by this process (at most `max_open` kept)"
+        if self._pid != os.getpid(): self._maps, self._pid = OrderedDict(), os.getpid()   # a parent's descriptors stay the parent's
+        fd = self._maps.get(k)
+        if fd is None:
+            fd = self._maps[k] = os.open(shard_path(self.dir, k, 'zshards'), os.O_RDONLY)
+            if len(self._maps) > self.max_open: os.close(self._maps.popitem(last=False)[1])
+        return fd
+
+    def _decode(self, i:int, out:np.ndarray)->np.ndarray:
+        "Slice at position `i` decompressed into `out`"
+        n, k = int(self.nbytes[i]), int(self.shard[i])
+        b = os.pread(self._fd(k), n, int(self.offset[i]))
+        if len(b) != n: raise ValueError(f"{shard_path(self.dir, k, 'zshards')}: slice {self._keys[i].decode()} is cut short "
+                                         f"({len(b)} of {n} bytes): rebuild the cache (ihd_cache --layout zshards)")
+        out[...] = np.frombuffer(self._codec.decompress(b, decompressed_size=self._raw), np.uint8).reshape(self._shape)
+        return out
+
+    def read(self, ID:str, out:np.ndarray|None=None)->np.ndarray:
+        "The cached array of one slice (no neighbours), into `out` if given"
+        return self._decode(self._locate(ID), out if out is not None else np.empty(self._shape, np.uint8))
+
+    def _compose(self, ID, out):
+        "Each neighbour decoded once, then the channels of `recipe.channel_plan` copied"
+        p = self._window(self._locate(ID))
+        a = {j: self._decode(j, np.empty(self._shape, np.uint8)) for j in np.unique(p)}
+        for o, (j, c) in enumerate(self.recipe.channel_plan): out[..., o] = a[p[j]][..., c]
         return out
 
 # %% ../nbs/02_cache.ipynb #d6d2935c
