@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np, torch
 
 TRAIN_SLICES, TRAIN_SERIES = 752_803, 21_744   # the stage-2 train set
-SEQ_PRESETS_KEY = 'sequence'                   # a preset whose blend candidates name the sequence model gets a row
+SEQ_LEVELS = {'sequence', 'blend'}             # a preset whose stage 4 may apply the sequence model (or a blend of it) gets a row
 
 
 def cpu_model() -> str:
@@ -52,7 +52,7 @@ def preset_plan(name: str, scale: str = 'full') -> dict:
         r, l1, k = Recipe.from_settings(), merge_settings('level1'), int(merge_settings('tables').n_folds)
         s, blend = merge_settings('sequence'), _list(merge_settings('blend').candidates)
     return dict(preset=name, recipe=r, sz=r.sz, n_in=r.n_channels, neighbours=r.neighbours, bs=int(l1.bs), folds=k,
-                epochs=int(l1.epochs), archs=_list(l1.archs), sequence=SEQ_PRESETS_KEY in blend,
+                epochs=int(l1.epochs), archs=_list(l1.archs), sequence=bool(SEQ_LEVELS & set(blend)),
                 seq=dict(epochs=int(s.epochs), bs=int(s.bs), rnn=s.rnn, hidden=s.hidden, proj=s.proj, layers=s.layers))
 
 
@@ -156,13 +156,14 @@ def safe_bench(*args, **kw) -> dict:
         if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
 
 
-def build_loader_cache(base: Path, p: dict, size: str, layout: str, sz: int):
-    "Stage 0 and 2 of a synthetic `size` set under `base` with plan `p`'s recipe (at `sz`) in `layout`; its work folder"
-    from ihd import synth, tables, cache
+def build_loader_cache(base: Path, p: dict, size: str, layout: str, sz: int, n_slices: int):
+    "Stage 0 and 2 of about `n_slices` slices (whole series) of a synthetic `size` set under `base`, plan `p`'s recipe at `sz`, in `layout`"
+    from ihd import synth, cache
     from ihd.pixels import Recipe
     root = synth.make_dataset(base/'data', size=size)
     work = base/f"work_{p['preset']}_{layout}"
-    tables.make_tables(root, work, progress=False)
+    hd = cache._bench_subset(root, base/'tables', n_slices)   # stage 0 once; the cache of a subset of its series
+    work.mkdir(parents=True, exist_ok=True); hd.to_parquet(work/'headers.parquet')
     rec = Recipe.from_dict(dict(p['recipe'].slice_fields(), sz=sz, neighbours=p['neighbours']))
     cache.build_cache(root, work, rec, progress=False, layout=layout)
     return work, rec
@@ -171,9 +172,8 @@ def build_loader_cache(base: Path, p: dict, size: str, layout: str, sz: int):
 def bench_loader(work, rec, bs, n_batches, device, workers) -> float:
     "Images/s of ihd's loader (the stage-2 cache -> augmented, normalised batches on `device`), random order"
     from ihd import cache, level1
-    import pandas as pd
     sc = cache.SliceCache(work, rec)
-    ids = pd.read_parquet(work/'train.parquet')['ID'].tolist()
+    ids = cache.cached_ids(cache.cache_dir(work, rec))
     y = np.zeros((len(ids), 6), np.float32)
     mean, std = level1.norm_stats(sc, ids, 64)
     dl = level1.make_dls(sc, ids, y, ids[:bs], y[:bs], mean, std, bs=bs, device=device, n_workers=workers).train
@@ -251,7 +251,7 @@ def loader_rows(plans: list, trains: dict, a, device, judged, base: Path) -> lis
         seen.add(key(p))
         need = max(trains[q['preset']] for q in plans if key(q) == key(p))
         for lay in layouts:
-            work, rec = build_loader_cache(base, p, 'tiny' if a.quick else 'demo', lay, sz)
+            work, rec = build_loader_cache(base, p, 'tiny' if a.quick else 'demo', lay, sz, 40 if a.quick else 10**9)
             v = bench_loader(work, rec, 8 if a.quick else p['bs'], 4 if a.quick else 40, device, workers)
             rows.append(_row(f"loader {lay}: {rec.name} {sz} px x{rec.n_channels}, {workers} workers", v, need, 'images/s'))
             print(_fmt(rows[-1], judged), flush=True)
