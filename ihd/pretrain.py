@@ -4,7 +4,7 @@
 
 # %% ../nbs/03d_pretrain.ipynb #831a065f
 from __future__ import annotations
-import datetime, json, logging, shutil, time
+import datetime, hashlib, json, logging, shutil, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import AttrDict, ifnone, listify
@@ -12,32 +12,34 @@ from fastcore.script import call_parse, store_true
 from fastai.torch_core import default_device
 from .core import LABELS, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, rsna_sample, cpu_model, \
     atomic_path, write_json, label_log_loss, weighted_log_loss, prior_baseline
-from .synth import GENERATOR_VERSION, make_dataset
+from .synth import GENERATOR_VERSION, SIZES, make_dataset
 from .tables import make_tables
 from .pixels import Recipe
 from .cache import build_cache
-from .backbones import PRETRAIN_JSON, artifact_info, resolve_pretrained, create_model, label_prior
+from .backbones import PRETRAIN_JSON, artifact_info, resolve_pretrained, create_model, label_prior, choose_precision
 from .level1 import level1_config, fit_fold, load_stage_inputs, predict_ids
 
 log = logging.getLogger('ihd.pretrain')
 
 # %% auto #0
-__all__ = ['log', 'pretrain_config', 'artifact_name', 'pretrained_dir', 'synth_root', 'pretrain_work', 'is_current',
-           'make_pretrained', 'load_artifact', 'score_pretrained', 'ihd_pretrain']
+__all__ = ['log', 'SHIPPED_JSON', 'DISCLAIMER', 'pretrain_config', 'artifact_name', 'pretrained_dir', 'synth_root',
+           'pretrain_work', 'is_current', 'make_pretrained', 'load_artifact', 'score_pretrained', 'shipped_dir',
+           'weights_sha256', 'shipped_info', 'shipped_note', 'check_shipped', 'default_models', 'half_weights',
+           'half_change', 'ship_model', 'reproduce_shipped', 'ship_pretrained', 'ihd_pretrain']
 
 # %% ../nbs/03d_pretrain.ipynb #7ba54e92
 def pretrain_config(**overrides # Values that win over settings [pretrain]; `None` means "not given"
                    )->AttrDict:
     "Settings `[pretrain]` with every override that is not `None`"
     cfg = merge_settings('pretrain', **overrides)
-    if cfg.get('size') not in ('tiny', 'demo', 'bench'): raise ValueError(f"synthetic size {cfg.get('size')!r}: expected tiny, demo or bench")
+    if cfg.get('size') not in SIZES: raise ValueError(f"synthetic size {cfg.get('size')!r}: expected one of {', '.join(SIZES)}")
     for k in ('sz', 'epochs', 'seed', 'n_folds', 'holdout', 'score_folds'):
         if type(cfg.get(k)) is not int: raise ValueError(f"[pretrain] {k} = {cfg.get(k)!r}: expected a whole number")
     return cfg
 
 # %% ../nbs/03d_pretrain.ipynb #1dbd0bcf
 def artifact_name(arch:str, # Architecture
-                  size:str, # Synthetic size ('tiny', 'demo', 'bench')
+                  size:str, # Synthetic size ('tiny', 'demo', 'mid', 'bench')
                   recipe:Recipe, # The input recipe
                   imagenet:bool=False # Started from the ImageNet weights
                  )->str:
@@ -70,7 +72,7 @@ def _request(cfg, recipe, imagenet, l1)->dict:
     req = dict(arch=cfg.arch, imagenet=imagenet, n_in=recipe.n_channels, sz=recipe.sz, windows=list(recipe.windows),
                recipe=recipe.to_dict(), generator_version=GENERATOR_VERSION, size=cfg.size, synth_seed=settings('synth').seed,
                seed=int(cfg.seed), epochs=int(cfg.epochs), n_folds=int(cfg.n_folds), holdout_fold=int(cfg.holdout),
-               train={k: l1.get(k) for k in ('bs', 'lr', 'wd', 'freeze_epochs', 'sampler', 'max_rotate', 'max_zoom', 'tta')})
+               train={k: l1.get(k) for k in ('bs', 'lr', 'wd', 'freeze_epochs', 'sampler', 'max_rotate', 'max_zoom', 'tta', 'precision')})
     return json.loads(json.dumps(req))
 
 def is_current(out:Path|str, # An artifact folder
@@ -108,9 +110,10 @@ def _fit(p:AttrDict, name, req, recipe, device=None)->Path:
 
 # %% ../nbs/03d_pretrain.ipynb #4116f71c
 def _write_artifact(out:Path, fd:Path, req:dict, prior, t0:float)->dict:
-    "model.pth, then pretrain.json (last: it marks the artifact finished)"
+    "model.pth and the run's run.json (the artifact is also a level-1 fold folder), then pretrain.json (last: it marks the artifact finished)"
     run, met = (json.loads((fd/f).read_text()) for f in ('run.json', 'metrics.json'))
     with atomic_path(out/'model.pth') as t: shutil.copyfile(fd/'model.pth', t)
+    write_json(run, out/'run.json')
     held = dict(fold=req['holdout_fold'], n_train=met['n_train'], n=met['n'], wll=met['wll'], prior_wll=met['baseline_wll'],
                 label_log_loss=met['label_log_loss'], auc=met['auc'], log=met.get('log'))
     info = dict(req, name=out.name, mean=run['mean'], std=run['std'], norm=run['norm'], tta=run['tta'],
@@ -122,7 +125,7 @@ def _write_artifact(out:Path, fd:Path, req:dict, prior, t0:float)->dict:
 
 # %% ../nbs/03d_pretrain.ipynb #821f6c57
 def make_pretrained(arch:str|None=None, # Architecture (default: settings [pretrain])
-                    size:str|None=None, # Synthetic size: 'tiny', 'demo' or 'bench'
+                    size:str|None=None, # Synthetic size: 'tiny', 'demo', 'mid' or 'bench'
                     sz:int|None=None, # Input size (default: settings [pretrain] sz)
                     windows=None, # Windows (default: settings [pixels])
                     epochs:int|None=None, # Epochs after the frozen ones (default: settings [pretrain])
@@ -139,7 +142,9 @@ def make_pretrained(arch:str|None=None, # Architecture (default: settings [pretr
     recipe = Recipe.from_settings(sz=cfg.sz, windows=windows)
     pre = resolve_pretrained(cfg.arch, cfg.imagenet)
     out = pretrained_dir(models)/artifact_name(cfg.arch, cfg.size, recipe, pre)
-    req = _request(cfg, recipe, pre, level1_config())
+    l1 = level1_config()   # its precision resolved by the rule, not by a timing probe, so the same request trains the same weights
+    l1['precision'] = choose_precision(device, l1.get('precision'))
+    req = _request(cfg, recipe, pre, l1)
     if not force and is_current(out, req):
         log.info(f"[pretrain] {out}: made already for this recipe, reused (force=True remakes it)"); return out
     t0 = time.time()
@@ -218,10 +223,171 @@ def score_pretrained(artifact:Path|str, # An artifact folder (see `make_pretrain
                     n_series=int(tab['SeriesInstanceUID'].nunique()))
     return df
 
+# %% ../nbs/03d_pretrain.ipynb #d89b7514
+SHIPPED_JSON = 'shipped.json'
+DISCLAIMER = 'research use, not a medical device'
+
+def shipped_dir()->Path:
+    "The package's shipped-model folder, `ihd/shipped` (a models folder, see above)"
+    import ihd
+    return Path(ihd.__file__).parent/'shipped'
+
+def _sha256(f:Path|str)->str: return hashlib.sha256(Path(f).read_bytes()).hexdigest()
+
+def weights_sha256(f:Path|str # A state-dict file
+                  )->str:
+    "A checksum of the weights themselves (every tensor's name, dtype, shape and bytes), not of the file: `torch.save` writes the file's name into it"
+    h = hashlib.sha256()
+    for k, v in sorted(torch.load(f, map_location='cpu', weights_only=True).items()):
+        h.update(f'{k}|{v.dtype}|{tuple(v.shape)}|'.encode()); h.update(v.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+def shipped_info(folder:Path|str|None=None # A shipped-model folder (default: `shipped_dir()`)
+                )->AttrDict|None:
+    "Its `shipped.json` with `dir` added, or None when there is none"
+    d = Path(folder) if folder is not None else shipped_dir()
+    if not (d/SHIPPED_JSON).is_file(): return None
+    try: info = json.loads((d/SHIPPED_JSON).read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{d/SHIPPED_JSON}: not valid JSON ({e})") from None
+    return AttrDict(info, dir=d)
+
+def shipped_note(info:dict)->str:
+    "What every output made with the shipped model says of it"
+    return f"synthetic-trained model {info['version']}; {DISCLAIMER}"
+
+def check_shipped(folder:Path|str|None=None)->AttrDict:
+    "The shipped model's `shipped.json` after checking each weights file against its recorded checksum"
+    info = shipped_info(folder)
+    if info is None: raise FileNotFoundError(f"no shipped model: {Path(folder or shipped_dir())/SHIPPED_JSON} is missing "
+                                             "(`ihd_pretrain --ship` makes it; or pass --models <a folder of trained runs>)")
+    for rel, sha in info.sha256.items():
+        f = info.dir/rel
+        if not f.is_file(): raise FileNotFoundError(f"{f}: the shipped model's weights are missing (reinstall ihd)")
+        if _sha256(f) != sha: raise ValueError(f"{f}: checksum {_sha256(f)[:12]}... is not the recorded {sha[:12]}... (a damaged or replaced file)")
+    return info
+
+def default_models(models:Path|str|None=None # The models the user gave (`--models`), if any
+                  )->tuple[Path, str|None]:
+    "The models to predict with and the note every output carries: `models` as given (no note), else the checked shipped model"
+    if models: return Path(models), None
+    info = check_shipped()
+    return info.dir, shipped_note(info)
+
+# %% ../nbs/03d_pretrain.ipynb #e0f20cfb
+def half_weights(sd:dict # A state dict
+                )->dict:
+    "The state dict with its floating-point tensors in float16 (integer buffers such as BatchNorm's counters kept)"
+    return {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+
+def half_change(artifact:Path|str, # An artifact folder
+                data:Path|str|None=None, # Real Kaggle-layout data (default: the RSNA sample)
+                work:Path|str|None=None)->dict:
+    "How far float16 weights move the artifact's predictions on the real labelled slices: `max_abs_dp`, `d_wll` (16 minus 32), `n`"
+    model, info = load_artifact(artifact)
+    r = _real_inputs(data, work, Recipe.from_dict(info.recipe), pretrain_config().score_folds)
+    tab = r.inp.train[[i in r.inp.cache for i in r.inp.train['ID']]]
+    run = dict(n_in=info.n_in, tta=info.tta, mean=info.mean, std=info.std)
+    p32 = predict_ids(model, run, r.inp.cache, tab['ID'])[LABELS].to_numpy(np.float64)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half_weights(model.state_dict()).items()})
+    p16 = predict_ids(model, run, r.inp.cache, tab['ID'])[LABELS].to_numpy(np.float64)
+    y = tab[LABELS].to_numpy(np.float64)
+    return dict(max_abs_dp=float(np.abs(p32 - p16).max()), d_wll=float(weighted_log_loss(y, p16) - weighted_log_loss(y, p32)),
+                n=int(len(tab)), data=r.root.name)
+
+# %% ../nbs/03d_pretrain.ipynb #fc324ed2
+_REQUEST_KEYS = ('arch', 'imagenet', 'n_in', 'sz', 'windows', 'recipe', 'generator_version', 'size', 'synth_seed', 'seed', 'epochs',
+                 'n_folds', 'holdout_fold', 'train')   # `_request`'s keys: what determines the weights
+
+def _ship_files(a:AttrDict, fd:Path, use16:bool)->dict:
+    "The fold folder's files: the weights (float16 or as trained), `run.json` and `pretrain.json`; their checksums"
+    fd.mkdir(parents=True)
+    sd = torch.load(a.model, map_location='cpu', weights_only=True)
+    torch.save(half_weights(sd) if use16 else sd, fd/'model.pth')
+    for f in ('run.json', PRETRAIN_JSON): shutil.copy2(a.dir/f, fd/f)
+    return {f'{fd.parent.name}/{fd.name}/model.pth': _sha256(fd/'model.pth')}
+
+def ship_model(artifact:Path|str, # An artifact folder (`make_pretrained`, made with its `run.json`)
+               dest:Path|str|None=None, # The shipped-model folder (default: `shipped_dir()`), replaced whole
+               figures:dict|None=None, # Figures to record (e.g. `score_pretrained` on the real sample, over seeds)
+               command:str|None=None, # The command that made it
+               data:Path|str|None=None, # Real data for the float16 check (default: the RSNA sample)
+               tol:float=1e-3 # Largest change of a real-sample probability that float16 weights may make
+              )->Path:
+    "Write `artifact` as the shipped model: weights, `run.json`, `pretrain.json` and `shipped.json`; the folder is replaced only once complete"
+    a = artifact_info(artifact)
+    if a is None or not (a.dir/'run.json').is_file():
+        raise FileNotFoundError(f"{artifact}: not an artifact with its run.json (remake it: `ihd_pretrain --force`)")
+    dest = Path(dest) if dest is not None else shipped_dir()
+    half = half_change(a.dir, data)
+    part = dest.parent/f'.{dest.name}.partial'; shutil.rmtree(part, ignore_errors=True)
+    sha = _ship_files(a, part/a.name/'fold0', half['max_abs_dp'] <= tol)
+    info = dict(version=f"g{a.generator_version}-{a.arch}-{a.sz}px-seed{a.seed}-{next(iter(sha.values()))[:8]}", name=a.name,
+                disclaimer=DISCLAIMER, trained_on=f"ihd's synthetic head CT only (generator version {a.generator_version}, "
+                f"size {a.size}, synth seed {a.synth_seed}): no patient's data", request={k: a[k] for k in _REQUEST_KEYS},
+                dtype='float16' if half['max_abs_dp'] <= tol else 'float32', float16_check=dict(half, tol=tol),
+                sha256=sha, weights_sha256=weights_sha256(part/a.name/'fold0/model.pth'), source_weights_sha256=weights_sha256(a.model), command=command, figures=figures or {},
+                holdout=a.holdout, train_seconds=a.train_seconds, cpu_model=a.cpu_model, made=a.made)
+    write_json(info, part/SHIPPED_JSON)
+    if dest.exists(): shutil.rmtree(dest)
+    part.rename(dest)
+    return dest
+
+# %% ../nbs/03d_pretrain.ipynb #868e2b1d
+def _same_settings(q:dict)->None:
+    "Refuse to reproduce under other [level1]/[pretrain] settings or another generator than the shipped model's"
+    j = lambda v: json.loads(json.dumps(v))
+    now, cfg = level1_config(), pretrain_config()
+    diff = {f'[level1] {k}': (v, j(now.get(k))) for k, v in q['train'].items() if k != 'precision' and j(now.get(k)) != v}   # the precision is replayed as recorded
+    diff.update({f'[pretrain] {k}': (q[r], cfg[k]) for k, r in (('n_folds', 'n_folds'), ('holdout', 'holdout_fold')) if cfg[k] != q[r]})
+    if q['generator_version'] != GENERATOR_VERSION: diff['generator version'] = (q['generator_version'], GENERATOR_VERSION)
+    if q['synth_seed'] != settings('synth').seed: diff['[synth] seed'] = (q['synth_seed'], settings('synth').seed)
+    if diff: raise ValueError(f"the shipped model was made under other settings (shipped, now): {diff}; reproduce it with those")
+
+def reproduce_shipped(folder:Path|str|None=None, # A shipped-model folder (default: the package's)
+                      models:Path|str|None=None, # Models root of the retrained artifact (default: a temporary folder)
+                      synth:Path|str|None=None, work:Path|str|None=None, device=None)->AttrDict:
+    "Retrain the shipped model from its recorded request and compare: `same` (the shipped weights' checksum), `file_same` (the file's), `source_same` (the weights as trained)"
+    info = check_shipped(folder); q = info.request
+    _same_settings(q)
+    models = Path(models) if models is not None else Path(tempfile.mkdtemp(prefix='ihd_reproduce_'))
+    art = make_pretrained(q['arch'], q['size'], q['sz'], q['windows'], q['epochs'], q['seed'], q['imagenet'], models, True, synth, work, device)
+    a = artifact_info(art)
+    sha = _ship_files(a, models/'shipped-check'/a.name/'fold0', info.dtype == 'float16')
+    w = weights_sha256(models/'shipped-check'/a.name/'fold0/model.pth')
+    return AttrDict(same=w == info.weights_sha256, file_same=sha == info.sha256, source_same=weights_sha256(a.model) == info.source_weights_sha256,
+                    weights_sha256=w, shipped=info.weights_sha256, artifact=art)
+
+# %% ../nbs/03d_pretrain.ipynb #ab8d9a5a
+def _score_row(df:pd.DataFrame)->dict:
+    "`score_pretrained`'s synthetic-only row as JSON numbers, with the prior's weighted log loss"
+    r = df.loc['synthetic-only']
+    return dict(wll=float(r.wll), prior_wll=float(df.loc['prior (cross-fitted)', 'wll']),
+                **{f'auc_{l}': float(r[f'auc_{l}']) for l in LABELS}, **{f'll_{l}': float(r[f'll_{l}']) for l in LABELS})
+
+def ship_pretrained(seeds:list, # Training seeds: each is trained and scored; the first is shipped
+                    data:Path|str|None=None, # Real data to score on (default: the RSNA sample)
+                    dest:Path|str|None=None, # The shipped-model folder (default: the package's)
+                    models:Path|str|None=None, # Models root (the first seed's artifact; the others under `<models>/seeds/<seed>`)
+                    command:str|None=None, # The command line, recorded
+                    **kw # `make_pretrained`'s other arguments (arch, size, sz, windows, epochs, imagenet, force, ...)
+                   )->Path:
+    "Make and score one artifact per seed, then ship the first with every seed's real-data figures, their mean and spread"
+    rows, arts, root = {}, [], Path(models) if models is not None else ihd_path('models')
+    for i, s in enumerate(seeds):
+        art = make_pretrained(seed=s, models=root if i == 0 else root/'seeds'/str(s), **kw)
+        df = score_pretrained(art, data)
+        rows[str(s)] = _score_row(df); arts.append(art)
+        log.info(f"[pretrain] seed {s}: real {df.attrs['data']} ({df.attrs['n_series']} series): wll {rows[str(s)]['wll']:.4f} "
+                 f"(prior {rows[str(s)]['prior_wll']:.4f}), any AUC {rows[str(s)]['auc_any']:.3f}")
+    t = pd.DataFrame(rows).T
+    figs = dict(data=df.attrs['data'], n_series=df.attrs['n_series'], seeds=[int(s) for s in seeds], per_seed=rows,
+                mean=t.mean().round(5).to_dict(), std=t.std().round(5).to_dict() if len(seeds) > 1 else None)
+    return ship_model(arts[0], dest, figs, command, data)
+
 # %% ../nbs/03d_pretrain.ipynb #dba00b50
 @call_parse
 def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
-                 size:str=None, # Synthetic size: tiny, demo or bench (default: settings [pretrain])
+                 size:str=None, # Synthetic size: tiny, demo, mid or bench (default: settings [pretrain])
                  sz:int=None, # Input size (default: settings [pretrain])
                  windows:str=None, # Comma-separated windows (default: settings [pixels])
                  epochs:int=None, # Epochs (default: settings [pretrain])
@@ -230,10 +396,26 @@ def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
                  models:str=None, # Models root (default: IHD_MODELS or settings [paths])
                  force:store_true=False, # Retrain even when a matching artifact exists
                  score:store_true=False, # Then score the synthetic-only model on real data
-                 data:str=None # Real data to score on (default: the RSNA sample)
+                 data:str=None, # Real data to score on (default: the RSNA sample)
+                 ship:store_true=False, # Train every seed of --seeds, score each on real data, and make the first the package's shipped model
+                 seeds:str=None, # With --ship: comma-separated training seeds (default: --seed only)
+                 reproduce:store_true=False # Retrain the shipped model from its recorded recipe and compare its checksum
                 ):
-    "Make (or reuse) a synthetic-pretrained level-1 artifact; with --score, print it scored on real slices beside the prior"
-    out = make_pretrained(arch, size, sz, listify(parse_value(windows)) if windows else None, epochs, seed, imagenet, models, force)
+    "Make (or reuse) a synthetic-pretrained level-1 artifact; --score prints it on real slices beside the prior; --ship makes it the shipped model; --reproduce checks the shipped one"
+    if reproduce:
+        r = reproduce_shipped(models=models)
+        print(f"{'reproduced' if r.same else 'NOT reproduced'}: weights {r.weights_sha256[:16]}... (shipped {r.shipped[:16]}...; "
+              f"the file {'the same' if r.file_same else 'differs'}; as trained: {'the same' if r.source_same else 'different'})")
+        if not r.same: raise SystemExit(1)
+        return r
+    w = listify(parse_value(windows)) if windows else None
+    if ship:
+        ss = [int(s) for s in str(seeds).split(',')] if seeds else [ifnone(seed, pretrain_config().seed)]
+        cmd = ' '.join(['ihd_pretrain --ship'] + [f'--{k} {v}' for k, v in dict(arch=arch, size=size, sz=sz, windows=windows, epochs=epochs,
+                        imagenet=imagenet, seeds=','.join(map(str, ss))).items() if v is not None])
+        out = ship_pretrained(ss, data, models=models, command=cmd, arch=arch, size=size, sz=sz, windows=w, epochs=epochs, imagenet=imagenet, force=force)
+        print(f"{out}: {shipped_note(shipped_info(out))}"); return out
+    out = make_pretrained(arch, size, sz, w, epochs, seed, imagenet, models, force)
     h = json.loads((out/PRETRAIN_JSON).read_text())['holdout']
     print(f"{out}: held-out synthetic fold {h['fold']}: wll {h['wll']:.4f} (prior {h['prior_wll']:.4f})")
     if score: print(score_pretrained(out, data).round(4).to_string())
