@@ -87,6 +87,15 @@ def judge(rows: list) -> list:
     return miss
 
 
+def verdict(rows: list, judged: bool) -> int:
+    "Print the outcome and return the exit status: 0 (every target met, or a CPU dry run), 1 (a target missed)"
+    if not judged: print("gpu-check: CPU dry run done: every code path ran; GPU targets not judged on a CPU"); return 0
+    misses = judge(rows)
+    for m in misses: print(f"MISS {m}")
+    print(f"gpu-check: {'every target met' if not misses else f'{len(misses)} target(s) missed'}")
+    return 1 if misses else 0
+
+
 def selftest() -> int:
     "The judging rules on given figures: a pass, a miss, a failed figure, and torch.compile's break-even"
     ok = [dict(what='train a', value=120., target=100., unit='images/s'), dict(what='note', value=1., target=None, unit='')]
@@ -95,6 +104,9 @@ def selftest() -> int:
     checks = [judge(ok) == [], len(judge(bad)) == 2, 'loader x: 80.0 < 100.0 images/s' in judge(bad),
               'train b: out of memory at batch 32' in judge(bad),
               compile_pays(100., 150., 60., 1e6, 5), not compile_pays(100., 101., 600., 1e5, 5), not compile_pays(100., 0., 1., 1e6, 5)]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        codes = verdict(ok, True), verdict(bad, True), verdict(bad, False)
+    checks += [codes == (0, 1, 0), 'MISS loader x' in out.getvalue(), '2 target(s) missed' in out.getvalue()]
     if all(checks): print("gpu-check selftest: judging on given figures ok (a pass, a miss, a failed figure, compile break-even)"); return 0
     print(f"gpu-check selftest FAILED: checks {[i for i, c in enumerate(checks) if not c]} wrong"); return 1
 
@@ -147,13 +159,14 @@ def bench_model(arch, sz, n_in, neighbours, bs, steps, device, precision, compil
 
 
 def safe_bench(*args, **kw) -> dict:
-    "`bench_model`, with an out-of-memory error returned as the row's error instead of raised"
+    "`bench_model`, with an error (out of memory, a failed compilation) returned as the row's error instead of raised"
     try: return bench_model(*args, **kw)
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        return dict(train=float('nan'), infer=float('nan'), error=f"out of memory at batch {args[4]}")
+    except Exception as e:   # one architecture's failure is its row's miss, not the end of the check
+        oom = isinstance(e, torch.cuda.OutOfMemoryError)
+        return dict(train=float('nan'), infer=float('nan'), error=f"out of memory at batch {args[4]}" if oom else f"{type(e).__name__}: {e}"[:300])
     finally:
-        if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
+        if kw.get('compile_'): torch._dynamo.reset()   # the compiled graphs hold memory
+        if torch.cuda.is_available(): torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
 
 
 def build_loader_cache(base: Path, p: dict, size: str, layout: str, sz: int, n_slices: int):
@@ -188,7 +201,7 @@ def bench_loader(work, rec, bs, n_batches, device, workers) -> float:
 def emb_width(arch: str, n_in: int, neighbours: int) -> int:
     "The width of `arch`'s embedding (its body's feature channels), as level 1 hands it to the sequence model"
     m = _model(arch, n_in, neighbours, torch.device('cpu')).eval()
-    with torch.no_grad(): return int(m[0](torch.zeros(1, n_in, 64, 64).contiguous(memory_format=torch.channels_last)).shape[1])
+    with torch.no_grad(): return int(m[0](torch.zeros(1, n_in, 160, 160).contiguous(memory_format=torch.channels_last)).shape[1])
 
 
 def bench_seq(p: dict, device, quick: bool) -> float:
@@ -223,11 +236,13 @@ def arch_rows(p: dict, a, device, prec, judged) -> list:
     for arch in p['archs']:
         e = safe_bench(arch, sz, p['n_in'], p['neighbours'], bs, steps, device, prec)
         c = safe_bench(arch, sz, p['n_in'], p['neighbours'], bs, steps, device, prec, compile_=True) if a.compile else None
-        best = max(e['train'], c['train'] if c else 0., key=lambda v: v if math.isfinite(v) else -1)
+        best = max(e['train'], c['train'] if c and not c.get('error') else float('nan'), key=lambda v: v if math.isfinite(v) else -1)
         tag = f"{p['preset']}: {arch} {sz} px x{p['n_in']}, batch {bs}"
         rows.append(_row(f"train {tag}", best, target, 'images/s', error=e.get('error'), arch=arch, preset=p['preset'],
                          note=f"eager {e['train']:,.1f}" + (f", peak {e['mem_gb']:.1f} GiB" if math.isfinite(e.get('mem_gb', float('nan'))) else '')))
-        if c:
+        if c and c.get('error'):
+            rows.append(_row(f"  torch.compile {arch}", float('nan'), None, 'images/s', note=f"failed: {c['error']}"))
+        elif c:
             pays = compile_pays(e['train'], c['train'], c.get('first_s', 0.) - e.get('first_s', 0.), images, p['folds'])
             rows.append(_row(f"  torch.compile {arch}", c['train'], None, 'images/s',
                              note=f"{c['train']/e['train']:.2f}x eager, compile {c.get('first_s', 0.):.0f} s: "
@@ -326,10 +341,7 @@ def main(argv=None) -> int:
     if a.out: Path(a.out).write_text(json.dumps(dict(device=name, cpu=cpu_model(), torch=torch.__version__, precision=prec,
                                                      judged=judged, hours=hours, misses=misses, rows=rows), indent=1, default=str))
     print(f"took {time.time()-t0:.0f} s")
-    if not judged: print("gpu-check: CPU dry run done: every code path ran; GPU targets not judged on a CPU"); return 0
-    for m in misses: print(f"MISS {m}")
-    print(f"gpu-check: {'every target met' if not misses else f'{len(misses)} target(s) missed'}")
-    return 1 if misses else 0
+    return verdict(rows, judged)
 
 
 if __name__ == '__main__':
