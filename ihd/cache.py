@@ -310,13 +310,14 @@ def sample_ratio(root:Path|str, # Kaggle-layout root
                  recipe:Recipe, # The recipe the slices are preprocessed with
                  n:int=16 # Slices in the sample
                 )->tuple[float, int]:
-    "zshards' compression ratio (raw bytes / zstd bytes) on up to `n` slices spread over `paths`, and how many it used"
+    "zshards' compression ratio (raw bytes / zstd bytes) on up to `n` slices spread over `paths`, and how many it used (1.0 and 0: none decoded)"
     codec, raw, packed = zstd_codec(), 0, 0
+    if recipe.per_series: recipe = Recipe.from_dict(dict(recipe.to_dict(), untilt=False))   # slice by slice: near enough for a ratio
     for path in [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(n, len(paths))).astype(int))] if len(paths) else []:
         try: x = np.ascontiguousarray(preprocess(Path(root)/path, recipe))
         except Exception: continue   # an undecodable slice is not cached either: not in the sample
         raw, packed = raw + x.nbytes, packed + len(codec.compress(x.data, asbytes=True))
-    return (raw/packed if packed else 1.), int(bool(packed) and n)
+    return (raw/packed, min(n, len(paths))) if packed else (1., 0)
 
 def free_bytes(path:Path|str)->tuple[int, int]:
     "Free bytes and the block size of the disk that holds `path` (its nearest existing folder)"
@@ -327,7 +328,7 @@ def free_bytes(path:Path|str)->tuple[int, int]:
 
 def _stored_bytes(d:Path)->int:
     "Bytes of the files already under `d` (a cache being resumed)"
-    return sum(f.stat().st_size for f in Path(d).rglob('*') if f.is_file()) if Path(d).is_dir() else 0
+    return sum(f.stat().st_blocks*512 for f in Path(d).rglob('*') if f.is_file()) if Path(d).is_dir() else 0   # blocks, as the estimate counts
 
 def _space_options(root, hd, recipe, layout, free, block)->str:
     "The ways out when the cache does not fit: a smaller size that fits, zshards' estimated size, another disk"
@@ -341,6 +342,12 @@ def _space_options(root, hd, recipe, layout, free, block)->str:
                     f"zstd {r:.1f}x on {m} of these slices)")
     return '; '.join(opts + ["a work folder on a bigger disk (--work DIR or IHD_WORK; its cache/ folder may also be a link to another disk)"])
 
+def _zshards_ratio(root, d, hd, recipe)->tuple:
+    "zshards' ratio: an existing cache's (`cache.json`; count None), else `sample_ratio`'s"
+    f = Path(d)/'cache.json'
+    r = json.loads(f.read_text()).get('ratio') if f.is_file() else None
+    return (float(r), None) if r else sample_ratio(root, hd.path.tolist(), recipe)
+
 def check_space(root:Path|str, # Kaggle-layout root (zshards: a sample of slices is compressed for the estimate)
                 d:Path, # The recipe's cache folder (it may not exist yet)
                 recipe:Recipe, hd:pd.DataFrame, # The recipe and the header rows to cache (`path` column)
@@ -350,9 +357,9 @@ def check_space(root:Path|str, # Kaggle-layout root (zshards: a sample of slices
     "Log the cache's size for `recipe` in `layout` and the free space; raise when what is still to be written cannot fit. The estimate"
     disk_free, block = free_bytes(d)
     free = disk_free if free is None else free
-    ratio, m = sample_ratio(root, hd.path.tolist(), recipe) if layout == 'zshards' else (1., 0)
+    ratio, m = _zshards_ratio(root, d, hd, recipe) if layout == 'zshards' else (1., 0)
     need, raw = cache_bytes(len(hd), recipe, layout, ratio, block), len(hd)*recipe.sz**2*len(recipe.windows)
-    z = f", zstd {ratio:.1f}x estimated on {m} slices" if layout == 'zshards' else ''
+    z = '' if layout != 'zshards' else f", zstd {ratio:.1f}x " + (f"estimated on {m} slices" if m else "as built" if m is None else "not estimated (no slice of the sample decoded): counted uncompressed")
     log.info(f"Cache {recipe.base_name} ({layout}): {len(hd):,} slices x {len(recipe.windows)} channels x {recipe.sz}² bytes = "
              f"{raw/1e9:,.2f} GB, about {need/1e9:,.2f} GB on disk{z}; {free/1e9:,.1f} GB free there")
     margin = 1.25 if layout == 'zshards' else 1.02
