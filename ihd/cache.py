@@ -1029,7 +1029,7 @@ def ihd_cache(data:str=None, # Kaggle-layout root (default: IHD_DATA or settings
               split:str='all', # 'train', 'test' or 'all'
               n_workers:int=None, # Processes (default: all cores)
               force:bool=False, # Rebuild this recipe's cache from scratch
-              layout:str=None, # 'auto', 'files' or 'shards' (default: settings [cache] layout)
+              layout:str=None, # 'auto', 'files', 'shards' or 'zshards' (compressed) (default: settings [cache] layout)
               preset:str=None, # A published recipe by name, e.g. appian (`ihd_run --help` lists them; default: `IHD_PRESET`)
               scale:str=None # The preset's scale: demo or full (default: `IHD_SCALE`, else full with a CUDA GPU)
              ):
