@@ -8,10 +8,11 @@
 What it measures, and the target each figure is judged against (the targets are derived, not measured):
 - **training images/s per architecture**, at its preset's full input (size, channels, 2.5D slices) and batch, in the
   precision ihd chooses (`ihd.backbones.choose_precision`) + channels-last, eager and `torch.compile`d.
-  Target: the plan gives each full-scale preset's level 1 `--budget-hours` GPU-hours on one GPU (default 24: a day),
-  shared evenly by its architectures. One architecture trains `752,803 x (k-1)/k` slices per fold x `k` folds x its
-  epochs, so its target is `that x n_archs / (budget x 3600)` images/s. The preset's line adds the hours its
-  level 1 needs at the measured rates (the best of eager and compiled).
+  Target: the rate the plan assumes, i.e. the rate behind `ihd_presets --scale full --smoke`'s GPU-hour estimate
+  (`ihd.pipeline.H100`: a sustained share `util` of an H100's dense bf16 peak, over 3x the forward FLOPs of one image,
+  counted here on this architecture at this input with torch's FlopCounterMode, as the estimate counts them). A figure
+  under it means the recipe needs more GPU-hours than planned. Each preset's line adds the hours its level 1 needs
+  at the measured rates (the best of eager and compiled) beside the plan's hours at the target rates.
 - **torch.compile pays** when the seconds it saves over the architecture's whole level 1 (at the two measured
   rates) exceed its compile time paid once per fold.
 - **loader images/s** (ihd's stage-2 cache of the preset's recipe in each layout -> augmented batches on the device,
@@ -20,6 +21,7 @@ What it measures, and the target each figure is judged against (the targets are 
 - **the sequence model's training series/s** at each sequence preset's sizes (embedding widths of its
   architectures). Target: its `k` folds x epochs over the 21,744 train series within one GPU-hour
   (`21,744 x (k-1)/k x k x epochs / 3600` series/s).
+The plan is made for one H100; on another card the same targets say whether it keeps the plan's pace.
 Exit status: 0 every target met; 1 a target missed (each miss listed); 2 no CUDA device and `--device cpu` not asked.
 On the CPU (`--device cpu`) it measures the same code paths at small sizes and prints the figures beside the GPU
 targets, but does not judge them: the judging is checked by `--selftest` on given figures (a pass and a miss).
@@ -56,10 +58,25 @@ def preset_plan(name: str, scale: str = 'full') -> dict:
                 seq=dict(epochs=int(s.epochs), bs=int(s.bs), rnn=s.rnn, hidden=s.hidden, proj=s.proj, layers=s.layers))
 
 
-def train_target(p: dict, budget_h: float) -> float:
-    "Images/s one architecture of plan `p` must train at for the preset's level 1 to fit `budget_h` GPU-hours"
-    images = TRAIN_SLICES*(p['folds'] - 1)/p['folds']*p['folds']*p['epochs']
-    return images*len(p['archs'])/(budget_h*3600)
+def plan(name: str = 'H100'):
+    "The estimate's card assumptions (`ihd.pipeline.H100`: bf16 peak TFLOP/s and the share `util` of it sustained)"
+    from ihd import pipeline
+    return getattr(pipeline, name)
+
+
+def train_target(fwd_flops: float, card=None) -> float:
+    "Images/s the plan assumes for an architecture of `fwd_flops` forward FLOPs per image (training: 3x the forward)"
+    card = card or plan()
+    return card.bf16_tflops*1e12*card.util/(3*fwd_flops)
+
+
+def fwd_flops(model, n_in: int, sz: int, device) -> float:
+    "Forward FLOPs of one `(n_in, sz, sz)` image through `model` (torch's FlopCounterMode: convolutions and matrix products)"
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.zeros(1, n_in, sz, sz, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc: model.eval()(x)
+    model.train()
+    return float(fc.get_total_flops())
 
 
 def seq_target(p: dict, hours: float = 1.) -> float:
@@ -104,6 +121,8 @@ def selftest() -> int:
     checks = [judge(ok) == [], len(judge(bad)) == 2, 'loader x: 80.0 < 100.0 images/s' in judge(bad),
               'train b: out of memory at batch 32' in judge(bad),
               compile_pays(100., 150., 60., 1e6, 5), not compile_pays(100., 101., 600., 1e5, 5), not compile_pays(100., 0., 1., 1e6, 5)]
+    from fastcore.basics import AttrDict
+    checks.append(abs(train_target(1e9, AttrDict(bf16_tflops=100., util=.3)) - 1e4) < 1e-6)   # 30 TFLOP/s over 3 GFLOPs an image
     with contextlib.redirect_stdout(io.StringIO()) as out:
         codes = verdict(ok, True), verdict(bad, True), verdict(bad, False)
     checks += [codes == (0, 1, 0), 'MISS loader x' in out.getvalue(), '2 target(s) missed' in out.getvalue()]
@@ -135,6 +154,7 @@ def _model(arch, n_in, neighbours, device):
 def bench_model(arch, sz, n_in, neighbours, bs, steps, device, precision, compile_=False) -> dict:
     "Training and inference images/s of `arch` on `(bs, n_in, sz, sz)` batches (channels-last, `precision` autocast)"
     m = _model(arch, n_in, neighbours, device)
+    flops = fwd_flops(m, n_in, sz, device)
     run = torch.compile(m) if compile_ else m
     dt = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
     x = torch.randn(bs, n_in, sz, sz, device=device).contiguous(memory_format=torch.channels_last)
@@ -155,7 +175,7 @@ def bench_model(arch, sz, n_in, neighbours, bs, steps, device, precision, compil
     tr, first = _timed(train, device, bs*steps, 2)
     inf, _ = _timed(infer, device, bs*steps, 2)
     mem = torch.cuda.max_memory_allocated(device)/2**30 if device.type == 'cuda' else float('nan')
-    return dict(train=tr, infer=inf, first_s=first, warm_s=bs*steps/tr, mem_gb=mem)
+    return dict(train=tr, infer=inf, first_s=first, warm_s=bs*steps/tr, mem_gb=mem, flops=flops)
 
 
 def safe_bench(*args, **kw) -> dict:
@@ -231,14 +251,14 @@ def _fmt(r: dict, judged: bool) -> str:
 def arch_rows(p: dict, a, device, prec, judged) -> list:
     "Training (eager, compiled) and inference rows of each architecture of plan `p`, printed as they come"
     sz, bs, steps = (min(p['sz'], 64), 4, 1) if a.quick else (p['sz'], p['bs'], 10)
-    rows, target = [], train_target(p, a.budget_hours)
-    images = TRAIN_SLICES*(p['folds'] - 1)*p['epochs']
+    rows, images = [], TRAIN_SLICES*(p['folds'] - 1)*p['epochs']   # every fold's model trains on the other folds
     for arch in p['archs']:
         e = safe_bench(arch, sz, p['n_in'], p['neighbours'], bs, steps, device, prec)
         c = safe_bench(arch, sz, p['n_in'], p['neighbours'], bs, steps, device, prec, compile_=True) if a.compile else None
         best = max(e['train'], c['train'] if c and not c.get('error') else float('nan'), key=lambda v: v if math.isfinite(v) else -1)
+        target = train_target(e['flops']) if e.get('flops') else float('nan')
         tag = f"{p['preset']}: {arch} {sz} px x{p['n_in']}, batch {bs}"
-        rows.append(_row(f"train {tag}", best, target, 'images/s', error=e.get('error'), arch=arch, preset=p['preset'],
+        rows.append(_row(f"train {tag}", best, target, 'images/s', error=e.get('error'), arch=arch, preset=p['preset'], images=images,
                          note=f"eager {e['train']:,.1f}" + (f", peak {e['mem_gb']:.1f} GiB" if math.isfinite(e.get('mem_gb', float('nan'))) else '')))
         if c and c.get('error'):
             rows.append(_row(f"  torch.compile {arch}", float('nan'), None, 'images/s', note=f"failed: {c['error']}"))
@@ -286,14 +306,15 @@ def seq_rows(plans: list, a, device, judged) -> list:
     return rows
 
 
-def preset_hours(plans: list, rows: list, budget_h: float) -> dict:
-    "GPU-hours each preset's level 1 needs at the measured training rates (NaN where a rate is missing)"
+def preset_hours(plans: list, rows: list) -> dict:
+    "Hours each preset's level 1 needs at the measured training rates, and at the plan's (NaN where a rate is missing)"
     out = {}
     for p in plans:
-        rates = [r['value'] for r in rows if r.get('preset') == p['preset'] and r['what'].startswith('train ')]
-        images = TRAIN_SLICES*(p['folds'] - 1)*p['epochs']
-        out[p['preset']] = sum(images/v if v and math.isfinite(v) else float('nan') for v in rates)/3600
-    for k, h in out.items(): print(f"  {k}: level 1 needs {h:,.1f} hours of this device at these rates (plan: {budget_h:g} GPU-hours)")
+        r = [o for o in rows if o.get('preset') == p['preset'] and o['what'].startswith('train ')]
+        h = lambda key: sum(o['images']/o[key] if o[key] and math.isfinite(o[key]) else float('nan') for o in r)/3600
+        out[p['preset']] = dict(measured=h('value'), plan=h('target'))
+        print(f"  {p['preset']}: level 1 needs {out[p['preset']]['measured']:,.1f} hours of this device at these rates; "
+              f"at the plan's rates {out[p['preset']]['plan']:,.1f} GPU-hours (training epochs only)")
     return out
 
 
@@ -302,7 +323,6 @@ def parse_args(argv=None):
     ap.add_argument('--device', default='cuda', help="cuda (default) or cpu (a dry run: figures printed, not judged)")
     ap.add_argument('--quick', action='store_true', help='small sizes and few steps (a dry run)')
     ap.add_argument('--presets', default=None, help='comma-separated presets (default: all; --quick: ihd, brainscan)')
-    ap.add_argument('--budget-hours', type=float, default=24., help="GPU-hours the plan gives one preset's level 1 (default 24)")
     ap.add_argument('--no-compile', dest='compile', action='store_false', help='skip the torch.compile timings')
     ap.add_argument('--out', default=None, help='write the rows as JSON here too')
     ap.add_argument('--selftest', action='store_true', help='check the judging on given figures, then stop')
@@ -336,7 +356,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix='ihd_gpu_check_') as tmp:
         rows += loader_rows(plans, trains, a, device, judged, Path(os.environ.get('IHD_GPU_CHECK_DIR') or tmp))
     rows += seq_rows(plans, a, device, judged)
-    hours = preset_hours(plans, rows, a.budget_hours)
+    hours = preset_hours(plans, rows)
     misses = judge(rows) if judged else []
     if a.out: Path(a.out).write_text(json.dumps(dict(device=name, cpu=cpu_model(), torch=torch.__version__, precision=prec,
                                                      judged=judged, hours=hours, misses=misses, rows=rows), indent=1, default=str))
