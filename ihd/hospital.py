@@ -237,7 +237,7 @@ def _choose(study:pd.DataFrame, prm:AttrDict)->pd.DataFrame:
     "`study`'s series with `chosen` and `reason` filled in"
     study = study.assign(chosen=False, reason=[ '; '.join(_reasons(r, prm)) for r in study.itertuples()])
     pats = sorted(set(p for ps in study.patients for p in ps))
-    if len(pats) > 1: return study.assign(reason=f"the study UID is shared by {len(pats)} patients ({', '.join(pats)}): not read")
+    if len(pats) > 1: return study.assign(reason=f"the study UID is shared by {len(pats)} patients (its instances differ in PatientID): not read")
     ok = study[study.reason == '']
     if not len(ok): return study
     key = ok.assign(k=ok.kernel_class.map(_KRANK), t=[_thick_off(t, prm.thickness) for t in ok.thickness],
@@ -282,7 +282,7 @@ def select_series(headers:pd.DataFrame, # `header_row` rows (one or many studies
     prm.thickness = tuple(float(t) for t in prm.thickness)
     pats = sorted(set(headers.PatientID)) if len(headers) else []
     if len(pats) > 1:  # normal for a folder of many studies (Kaggle's); a study spanning patients is refused below
-        log.info(f"{len(pats)} patients in one input ({', '.join(pats[:5])}{', ...' if len(pats) > 5 else ''}): "
+        log.info(f"{len(pats)} patients in one input (logs name no patient): "
                  "each study is selected and reported on its own")
     stray = stray_instances(headers)
     for r in stray.itertuples(): log.warning(f"[hospital] {_instance_name(r)}: {r.reason}")
@@ -948,10 +948,12 @@ def process_study(url:str, # DICOMweb root of the PACS
                   work:Path|str, # Working folder of this study (received, staged and result files)
                   threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
                   store:bool=True, # Store the results back on the server (STOW-RS)
-                  session:requests.Session|None=None # Sign-in and TLS (`dicomweb_session`; default: from the environment)
+                  session:requests.Session|None=None, # Sign-in and TLS (`dicomweb_session`; default: from the environment)
+                  before_store=None, # `before_store(client, headers, results)`, called once the results are written, before they are stored (a watcher's checks and state); it may raise to stop
+                  timeout:float|None=None # Seconds to wait for each answer (`[hospital] http_timeout`)
                  )->AttrDict:
     "Choose, retrieve, stage and predict one study's head-CT series; write its SR, KOS and montage and store them back"
-    t, work, client = [time.time()], Path(work), dicomweb_client(url, session=session)
+    t, work, client = [time.time()], Path(work), dicomweb_client(url, timeout=timeout, session=session)
     heads = study_headers(client, study)
     sel = select_series(heads)
     with atomic_path(work/'series_selection.csv') as f: sel.series.to_csv(f, index=False)
@@ -960,10 +962,12 @@ def process_study(url:str, # DICOMweb root of the PACS
     files = retrieve_series(client, study, row.SeriesInstanceUID, sops, work/'incoming'/row.SeriesInstanceUID); t.append(time.time())
     res, staged = _predicted(files, work, predict); t.append(time.time())
     out = write_results(res, source_headers(files), staged, work/'results', threshold); t.append(time.time())
+    if before_store is not None: before_store(client, heads, out)
     n = _store(client, out, work/'results') if store else 0; t.append(time.time())
     info = dict(study=study, series=row.SeriesInstanceUID, n_slices=len(res), results=sorted(out.files), stored=n,
-                left_out=sel.stray[['SOPInstanceUID', 'reason']].to_dict('records'), threshold=out.threshold, seconds=dict(zip(['retrieve', 'predict', 'write', 'store'], np.round(np.diff(t), 2).tolist()),
-                                                      total=round(t[-1] - t[0], 2)))
+                result_series={k: str(ds.SeriesInstanceUID) for k, ds in out.datasets.items()},
+                left_out=sel.stray[['SOPInstanceUID', 'reason']].to_dict('records'), threshold=out.threshold,
+                seconds=dict(zip(['retrieve', 'predict', 'write', 'store'], np.round(np.diff(t), 2).tolist()), total=round(t[-1] - t[0], 2)))
     write_json(info, work/'study.json')
     log.info(f"[hospital] study {study}: {len(res)} slices of {series_name(row)} -> {', '.join(out.files)}"
              f"{' stored on ' + url if store else ''} in {info['seconds']['total']} s")

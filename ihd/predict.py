@@ -4,7 +4,8 @@
 
 # %% ../nbs/04f_predict.ipynb #2bef7eaf
 from __future__ import annotations
-import json, time, sqlite3, logging, warnings, tempfile
+import os, re, sys, json, time, fcntl, shutil, sqlite3, logging, warnings, tempfile, subprocess
+from contextlib import closing, contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom
 from fastcore.basics import AttrDict
@@ -20,16 +21,17 @@ from .calibrate import calibration_method, apply_run_calibration
 from .level2 import apply_level2, STD_COLS
 from .blend import apply_blend, LEVELS
 from .report import plot_montage, slice_title
-from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name, dicomweb_session, dicomweb_client, _web
+from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name, dicomweb_session, dicomweb_client, store_instances, _web
 
 log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 
 # %% auto #0
-__all__ = ['log', 'BAD_COLS', 'list_files', 'scan_folder', 'choose_files', 'find_fold_dirs', 'preprocess_slices', 'model_input',
-           'level1_predict', 'level2_predict', 'calibrate_runs', 'sequence_predict', 'stage4_predict', 'slice_ranges',
-           'series_summary', 'prediction_montage', 'predict_folder', 'predict_study', 'ihd_predict', 'watch_db',
-           'ct_studies', 'watch_once', 'ihd_watch']
+__all__ = ['log', 'BAD_COLS', 'WATCH_STATES', 'list_files', 'scan_folder', 'choose_files', 'find_fold_dirs', 'preprocess_slices',
+           'model_input', 'level1_predict', 'level2_predict', 'calibrate_runs', 'sequence_predict', 'stage4_predict',
+           'slice_ranges', 'series_summary', 'prediction_montage', 'predict_folder', 'predict_study', 'ihd_predict',
+           'watch_db', 'watch_table', 'ct_studies', 'study_instances', 'StudyChanged', 'watch_once',
+           'describe_watch_folder', 'watch_loop', 'ihd_watch', 'watch_load']
 
 # %% ../nbs/04f_predict.ipynb #c3e3bf3e
 def list_files(folder:Path|str # Folder to scan (recursively)
@@ -448,7 +450,9 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
                   threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
                   use_level2:bool=True, # Apply stage 4 when present (else the level-1 average)
                   store:bool=True, # Store the SR, KOS and montage back on the PACS (STOW-RS)
-                  session=None # Sign-in and TLS (`ihd.hospital.dicomweb_session`; default: from the environment)
+                  session=None, # Sign-in and TLS (`ihd.hospital.dicomweb_session`; default: from the environment)
+                  before_store=None, # Called before the results are stored (`ihd.hospital.process_study`'s; the watcher's checks)
+                  timeout:float|None=None # Seconds to wait for each answer of the PACS (`[hospital] http_timeout`)
                  )->AttrDict:
     "One study of a PACS through `ihd.hospital.process_study` with ihd's predictor: its result, plus `prediction` (`predict_folder`'s)"
     models = Path(models) if models else models_dir()
@@ -460,10 +464,10 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
         got.prediction = predict_folder(staged, models, out/'predict', threshold, montage=False, use_level2=use_level2,
                                         progress=False, all_series=True)
         return got.prediction.slices
-    r = process_study(url, study, predictor, work=out, threshold=threshold, store=store, session=session)
+    r = process_study(url, study, predictor, work=out, threshold=threshold, store=store, session=session,
+                      before_store=before_store, timeout=timeout)
     r.prediction = got.prediction
     return r
-
 
 # %% ../nbs/04f_predict.ipynb #b88dc536
 def _say_selection(sel:pd.DataFrame, where:Path, most:int=20):
@@ -551,63 +555,304 @@ def ihd_predict(folder:str=None, # Folder of DICOM files (one study, or many mix
     return r
 
 # %% ../nbs/04f_predict.ipynb #ab67dada
-_WATCH_SQL = """CREATE TABLE IF NOT EXISTS studies (study TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT,
-                tries INTEGER NOT NULL DEFAULT 0, seen REAL, updated REAL, seconds REAL)"""
+_WATCH_COLS = dict(study='TEXT PRIMARY KEY', state='TEXT NOT NULL', reason='TEXT', tries='INTEGER NOT NULL DEFAULT 0', seen='REAL',
+                   updated='REAL', seconds='REAL', instances='INTEGER', changed='REAL', next_try='REAL', stable_at='REAL',
+                   stored_at='REAL', results='TEXT', timings='TEXT')
+WATCH_STATES = ('seen', 'running', 'storing', 'retry', 'done', 'failed')
 
 def watch_db(out:Path|str # The watcher's output folder
             )->sqlite3.Connection:
-    "The state of every study seen (`<out>/watch.sqlite`, table `studies`: study, state, reason, tries, seen, updated, seconds)"
+    "The state of every study seen (`<out>/watch.sqlite`, table `studies`, one row per study); an older database gets the new columns"
     Path(out).mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(Path(out)/'watch.sqlite', isolation_level=None, timeout=30)   # autocommit: each change is on disk
-    con.execute(_WATCH_SQL)
+    con.execute(f"CREATE TABLE IF NOT EXISTS studies ({', '.join(f'{k} {v}' for k, v in _WATCH_COLS.items())})")
+    have = {r[1] for r in con.execute("PRAGMA table_info(studies)")}
+    for k in _WATCH_COLS.keys() - have: con.execute(f"ALTER TABLE studies ADD COLUMN {k} {_WATCH_COLS[k]}")
+    con.execute("UPDATE studies SET changed=seen WHERE changed IS NULL")
     return con
 
-def _set_state(con, study:str, state:str, reason:str|None=None, seconds:float|None=None):
-    con.execute("UPDATE studies SET state=?, reason=?, seconds=?, updated=?, tries=tries+(?='running') WHERE study=?",
-                (state, reason, seconds, time.time(), state, study))
-
-def ct_studies(client)->list:
-    "StudyInstanceUIDs of the CT studies on the server (QIDO-RS, `ModalitiesInStudy=CT`)"
-    with _web(client.base_url, "searching for CT studies"): found = client.search_for_studies(search_filters={'ModalitiesInStudy': 'CT'})
-    return [f['0020000D']['Value'][0] for f in found if f.get('0020000D', {}).get('Value')]
-
-def watch_once(url:str, out:Path|str, models:Path|str|None=None, threshold:float|None=None, use_level2:bool=True,
-               store:bool=True, session=None)->pd.DataFrame:
-    "One poll: every new CT study on `url` through `predict_study` (work in `<out>/<study>`), its state in `watch_db(out)`; the table"
-    out, con = Path(out), watch_db(out)
-    con.execute("UPDATE studies SET state='failed', reason='interrupted: the watcher stopped while processing it (its results may be "
-                "partly stored; check the PACS, then delete this row to redo it)', updated=? WHERE state='running'", (time.time(),))
-    for st in ct_studies(dicomweb_client(url, session=session)):
-        con.execute("INSERT OR IGNORE INTO studies (study, state, seen, updated) VALUES (?, 'seen', ?, ?)", (st, time.time(), time.time()))
-    for (st,) in con.execute("SELECT study FROM studies WHERE state='seen' ORDER BY seen").fetchall():
-        _set_state(con, st, 'running'); t0 = time.time()
-        try: r = predict_study(url, st, models, out/st, threshold, use_level2, store, session=session)
-        except _CLEAR as e:
-            _set_state(con, st, 'failed', str(e).splitlines()[0], round(time.time() - t0, 2)); log.warning(f"[watch] study {st}: failed: {e}")
-        else:
-            _set_state(con, st, 'done', None, round(time.time() - t0, 2))
-            log.info(f"[watch] study {st}: done in {time.time() - t0:.1f} s, {r.info['n_slices']} slices, results {r.info['results']}")
+def watch_table(con)->pd.DataFrame:
+    "Every study of a watch database, in the order first seen"
     return pd.read_sql_query("SELECT * FROM studies ORDER BY seen", con)
+
+def _update(con, study:str, **cols):
+    "Set columns `cols` (names from this module only) of `study`'s row, and its `updated` time"
+    cols['updated'] = time.time()
+    con.execute(f"UPDATE studies SET {', '.join(f'{k}=?' for k in cols)} WHERE study=?", (*cols.values(), study))
+
+def ct_studies(client, # `dicomweb_client(url)`
+               since:str|None=None, # Only studies from this StudyDate on (YYYYMMDD; a QIDO-RS date range)
+               page:int=500 # Studies asked for per QIDO-RS request (`limit`, then `offset`)
+              )->dict:
+    "`{StudyInstanceUID: instances}` of the CT studies on the server (QIDO-RS `ModalitiesInStudy=CT`; -1 where the count is not given)"
+    filt, got = {'ModalitiesInStudy': 'CT', **({'StudyDate': f'{since}-'} if since else {})}, {}
+    while True:   # pages until one is short or brings nothing new (a server that ignores `offset` must not loop forever)
+        with _web(client.base_url, "searching for CT studies"):
+            found = client.search_for_studies(search_filters=filt, fields=['00201208'], limit=page, offset=len(got))
+        new = {f['0020000D']['Value'][0]: int((f.get('00201208', {}).get('Value') or [-1])[0])
+               for f in found if f.get('0020000D', {}).get('Value')}
+        if not new.keys() - got.keys(): return got
+        got.update(new)
+        if len(found) < page: return got
+
+def study_instances(client, study:str)->int:
+    "How many instances `study` holds now (QIDO-RS NumberOfStudyRelatedInstances, else its WADO-RS metadata)"
+    with _web(client.base_url, f"counting the instances of study {study}"):
+        f = client.search_for_studies(search_filters={'StudyInstanceUID': study}, fields=['00201208'])
+        if not f: raise LookupError(f"study {study} is not on {client.base_url} any more")
+        v = f[0].get('00201208', {}).get('Value')
+        return int(v[0]) if v else len(client.retrieve_study_metadata(study))
+
+# %% ../nbs/04f_predict.ipynb #e9d46b7b
+def _note_studies(con, found:dict, now:float):
+    "New studies as `seen`; a waiting study whose instance count changed waits to be stable again"
+    for st, n in found.items():
+        con.execute("INSERT OR IGNORE INTO studies (study, state, seen, updated, instances, changed) VALUES (?, 'seen', ?, ?, ?, ?)",
+                    (st, now, now, n, now))
+        con.execute("UPDATE studies SET instances=?, changed=?, updated=? WHERE study=? AND state IN ('seen', 'retry') "
+                    "AND instances IS NOT ?", (n, now, now, st, n))
+
+def _due(con, stable:float, now:float)->list:
+    "Studies to process now: waiting (`seen`, `retry`), unchanged for `stable` seconds, past their back-off"
+    return [r[0] for r in con.execute("SELECT study FROM studies WHERE state IN ('seen', 'retry') AND changed + ? <= ? "
+                                      "AND COALESCE(next_try, 0) <= ? ORDER BY seen", (stable, now, now))]
+
+def _next_due(con, stable:float)->float|None:
+    "When the next waiting study becomes due (None: nothing waits)"
+    return con.execute("SELECT MIN(MAX(changed + ?, COALESCE(next_try, 0))) FROM studies WHERE state IN ('seen', 'retry')",
+                       (stable,)).fetchone()[0]
+
+def _recover(con):
+    "Studies a stopped watcher left `running` or `storing` are tried again (one whose results were being stored first looks for them)"
+    n = con.execute("UPDATE studies SET state='retry', next_try=NULL, updated=?, reason=? WHERE state IN ('running', 'storing')",
+                    (time.time(), 'interrupted: the watcher stopped while processing it')).rowcount
+    if n: log.warning(f"[watch] {n} stud{'y' if n == 1 else 'ies'} left running or storing by a stopped watcher: tried again "
+                      "(results that were being stored are first looked for on the PACS)")
+
+class StudyChanged(RuntimeError):
+    "The study's instances changed while it was read: it is read again once stable (not a failed try)"
+
+def _storing_hook(con, study:str, store:bool=True):
+    "A watched study's `before_store`: stop if it changed since its metadata was read; else (when storing) record `storing` and the results' series"
+    def hook(client, heads:pd.DataFrame, results:AttrDict):
+        n = study_instances(client, study)
+        if n != len(heads):
+            raise StudyChanged(f"study {study} holds {n} instances now, {len(heads)} when it was read: read again once stable")
+        if store: _update(con, study, state='storing', results=json.dumps({k: str(d.SeriesInstanceUID) for k, d in results.datasets.items()}))
+    return hook
+
+def _resume_store(st:str, recorded:dict, o:AttrDict)->dict:
+    "Results that were being stored when a watcher stopped or a store failed: those of `recorded` the PACS lacks, stored from `results/`"
+    work, client, t0 = o.out/st, dicomweb_client(o.url, timeout=o.timeout, session=o.session), time.time()
+    with _web(o.url, f"looking for the results of study {st}"):
+        have = {s['0020000E']['Value'][0] for s in client.search_for_series(st, fields=['0020000E']) if s.get('0020000E', {}).get('Value')}
+    todo = {s for s in recorded.values() if s not in have}
+    if todo:
+        with quiet_pydicom(): docs = {str(d.SeriesInstanceUID): d for d in map(pydicom.dcmread, sorted((work/'results').glob('*.dcm')))}
+        if todo - set(docs): raise FileNotFoundError(
+            f"study {st}: results series {sorted(todo - set(docs))[0]} was being stored but is neither on the PACS nor in "
+            f"{work/'results'}: delete the study's row of watch.sqlite to read it again")
+        store_instances(client, [docs[s] for s in sorted(todo)])
+    log.info(f"[watch] study {st}: {len(recorded) - len(todo)} of its {len(recorded)} results already on the PACS, {len(todo)} stored now")
+    info = json.loads((work/'study.json').read_text()) if (work/'study.json').exists() else {}
+    return dict(n_slices=info.get('n_slices'), seconds=dict(store=round(time.time() - t0, 2)), stored=len(todo), found=len(recorded) - len(todo))
+
+# %% ../nbs/04f_predict.ipynb #5cd4bb22
+_PERMANENT = (ValueError, LookupError, FileNotFoundError)   # about the study itself: trying again gives the same answer
+_PATIENT_DATA = ('incoming', 'staged', 'results')            # a study's retrieved, staged and result DICOM files
+
+def _remove_patient_data(work:Path, results:bool=True):
+    for d in _PATIENT_DATA if results else _PATIENT_DATA[:2]: shutil.rmtree(work/d, ignore_errors=True)
+
+def _failed(con, st:str, tries:int, e:Exception, o:AttrDict, secs:float, storing:bool):
+    "A failed try: `retry` after a back-off (`o.backoff` doubled each try) while tries are left and the cause may pass, else `failed`"
+    clear = isinstance(e, _CLEAR)
+    why = '; '.join(str(e).splitlines()) if clear else f"internal error: {type(e).__name__}: {e}"
+    if not clear: log.exception(f"[watch] study {st}: {why}")
+    if not clear or isinstance(e, _PERMANENT) or tries >= o.tries:
+        _update(con, st, state='failed', reason=why, seconds=round(secs, 2))
+        log.warning(f"[watch] study {st}: failed after {tries} tr{'y' if tries == 1 else 'ies'}: {why}")
+        if not o.keep: _remove_patient_data(o.out/st, results=not storing)   # results being stored stay, for a person to store
+        return
+    wait = o.backoff * 2 ** (tries - 1)
+    _update(con, st, state='retry', reason=why, next_try=time.time() + wait, seconds=round(secs, 2))
+    log.warning(f"[watch] study {st}: try {tries} of {o.tries} failed ({why}); next try in {wait:g} s")
+
+def _done(con, st:str, tries:int, info:dict, stable_at:float, t0:float, o:AttrDict):
+    "Record a study done, remove its patient data (unless `o.keep`), log one line with its timings"
+    now, s = time.time(), info.get('seconds', {})
+    _update(con, st, state='done', reason=None, seconds=round(now - t0, 2), stored_at=now if o.store else None, timings=json.dumps(s))
+    if not o.keep: _remove_patient_data(o.out/st)
+    n = f"{info['n_slices']} slices; " if info.get('n_slices') else ''
+    log.info(f"[watch] study {st}: done (try {tries}), {n}{now - stable_at:.1f} s from stable to "
+             f"{'stored' if o.store else 'written'} ({', '.join(f'{k} {v}' for k, v in s.items())})")
+
+def _watch_study(con, st:str, o:AttrDict):
+    "Process one due study (or finish storing its results), record the outcome; a refused sign-in stops the watcher"
+    tries, results, stable_at = con.execute("SELECT tries, results, COALESCE(stable_at, changed + ?) FROM studies WHERE study=?",
+                                            (o.stable, st)).fetchone()
+    tries, t0 = tries + 1, time.time()
+    _update(con, st, state='storing' if results else 'running', tries=tries, stable_at=stable_at, next_try=None)
+    log.info(f"[watch] study {st}: {'storing its results again' if results else 'reading'} (try {tries} of {o.tries})")
+    try:
+        if results: info = _resume_store(st, json.loads(results), o)
+        else: info = predict_study(o.url, st, o.models, o.out/st, o.threshold, o.use_level2, o.store, session=o.session,
+                                   before_store=_storing_hook(con, st, o.store), timeout=o.timeout).info
+    except StudyChanged as e:
+        _update(con, st, state='seen', tries=tries - 1, changed=time.time(), reason=str(e)); log.info(f"[watch] {e}")
+    except PermissionError as e:   # the server refuses the sign-in: no study can pass, so no retry storm
+        _update(con, st, state='retry', tries=tries - 1, reason=str(e).splitlines()[0]); raise
+    except Exception as e:
+        storing = con.execute("SELECT state FROM studies WHERE study=?", (st,)).fetchone()[0] == 'storing'
+        _failed(con, st, tries, e, o, time.time() - t0, storing)
+    else: _done(con, st, tries, info, stable_at, t0, o)
+
+# %% ../nbs/04f_predict.ipynb #c48a3184
+def watch_once(url:str, # DICOMweb root of the PACS
+               out:Path|str, # Output folder: `watch.sqlite` and one working folder per study
+               models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the default dataset's)
+               threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
+               use_level2:bool=True, # Apply stage 4 when present
+               store:bool=True, # Store the DICOM results back (STOW-RS)
+               session=None, # Sign-in and TLS (`ihd.hospital.dicomweb_session`; default: from the environment)
+               stable:float=0, # Seconds a study's instance count must stay unchanged before it is read
+               tries:int=3, # Tries per study before it is `failed`
+               backoff:float=60, # Seconds before the 2nd try, doubled for each next one
+               keep:bool=False, # Keep each study's retrieved, staged and result DICOM files (else removed once done)
+               since:str|None=None, # Only studies from this StudyDate on (YYYYMMDD)
+               timeout:float|None=None # Seconds to wait for each answer of the PACS (`[hospital] http_timeout`)
+              )->pd.DataFrame:
+    "One poll: every new CT study of `url` noted; each one due (stable, past its back-off) through `predict_study`; the state table"
+    o = AttrDict(url=url, out=Path(out), models=Path(models) if models else models_dir(), threshold=threshold, use_level2=use_level2,
+                 store=store, session=session, stable=stable, tries=max(int(tries), 1), backoff=backoff, keep=keep, timeout=timeout)
+    with closing(watch_db(o.out)) as con:
+        _recover(con)
+        found = ct_studies(dicomweb_client(url, timeout=timeout, session=session), since)
+        now = time.time()
+        _note_studies(con, found, now)
+        for st in _due(con, stable, now): _watch_study(con, st, o)
+        return watch_table(con)
+
+_FOLDER_NOTE = """ihd_watch's output folder: it holds patient data (keep it where patient data may be kept).
+Watching {url} since {start}; retrieved images {keep}.
+watch.sqlite       one row per CT study seen: StudyInstanceUID, state (seen, running, storing, retry, done, failed), reason,
+                   tries, times (seen, stable_at, stored_at), timings. No patient name or ID.
+<StudyInstanceUID>/study.json             the series read, its slices, the results' series UIDs, seconds per step
+<StudyInstanceUID>/series_selection.csv   every series of the study, read or not and why (series descriptions, UIDs)
+<StudyInstanceUID>/predict/               per-slice and per-series probabilities (slices.csv and series.csv carry the PatientID)
+<StudyInstanceUID>/incoming/, staged/     the retrieved CT images and their decoded copies (patient data)
+<StudyInstanceUID>/results/               the SR, KOS and montage stored back (patient name and ID, as DICOM requires)
+"""
+
+def describe_watch_folder(out:Path, url:str, keep:bool):
+    "`<out>/README.txt`: what the folder holds, and whether the images are kept"
+    what = 'and results kept (--keep)' if keep else ('and results removed once a study is done (its results stored), '
+                                                     'images removed when it fails')
+    with atomic_path(Path(out)/'README.txt') as f: f.write_text(_FOLDER_NOTE.format(url=url, start=f'{pd.Timestamp.now():%Y-%m-%d %H:%M:%S}', keep=what))
+
+@contextmanager
+def _watch_lock(out:Path):
+    "One watcher per output folder (an OS lock on `<out>/watch.lock`, released when the process ends, even killed)"
+    f = open(Path(out)/'watch.lock', 'w')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError: f.close(); raise RuntimeError(f"another ihd_watch is using {out}: one watcher per output folder") from None
+    try: yield
+    finally: f.close()
+
+# %% ../nbs/04f_predict.ipynb #426b5a3f
+def _poll_line(tab:pd.DataFrame)->str:
+    return ', '.join(f'{n} {k}' for k, n in tab.state.value_counts().items()) or 'no CT study yet'
+
+def watch_loop(url:str, # DICOMweb root of the PACS
+               out:Path|str, # Output folder (`watch_once`'s)
+               once:bool=False, # Poll until no study waits (each one done or failed), then return
+               every:float=60, # Seconds between polls
+               **kw # `watch_once`'s other arguments
+              )->pd.DataFrame|None:
+    "`watch_once` every `every` seconds, one watcher per `out`; a poll that fails (server down, restarting) is logged and tried again"
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    with _watch_lock(out):
+        describe_watch_folder(out, url, kw.get('keep', False))
+        last = None
+        while True:
+            try: tab = watch_once(url, out, **kw)
+            except (ConnectionError, TimeoutError, RuntimeError) as e:
+                if once: raise
+                log.warning(f"[watch] {pd.Timestamp.now():%H:%M:%S} polling {url} failed: {str(e).splitlines()[0]}; next poll in {every:g} s")
+            else:
+                if _poll_line(tab) != last: last = _poll_line(tab); log.info(f"[watch] {pd.Timestamp.now():%H:%M:%S} {url}: {last}")
+            with closing(watch_db(out)) as con: nxt = _next_due(con, kw.get('stable', 0))
+            if once and nxt is None: return tab
+            time.sleep(min(every, max(nxt - time.time(), 0.2)) if once else every)
 
 @call_parse
 def ihd_watch(dicomweb:str=None, # DICOMweb root of the PACS, e.g. https://pacs:8042/dicom-web
-              out:str='ihd_watch', # Output folder: one working folder per study and watch.sqlite, the state of every study
+              out:str='ihd_watch', # Output folder: watch.sqlite (the state of every study), README.txt, one working folder per study
               models:str=None, # Folder of the level-1 runs and level2/ (default: the default dataset's models)
               threshold:float=None, # Positive-slice threshold of the DICOM results (default: [run] threshold)
               no_level2:bool=False, # Skip stage 4 and apply the level-1 average
               no_store:bool=False, # Keep the SR, KOS and montage out of the PACS (else stored back with STOW-RS)
               ca_bundle:str=None, # PEM file of the CA that signed the PACS's TLS certificate (default: REQUESTS_CA_BUNDLE, else the system's)
               cert:str=None, # PEM file with a client certificate and its key, for a PACS that asks for one
-              once:bool=False, # Process the CT studies there now, then exit
-              every:float=60 # Seconds between polls (without --once)
+              once:bool=False, # Process the CT studies there now (waiting for each to be stable, retries included), then exit
+              every:float=60, # Seconds between polls
+              stable:float=60, # Seconds a study's instance count must stay unchanged before it is read
+              tries:int=3, # Tries per study before it is marked failed
+              backoff:float=60, # Seconds before a study's 2nd try, doubled for each next one
+              keep:bool=False, # Keep each study's retrieved images and results (else removed once it is done)
+              since:str=None, # Only studies from this StudyDate on (YYYYMMDD)
+              timeout:float=None # Seconds to wait for each answer of the PACS (default: [hospital] http_timeout)
              ):
-    "Predict every new CT study of a PACS once and store its DICOM results back; each study's state in <out>/watch.sqlite"
+    "Predict every new CT study of a PACS once, when stable, and store its DICOM results back; each study's state in <out>/watch.sqlite"
     try:
         if not dicomweb: raise ValueError("nothing to watch: give the PACS's DICOMweb root with --dicomweb URL")
+        if since and not re.fullmatch(r'\d{8}', since): raise ValueError(f"--since {since}: expected a date YYYYMMDD")
+        m = Path(models) if models else models_dir()
+        if not find_fold_dirs(m): raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {m}")
         s = dicomweb_session(ca_bundle, cert)
-        while True:
-            tab = watch_once(dicomweb, out, models, threshold, not no_level2, not no_store, session=s)
-            print(f"{pd.Timestamp.now():%H:%M:%S} {dicomweb}: " + ', '.join(f'{n} {k}' for k, n in tab.state.value_counts().items()))
-            if once: return tab
-            time.sleep(every)
+        return watch_loop(dicomweb, out, once, every, models=m, threshold=threshold, use_level2=not no_level2, store=not no_store,
+                          session=s, stable=stable, tries=tries, backoff=backoff, keep=keep, since=since, timeout=timeout)
     except _CLEAR as e: raise CliError(f"ihd_watch: {e}") from None
+    except KeyboardInterrupt: log.info("[watch] stopped (a study being processed is tried again at the next start)")
+
+# %% ../nbs/04f_predict.ipynb #6810c765
+def _watch_cmd()->list:
+    "The installed `ihd_watch` (beside this Python), else the same through `python -c`"
+    exe = Path(sys.executable).parent/'ihd_watch'
+    return [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from ihd.predict import ihd_watch; sys.exit(ihd_watch())']
+
+def _load_row(client, name:str, st:str, tab:pd.DataFrame)->dict:
+    "One study of a load run: its state, tries, seconds, and how many results series of each kind the PACS holds"
+    with _web(client.base_url, f"listing the series of study {st}"): mods = [s['00080060']['Value'][0] for s in client.search_for_series(st)]
+    r = tab.loc[st] if st in tab.index else None
+    return dict(study=name, state=r.state if r is not None else 'not seen', tries=int(r.tries) if r is not None else 0,
+                stable_to_stored=round(r.stored_at - r.stable_at, 2) if r is not None and pd.notna(r.stored_at) else np.nan,
+                seconds=r.seconds if r is not None else np.nan, sr=mods.count('SR'), montage=mods.count('OT'), kos=mods.count('KO'))
+
+def watch_load(url:str, # DICOMweb root of a PACS to load: a test or staging server (the studies are stored there)
+               studies:dict, # `{name: [DICOM files]}`, each a study, stored (STOW-RS) before the watcher starts
+               out:Path|str, # The watcher's output folder
+               args:list=(), # More `ihd_watch` arguments, e.g. ['--models', 'models', '--ca-bundle', 'ca.pem']
+               env:dict|None=None, # The watcher's environment, with its sign-in (IHD_DICOMWEB_*; default: this one's)
+               session=None # Sign-in and TLS of this function's own calls (`ihd.hospital.dicomweb_session`)
+              )->AttrDict:
+    "Store `studies`, run `ihd_watch --once --stable 0` in its own process; per study its state, tries, seconds and results series; the summary"
+    client, out, uids = dicomweb_client(url, session=session), Path(out), {}
+    for k, fs in studies.items():
+        with quiet_pydicom(): ds = [pydicom.dcmread(f) for f in fs]
+        store_instances(client, ds); uids[k] = str(ds[0].StudyInstanceUID)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(out/'watch_load.log', 'w') as lf:
+        proc = subprocess.Popen([*_watch_cmd(), '--dicomweb', url, '--out', str(out), '--once', '--stable', '0', '--every', '1', *args],
+                                stdout=lf, stderr=subprocess.STDOUT, env=env)
+        _, status, ru = os.wait4(proc.pid, 0); proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.time() - t0
+    with closing(watch_db(out)) as con: tab = watch_table(con).set_index('study')
+    t = pd.DataFrame([_load_row(client, k, st, tab) for k, st in uids.items()])
+    s = t.stable_to_stored.dropna()
+    summ = dict(studies=len(t), processed=int((t.state == 'done').sum()), stored_twice=int((t.sr > 1).sum() + (t.montage > 1).sum()),
+                results_missing=int(((t.sr == 0) | (t.montage == 0)).sum()), median_s=round(float(s.median()), 2) if len(s) else None,
+                worst_s=round(float(s.max()), 2) if len(s) else None, total_s=round(wall, 1), peak_mb=round(ru.ru_maxrss/1024),
+                exit=proc.returncode)
+    return AttrDict(table=t, summary=summ, log=out/'watch_load.log')
