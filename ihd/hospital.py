@@ -9,7 +9,7 @@ from contextlib import contextmanager, ExitStack
 from http import HTTPStatus
 from urllib.parse import urlparse
 from pathlib import Path
-import numpy as np, pandas as pd, pydicom, requests
+import numpy as np, pandas as pd, pydicom, requests, retrying
 import highdicom as hd
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -710,6 +710,10 @@ def _tls_refused(url:str, what:str, e)->ConnectionError:
 def _web(url:str, what:str):
     "Turn the HTTP client's exceptions while `what` into clear errors naming the server"
     try: yield
+    except retrying.RetryError as e:   # the client's own tries all answered a retriable status (429, 502, 503, 504)
+        r = e.last_attempt.value
+        code = f"{r.status_code} {r.reason}" if isinstance(r, requests.Response) else '?'
+        raise RuntimeError(f"DICOMweb server {url} answered HTTP {code} to every try while {what}") from None
     except requests.exceptions.HTTPError as e:
         r = e.response
         if r is not None and r.status_code in (401, 403): raise _refused(url, what, r) from None
