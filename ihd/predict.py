@@ -738,7 +738,7 @@ Watching {url} since {start}; retrieved images {keep}.
 watch.sqlite       one row per CT study seen: StudyInstanceUID, state (seen, running, storing, retry, done, failed), reason,
                    tries, times (seen, stable_at, stored_at), timings. No patient name or ID.
 <StudyInstanceUID>/study.json             the series read, its slices, the results' series UIDs, seconds per step
-<StudyInstanceUID>/series_selection.csv   every series of the study, read or not and why (series descriptions, UIDs)
+<StudyInstanceUID>/series_selection.csv   every series of the study, read or not and why (descriptions, UIDs, the PatientID)
 <StudyInstanceUID>/predict/               per-slice and per-series probabilities (slices.csv and series.csv carry the PatientID)
 <StudyInstanceUID>/incoming/, staged/     the retrieved CT images and their decoded copies (patient data)
 <StudyInstanceUID>/results/               the SR, KOS and montage stored back (patient name and ID, as DICOM requires)
@@ -853,6 +853,7 @@ def watch_load(url:str, # DICOMweb root of a PACS to load: a test or staging ser
     s = t.stable_to_stored.dropna()
     summ = dict(studies=len(t), processed=int((t.state == 'done').sum()), stored_twice=int((t.sr > 1).sum() + (t.montage > 1).sum()),
                 results_missing=int(((t.sr == 0) | (t.montage == 0)).sum()), median_s=round(float(s.median()), 2) if len(s) else None,
-                worst_s=round(float(s.max()), 2) if len(s) else None, total_s=round(wall, 1), peak_mb=round(ru.ru_maxrss/1024),
+                worst_s=round(float(s.max()), 2) if len(s) else None, study_median_s=round(float(t.seconds.median()), 2),
+                study_worst_s=round(float(t.seconds.max()), 2), total_s=round(wall, 1), peak_mb=round(ru.ru_maxrss/1024),
                 exit=proc.returncode)
     return AttrDict(table=t, summary=summ, log=out/'watch_load.log')
