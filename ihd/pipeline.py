@@ -4,7 +4,7 @@
 
 # %% ../nbs/04g_pipeline.ipynb #f5e8f8aa
 from __future__ import annotations
-import os, sys, json, time, codecs, shutil, datetime, logging, threading, subprocess
+import os, sys, json, time, codecs, shutil, datetime, logging, threading, subprocess, contextlib
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
@@ -27,13 +27,13 @@ from .report import build_report
 log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when this cell runs in the notebook
 
 # %% auto #0
-__all__ = ['log', 'LIBRARY_FLAGS', 'CELLS', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'H100', 'RSNA_FULL', 'nbs_dir',
+__all__ = ['log', 'LIBRARY_FLAGS', 'CELLS', 'H100', 'RSNA_FULL', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'nbs_dir',
            'select_stages', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'cell_flags', 'cell_role',
            'runnable_copy', 'stage_names', 'kernel_log', 'tail_log', 'StageError', 'stderr_to', 'run_notebook',
-           'complete_runs', 'small_data', 'preset_knobs', 'level1_procs', 'torchrun_cmd', 'level1_ddp', 'run_pipeline',
-           'ihd_run', 'run_stages', 'preset_trial', 'compare_presets', 'saved_bytes', 'gpu_need', 'batch_that_fits',
-           'check_gpu_memory', 'recipe_needs', 'check_full_gpu', 'smoke_cnn', 'peak_rss_mb', 'smoke_preset',
-           'estimate_full', 'smoke_table', 'smoke_presets', 'ihd_presets']
+           'complete_runs', 'small_data', 'preset_knobs', 'level1_procs', 'torchrun_cmd', 'level1_ddp', 'saved_bytes',
+           'gpu_need', 'batch_that_fits', 'check_gpu_memory', 'recipe_needs', 'check_full_gpu', 'run_pipeline',
+           'ihd_run', 'run_stages', 'preset_trial', 'compare_presets', 'smoke_cnn', 'peak_rss_mb', 'smoke_preset',
+           'estimate_full', 'smoke_table', 'write_smoke', 'smoke_presets', 'ihd_presets']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -374,6 +374,93 @@ def level1_ddp(procs:int, archs, data, work, models, knobs:dict|None=None, # As 
         if rc: raise StageError(f"level 1 under torchrun ({a}, {procs} processes) failed with exit {rc}" + (f"; its output: {log_file}" if log_file else ''))
         log.info(f"[run] level 1, {a}: every fold trained in {time.time() - t0:.0f} s ({procs} processes)")
 
+# %% ../nbs/04g_pipeline.ipynb #b630d685
+# The estimate's assumptions (issue 21), stated once: a GPU figure from `ihd_presets --scale full --smoke` is an estimate
+# from CPU measurements, not a measurement. FLOPs per image are counted on the CPU (torch's FlopCounterMode: the
+# convolutions and matrix products of one forward pass), the backward pass taken as twice the forward (the usual rule; the
+# counter's own backward figure is wrong for grouped and depthwise convolutions: 43x the forward for EfficientNet-B2 at
+# 512 px, measured here 6 Dec 2026, torch 2.13), prediction as one forward per TTA pass. The card is assumed to sustain
+# `util` of its dense bf16 peak (NVIDIA's H100 SXM data sheet: 989 TFLOP/s) on convnet training: 0.12, from about 5,000
+# ResNet-50 training images/s on one H100 (between NVIDIA's PyTorch examples and its MLPerf results; 5,000 x 3 x 8.2
+# GFLOPs = 123 TFLOP/s), an assumption until env/gpu-check measures the card (grouped/depthwise convolutions and
+# recurrent layers run below it). Memory: the parameters 16 bytes each (fp32 weights, gradients, two AdamW moments) plus
+# the activations saved for the backward pass, measured in fp32 on the CPU (bf16 autocast saves most of them at half
+# size: an upper bound), plus `overhead_gib` for the CUDA context, cuDNN workspaces and the allocator's slack (an
+# assumption); a batch fits when the total is within `usable` of the card's memory.
+H100 = AttrDict(name='NVIDIA H100 SXM (80 GB)', mem_gib=80., bf16_tflops=989., util=0.12, overhead_gib=1.5, usable=0.92)
+# The RSNA 2019 stage-2 data (reference-solutions.md): labelled train slices, test slices, train series
+RSNA_FULL = AttrDict(train=752_802, test=121_232, series=21_744)
+
+def _param_bytes(model:nn.Module)->int: return sum(p.numel()*p.element_size() for p in model.parameters())
+
+@contextmanager
+def saved_bytes():
+    "Count the bytes autograd saves for the backward pass while the block runs (distinct storages, parameters excluded): `.n`"
+    import torch
+    res, seen = AttrDict(n=0), set()
+    def pack(t):
+        if not isinstance(t, torch.nn.Parameter) and t.device.type != 'meta':
+            st = t.untyped_storage()
+            if st.data_ptr() not in seen: seen.add(st.data_ptr()); res.n += st.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): yield res
+
+def gpu_need(params_bytes:int, # Bytes of the model's parameters (fp32)
+             act_per_image:float, # Activation bytes saved per training image (`saved_bytes` over a batch, divided by its size)
+             bs:int, # Training batch size
+             gpu:AttrDict=H100 # The card's assumptions (`H100`)
+            )->AttrDict:
+    "GPU memory of training at batch `bs` (bytes): parameters x4 (weights, gradients, two AdamW moments), activations, overhead"
+    static = 4*params_bytes + gpu.overhead_gib*2**30
+    return AttrDict(static=int(static), act=int(act_per_image*bs), total=int(static + act_per_image*bs))
+
+def batch_that_fits(params_bytes:int, act_per_image:float, gpu_bytes:int, gpu:AttrDict=H100)->int:
+    "The largest training batch whose `gpu_need` is within `gpu.usable` of `gpu_bytes` (0: not even one image)"
+    room = gpu.usable*gpu_bytes - gpu_need(params_bytes, 0, 0, gpu).static
+    return max(0, int(room // max(act_per_image, 1.)))
+
+def check_gpu_memory(needs:dict, # `{arch: (params_bytes, act_per_image)}` of the recipe's level-1 models
+                     bs:int, # The recipe's training batch (`[level1] bs`)
+                     gpu_bytes:int, # The card's memory (e.g. `torch.cuda.get_device_properties(0).total_memory`)
+                     what:str='this recipe', # Named in the message (e.g. 'preset nobrainer at full scale')
+                     gpu:AttrDict=H100)->dict:
+    "`{arch: batch that fits}`; a `ValueError` before any work when one arch's batch `bs` does not fit, naming the batch that does"
+    fits = {a: batch_that_fits(p, act, gpu_bytes, gpu) for a, (p, act) in needs.items()}
+    bad = {a: f for a, f in fits.items() if f < bs}
+    if bad:
+        said = '; '.join(f"{a} needs about {gpu_need(*needs[a], bs, gpu).total/2**30:.1f} GiB at batch {bs}, "
+                         f"{'not even batch 1 fits' if f == 0 else f'batch {f} fits'}" for a, f in bad.items())
+        least = min(bad.values())
+        raise ValueError(f"{what} does not fit a GPU of {gpu_bytes/2**30:.1f} GiB: {said}. Nothing was started. " +
+                         (f"Run it with a smaller batch (e.g. --params 'bs={least}', or [level1] bs = {least}; the learning "
+                          "rate may need scaling with it) or on a larger GPU" if least else "Run it on a larger GPU"))
+    return fits
+
+def recipe_needs(archs, # Level-1 architectures
+                 recipe:Recipe, # The stage-1 recipe (size, channels, slices)
+                 device=None # Where to measure (default: CUDA when there is one; there under bf16 autocast, as training runs)
+                )->dict:
+    "`{arch: (parameter bytes, activation bytes per training image)}`, measured by one forward pass of a 2-image batch"
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    n_sl, res = len({j for j, _ in recipe.channel_plan}), {}
+    for a in listify(archs):
+        m = create_model(a, recipe.n_channels, slices=n_sl if a.endswith('@2.5d') else None).to(device).train()
+        x = torch.randn(2, recipe.n_channels, recipe.sz, recipe.sz, device=device)   # 2: BatchNorm needs two values per channel
+        with saved_bytes() as sb, torch.autocast(device.type, torch.bfloat16, enabled=device.type == 'cuda'): m(x).float().sum()
+        res[a] = (_param_bytes(m), sb.n/2)
+        del m
+    return res
+
+def check_full_gpu(p:AttrDict|None, # The active preset (`apply_preset`)
+                   knobs:dict|None=None # The main job's parameters (the ihd preset's archs, sz and bs come from [run])
+                  )->dict|None:
+    "At a preset's full scale on a CUDA GPU: `check_gpu_memory` of its level-1 models on this card, before any work; None elsewhere"
+    if p is None or p.scale != 'full' or not torch.cuda.is_available(): return None
+    kn = knobs or {}
+    needs = recipe_needs(kn.get('archs') or settings('level1').archs, Recipe.from_settings(sz=kn.get('sz')), 'cuda')
+    return check_gpu_memory(needs, int(kn.get('bs') or settings('level1').bs), torch.cuda.get_device_properties(0).total_memory,
+                            f'preset {p.name} at full scale')
+
 # %% ../nbs/04g_pipeline.ipynb #75258952
 _RUN_KEYS = ('size', 'threshold', 'skip_flags', 'cells')
 
@@ -653,92 +740,6 @@ def compare_presets(names:list|str|None=None, # Presets (default: every one, `ih
         write_json(df.to_dict('records'), Path(out)/'presets.json')
     return df
 
-# %% ../nbs/04g_pipeline.ipynb #b630d685
-# The estimate's assumptions (issue 21), stated once: a GPU figure from `ihd_presets --scale full --smoke` is an estimate
-# from CPU measurements, not a measurement. FLOPs per image are counted on the CPU (torch's FlopCounterMode: the
-# convolutions and matrix products of one forward pass), the backward pass taken as twice the forward (the usual rule; the
-# counter's own backward figure is wrong for grouped and depthwise convolutions: 43x the forward for EfficientNet-B2 at
-# 512 px, measured here 6 Dec 2026, torch 2.13), prediction as one forward per TTA pass; a GPU is assumed to sustain `util` of its dense
-# bf16 peak on them (NVIDIA's H100 SXM data sheet: 989 TFLOP/s dense bf16; 0.3 is an assumption for convnets with
-# mixed precision and channels-last, lower for grouped/depthwise convolutions and recurrent layers, replaced by a
-# measured rate once env/gpu-check has run on the card). Memory: the parameters 16 bytes each (fp32 weights, gradients,
-# two AdamW moments) plus the activations saved for the backward pass, measured in fp32 on the CPU (bf16 autocast saves
-# most of them at half size: an upper bound), plus `overhead` GiB for the CUDA context, cuDNN workspaces and the
-# allocator's slack (an assumption); a batch fits when the total is within `usable` of the card's memory.
-H100 = AttrDict(name='NVIDIA H100 SXM (80 GB)', mem_gib=80., bf16_tflops=989., util=0.3, overhead_gib=1.5, usable=0.92)
-# The RSNA 2019 stage-2 data (reference-solutions.md): labelled train slices, test slices, train series
-RSNA_FULL = AttrDict(train=752_802, test=121_232, series=21_744)
-
-def _param_bytes(model:nn.Module)->int: return sum(p.numel()*p.element_size() for p in model.parameters())
-
-@contextmanager
-def saved_bytes():
-    "Count the bytes autograd saves for the backward pass while the block runs (distinct storages, parameters excluded): `.n`"
-    import torch
-    res, seen = AttrDict(n=0), set()
-    def pack(t):
-        if not isinstance(t, torch.nn.Parameter) and t.device.type != 'meta':
-            st = t.untyped_storage()
-            if st.data_ptr() not in seen: seen.add(st.data_ptr()); res.n += st.nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): yield res
-
-def gpu_need(params_bytes:int, # Bytes of the model's parameters (fp32)
-             act_per_image:float, # Activation bytes saved per training image (`saved_bytes` over a batch, divided by its size)
-             bs:int, # Training batch size
-             gpu:AttrDict=H100 # The card's assumptions (`H100`)
-            )->AttrDict:
-    "GPU memory of training at batch `bs` (bytes): parameters x4 (weights, gradients, two AdamW moments), activations, overhead"
-    static = 4*params_bytes + gpu.overhead_gib*2**30
-    return AttrDict(static=int(static), act=int(act_per_image*bs), total=int(static + act_per_image*bs))
-
-def batch_that_fits(params_bytes:int, act_per_image:float, gpu_bytes:int, gpu:AttrDict=H100)->int:
-    "The largest training batch whose `gpu_need` is within `gpu.usable` of `gpu_bytes` (0: not even one image)"
-    room = gpu.usable*gpu_bytes - gpu_need(params_bytes, 0, 0, gpu).static
-    return max(0, int(room // max(act_per_image, 1.)))
-
-def check_gpu_memory(needs:dict, # `{arch: (params_bytes, act_per_image)}` of the recipe's level-1 models
-                     bs:int, # The recipe's training batch (`[level1] bs`)
-                     gpu_bytes:int, # The card's memory (e.g. `torch.cuda.get_device_properties(0).total_memory`)
-                     what:str='this recipe', # Named in the message (e.g. 'preset nobrainer at full scale')
-                     gpu:AttrDict=H100)->dict:
-    "`{arch: batch that fits}`; a `ValueError` before any work when one arch's batch `bs` does not fit, naming the batch that does"
-    fits = {a: batch_that_fits(p, act, gpu_bytes, gpu) for a, (p, act) in needs.items()}
-    bad = {a: f for a, f in fits.items() if f < bs}
-    if bad:
-        said = '; '.join(f"{a} needs about {gpu_need(*needs[a], bs, gpu).total/2**30:.1f} GiB at batch {bs}, "
-                         f"{'not even batch 1 fits' if f == 0 else f'batch {f} fits'}" for a, f in bad.items())
-        least = min(bad.values())
-        raise ValueError(f"{what} does not fit a GPU of {gpu_bytes/2**30:.1f} GiB: {said}. Nothing was started. " +
-                         (f"Run it with a smaller batch (e.g. --params 'bs={least}', or [level1] bs = {least}; the learning "
-                          "rate may need scaling with it) or on a larger GPU" if least else "Run it on a larger GPU"))
-    return fits
-
-def recipe_needs(archs, # Level-1 architectures
-                 recipe:Recipe, # The stage-1 recipe (size, channels, slices)
-                 device=None # Where to measure (default: CUDA when there is one; there under bf16 autocast, as training runs)
-                )->dict:
-    "`{arch: (parameter bytes, activation bytes per training image)}`, measured by one forward pass of a 2-image batch"
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    n_sl, res = len({j for j, _ in recipe.channel_plan}), {}
-    for a in listify(archs):
-        m = create_model(a, recipe.n_channels, slices=n_sl if a.endswith('@2.5d') else None).to(device).train()
-        x = torch.randn(2, recipe.n_channels, recipe.sz, recipe.sz, device=device)   # 2: BatchNorm needs two values per channel
-        with saved_bytes() as sb, torch.autocast(device.type, torch.bfloat16, enabled=device.type == 'cuda'): m(x).float().sum()
-        res[a] = (_param_bytes(m), sb.n/2)
-        del m
-    return res
-
-def check_full_gpu(p:AttrDict|None, # The active preset (`apply_preset`)
-                   knobs:dict|None=None # The main job's parameters (the ihd preset's archs, sz and bs come from [run])
-                  )->dict|None:
-    "At a preset's full scale on a CUDA GPU: `check_gpu_memory` of its level-1 models on this card, before any work; None elsewhere"
-    if p is None or p.scale != 'full' or not torch.cuda.is_available(): return None
-    kn = knobs or {}
-    needs = recipe_needs(kn.get('archs') or settings('level1').archs, Recipe.from_settings(sz=kn.get('sz')), 'cuda')
-    return check_gpu_memory(needs, int(kn.get('bs') or settings('level1').bs), torch.cuda.get_device_properties(0).total_memory,
-                            f'preset {p.name} at full scale')
-
 # %% ../nbs/04g_pipeline.ipynb #7ac2d92a
 def _flops(fn)->tuple:
     "`(result, FLOPs)` of `fn()` counted by torch's `FlopCounterMode` (convolutions and matrix products)"
@@ -762,6 +763,7 @@ def smoke_cnn(arch:str, # A level-1 architecture of the recipe (`<arch>@2.5d` to
               lr:float=1e-4, tta=1 # AdamW's learning rate; the recipe's TTA passes for the prediction step
              )->AttrDict:
     "A few optimiser steps of `arch` through ihd's model, loaders, loss and TTA prediction on the CPU, with what they cost"
+    if steps < 2: raise ValueError(f"steps = {steps}: the smoke needs 2 or more (the first is counted, the others timed)")
     pre, src = _smoke_start(arch)
     model = create_model(arch, n_in, pretrained=pre, slices=slices)
     mean, std = input_stats(model, n_in) or norm_stats(cache, ids, 16)
@@ -806,6 +808,13 @@ def _smoke_stage4(root, w, m, rows:list, times:dict, steps:int, threads:int|None
     train, test = pd.read_parquet(w/'train.parquet'), pd.read_parquet(w/'test.parquet')
     for r in rows: fake_embeddings(fake_level1(train, test, m, name=f"{r['arch']}-smoke"), train, test, dim=r['emb_dim'])
     need, res = needed_steps(), AttrDict(steps=needed_steps())
+    from threadpoolctl import threadpool_limits   # NumPy/SciPy's BLAS threads too (they spin on a loaded CPU)
+    with threadpool_limits(threads) if threads else contextlib.nullcontext(): _smoke_steps(root, w, m, need, res, times, steps, threads)
+    _timed(times, 'blend', lambda: blend(root, w, m))
+    return res
+
+def _smoke_steps(root, w, m, need:list, res:AttrDict, times:dict, steps:int, threads:int|None):
+    "The level-2 and sequence steps `need` names, a few rounds or steps each; the sequence model's size into `res`"
     if 'level2' in need: _timed(times, 'level2', lambda: stack(root, w, m, n_rounds=steps, early_stopping=0, num_threads=threads))
     if 'sequence' in need:
         _timed(times, 'sequence', lambda: fit_sequence(root, w, m, epochs=1, min_steps=steps, num_threads=threads))
@@ -813,8 +822,6 @@ def _smoke_stage4(root, w, m, rows:list, times:dict, steps:int, threads:int|None
         res.seq_params = int(sum(v.numel() for k, v in sd.items() if not k.startswith(('emb_', 'fit_labels'))))
         conf = json.loads((level2_dir(m, 'sequence')/'fold0'/'config.json').read_text())['model']
         res.seq = dict({k: conf[k] for k in ('rnn', 'proj', 'hidden', 'layers')}, **{k: settings('sequence').get(k) for k in ('bs', 'epochs')})
-    _timed(times, 'blend', lambda: blend(root, w, m))
-    return res
 
 def smoke_preset(name:str, # A preset (`ihd.core.preset_names`)
                  data:Path|str|None=None, # Kaggle-layout root (default: the synthetic dataset)
@@ -902,9 +909,25 @@ def _smoke_child(name:str, data, work, out:Path, bs:int, steps:int, threads:int|
             f"write_json(smoke_preset({name!r}, {str(data)!r}, {str(work) if work else None!r}, bs={bs}, steps={steps}, threads={threads!r}), {str(f)!r})")
     f.unlink(missing_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE='1')   # the smoke starts from weights already here, never downloads
+    # stage 4's threads given (1 on a shared CPU): NumPy/SciPy's OpenBLAS too. Under load its threads spin: the level-2
+    # calibration's L-BFGS-B took 70 s on the tiny set with OpenBLAS's default threads, 10 s with one (6 Dec 2026, load ~9)
+    if threads: env['OPENBLAS_NUM_THREADS'] = str(threads)
     rc = subprocess.run([sys.executable, '-c', code], env=env).returncode
     if rc == 0 and f.is_file(): return json.loads(f.read_text())
     return dict(preset=name, error=f'exit {rc}: see the log above')
+
+def write_smoke(res:list[dict], # `smoke_preset` results (or error rows)
+                out:Path, # Folder for smoke.csv, smoke.json (measurements, estimates and assumptions) and smoke.md
+                meta:dict # The run's facts: started, wall_s, cpu, cores, bs, steps, load
+               )->pd.DataFrame:
+    "Write the smoke's table and its estimates under the current assumptions (`H100`); the table"
+    df, est = smoke_table(res), [e for r in res if not r.get('error') for e in estimate_full(r)]
+    with atomic_path(Path(out)/'smoke.csv') as f: df.to_csv(f, index=False)
+    write_json(dict(meta, gpu=dict(H100), full_data=dict(RSNA_FULL), presets=res, estimates=est), Path(out)/'smoke.json')
+    note = (f"Run {meta['started']} on {meta['cpu']} ({meta['load']}), {meta['wall_s']} s in all; CPU batch {meta['bs']}, "
+            f"{meta['steps']} steps per arch (the first untimed). GPU figures are estimates (assumptions: `ihd.pipeline.H100`).")
+    (Path(out)/'smoke.md').write_text(_md_table(df.drop(columns=['error'] if df['error'].isna().all() else [])) + '\n\n' + note + '\n')
+    return df
 
 def smoke_presets(names:list|str|None=None, # Presets (default: every one)
                   data:Path|str|None=None, work:Path|str|None=None, # Dataset and the parent of the smoke folders
@@ -918,15 +941,8 @@ def smoke_presets(names:list|str|None=None, # Presets (default: every one)
     out.mkdir(parents=True, exist_ok=True)
     t0, stamp, load0 = time.time(), datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), os.getloadavg()[0]
     res = [_smoke_child(n, root, work, out, bs, steps, threads) for n in listify(names) or preset_names()]
-    df = smoke_table(res)
-    est = [e for r in res if not r.get('error') for e in estimate_full(r)]
-    with atomic_path(out/'smoke.csv') as f: df.to_csv(f, index=False)
-    load = f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
-    write_json(dict(started=stamp, wall_s=round(time.time() - t0), cpu=cpu_model(), cores=os.cpu_count(), load=load, gpu=dict(H100),
-                    full_data=dict(RSNA_FULL), bs=bs, steps=steps, presets=res, estimates=est), out/'smoke.json')
-    note = (f"Run {stamp} on {cpu_model()} ({os.cpu_count()} cores; {load}), {round(time.time() - t0)} s in all; CPU batch {bs}, "
-            f"{steps} steps per arch (the first untimed). GPU figures are estimates (assumptions: `ihd.pipeline.H100`).")
-    (out/'smoke.md').write_text(_md_table(df.drop(columns=['error'] if df['error'].isna().all() else [])) + '\n\n' + note + '\n')
+    df = write_smoke(res, out, dict(started=stamp, wall_s=round(time.time() - t0), cpu=cpu_model(), cores=os.cpu_count(), bs=bs,
+                                    steps=steps, load=f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"))
     df.attrs['out'] = str(out)
     return df
 
