@@ -4,7 +4,7 @@
 
 # %% ../nbs/04f_predict.ipynb #2bef7eaf
 from __future__ import annotations
-import os, re, sys, json, time, fcntl, shutil, sqlite3, logging, warnings, tempfile, subprocess
+import os, re, sys, json, time, fcntl, shutil, signal, sqlite3, logging, warnings, tempfile, subprocess
 from contextlib import closing, contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom
@@ -31,7 +31,7 @@ __all__ = ['log', 'BAD_COLS', 'WATCH_STATES', 'list_files', 'scan_folder', 'choo
            'model_input', 'level1_predict', 'level2_predict', 'calibrate_runs', 'sequence_predict', 'stage4_predict',
            'slice_ranges', 'series_summary', 'prediction_montage', 'predict_folder', 'predict_study', 'ihd_predict',
            'watch_db', 'watch_table', 'ct_studies', 'study_instances', 'StudyChanged', 'watch_once',
-           'describe_watch_folder', 'watch_loop', 'ihd_watch', 'watch_load']
+           'describe_watch_folder', 'watch_loop', 'ihd_watch', 'watch_load', 'watch_arrivals']
 
 # %% ../nbs/04f_predict.ipynb #c3e3bf3e
 def list_files(folder:Path|str # Folder to scan (recursively)
@@ -829,6 +829,17 @@ def _load_row(client, name:str, st:str, tab:pd.DataFrame)->dict:
                 stable_to_stored=round(r.stored_at - r.stable_at, 2) if r is not None and pd.notna(r.stored_at) else np.nan,
                 seconds=r.seconds if r is not None else np.nan, sr=mods.count('SR'), montage=mods.count('OT'), kos=mods.count('KO'))
 
+def _load_result(client, uids:dict, out:Path, wall:float, peak_kib:int, code:int)->AttrDict:
+    "Per study of a load run its state, tries, seconds and results series on the PACS; the summary"
+    with closing(watch_db(out)) as con: tab = watch_table(con).set_index('study')
+    t = pd.DataFrame([_load_row(client, k, st, tab) for k, st in uids.items()])
+    s = t.stable_to_stored.dropna()
+    summ = dict(studies=len(t), processed=int((t.state == 'done').sum()), stored_twice=int((t.sr > 1).sum() + (t.montage > 1).sum()),
+                results_missing=int(((t.sr == 0) | (t.montage == 0)).sum()), median_s=round(float(s.median()), 2) if len(s) else None,
+                worst_s=round(float(s.max()), 2) if len(s) else None, study_median_s=round(float(t.seconds.median()), 2),
+                study_worst_s=round(float(t.seconds.max()), 2), total_s=round(wall, 1), peak_mb=round(peak_kib/1024), exit=code)
+    return AttrDict(table=t, summary=summ, log=out/'watch_load.log')
+
 def watch_load(url:str, # DICOMweb root of a PACS to load: a test or staging server (the studies are stored there)
                studies:dict, # `{name: [DICOM files]}`, each a study, stored (STOW-RS) before the watcher starts
                out:Path|str, # The watcher's output folder
@@ -847,13 +858,47 @@ def watch_load(url:str, # DICOMweb root of a PACS to load: a test or staging ser
         proc = subprocess.Popen([*_watch_cmd(), '--dicomweb', url, '--out', str(out), '--once', '--stable', '0', '--every', '1', *args],
                                 stdout=lf, stderr=subprocess.STDOUT, env=env)
         _, status, ru = os.wait4(proc.pid, 0); proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.time() - t0
-    with closing(watch_db(out)) as con: tab = watch_table(con).set_index('study')
-    t = pd.DataFrame([_load_row(client, k, st, tab) for k, st in uids.items()])
-    s = t.stable_to_stored.dropna()
-    summ = dict(studies=len(t), processed=int((t.state == 'done').sum()), stored_twice=int((t.sr > 1).sum() + (t.montage > 1).sum()),
-                results_missing=int(((t.sr == 0) | (t.montage == 0)).sum()), median_s=round(float(s.median()), 2) if len(s) else None,
-                worst_s=round(float(s.max()), 2) if len(s) else None, study_median_s=round(float(t.seconds.median()), 2),
-                study_worst_s=round(float(t.seconds.max()), 2), total_s=round(wall, 1), peak_mb=round(ru.ru_maxrss/1024),
-                exit=proc.returncode)
-    return AttrDict(table=t, summary=summ, log=out/'watch_load.log')
+    return _load_result(client, uids, out, time.time() - t0, ru.ru_maxrss, proc.returncode)
+
+# %% ../nbs/04f_predict.ipynb #fe0ebfc6
+def _reap(proc)->int:
+    "Wait for an ended (or killed) watcher: its peak resident memory in KiB"
+    _, status, ru = os.wait4(proc.pid, 0); proc.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_maxrss
+
+def _wait_settled(out:Path, uids:dict, timeout:float):
+    "Until every study of `uids` is done or failed in the watcher's database (or `timeout` seconds)"
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if (out/'watch.sqlite').exists():
+            with closing(watch_db(out)) as con: st = watch_table(con).set_index('study').state
+            if all(st.get(u) in ('done', 'failed') for u in uids.values()): return
+        time.sleep(1)
+
+def watch_arrivals(url:str, # DICOMweb root of a PACS to load: a test or staging server (the studies are stored there)
+                   studies:dict, # `{name: [DICOM files]}`, stored one every `gap` seconds while the watcher runs
+                   out:Path|str, # The watcher's output folder
+                   args:list=(), # More `ihd_watch` arguments, e.g. ['--models', 'models', '--every', '2', '--stable', '5']
+                   env:dict|None=None, # The watcher's environment, with its sign-in (IHD_DICOMWEB_*; default: this one's)
+                   session=None, # Sign-in and TLS of this function's own calls
+                   gap:float=3, # Seconds between two studies' arrivals
+                   restart=None, # `restart()`: restart the server (called when half the studies have arrived), if one can
+                   timeout:float=900 # Seconds to wait, once all have arrived, for every study to be done or failed
+                  )->AttrDict:
+    "Studies arriving while `ihd_watch` polls; the server restarted halfway (`restart`), the watcher killed (SIGKILL) and started again at three quarters; `watch_load`'s table and summary"
+    client, out, uids, peak = dicomweb_client(url, session=session), Path(out), {}, []
+    out.mkdir(parents=True, exist_ok=True)
+    cmd, t0 = [*_watch_cmd(), '--dicomweb', url, '--out', str(out), *args], time.time()
+    with open(out/'watch_load.log', 'w') as lf:
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
+        for i, (k, fs) in enumerate(studies.items()):
+            if restart is not None and i == len(studies) // 2: restart()
+            if i == 3 * len(studies) // 4:
+                proc.send_signal(signal.SIGKILL); peak.append(_reap(proc))
+                proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
+            with quiet_pydicom(): ds = [pydicom.dcmread(f) for f in fs]
+            store_instances(client, ds); uids[k] = str(ds[0].StudyInstanceUID)
+            time.sleep(gap)
+        _wait_settled(out, uids, timeout)
+        proc.terminate(); peak.append(_reap(proc))
+    return _load_result(client, uids, out, time.time() - t0, max(peak), proc.returncode)
