@@ -512,7 +512,9 @@ def _run_stage(st:AttrDict, i:int, n:int, base:dict, knobs:dict, r:AttrDict, s:A
         if other: log.info(f"[run] level-1 runs left out of stage {st.n} (not this job's seed or architectures): {', '.join(other)}")
         if done: base['runs'] = done
     if st.module == 'level1' and r.get('procs', 1) > 1:   # every GPU: the cells trained under torchrun, the notebook finds them done
+        t1 = time.time()
         level1_ddp(r.procs, base.get('archs') or settings('level1').archs, r.data, r.work, r.models, base, r.run/'level1-torchrun.log')
+        r.times[f'{st.nb} (torchrun)'] = time.time() - t1
     ps = notebook_params(nb, base)
     if st.n == 0: ps.pop('seed', None)   # stage 0's `seed` makes the folds: they keep `[tables] seed` (see `run_pipeline`)
     shown = ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models'))
