@@ -417,10 +417,10 @@ def _evidence(sources:list)->list:
         out.append(d)
     return out
 
-def _algorithm(threshold:float)->hd.sr.AlgorithmIdentification:
+def _algorithm(threshold:float, model:str|None=None)->hd.sr.AlgorithmIdentification:
     import ihd
     return hd.sr.AlgorithmIdentification(name='ihd', version=str(ihd.__version__), family=codes.DCM.ArtificialIntelligence,
-                                         parameters=[f'positive-slice threshold {threshold:g}'])
+                                         parameters=[f'positive-slice threshold {threshold:g}'] + ([model] if model else []))
 
 def _observer()->hd.sr.ObserverContext:
     return hd.sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=
@@ -457,10 +457,11 @@ def _finding_group(label:str, res:pd.DataFrame, threshold:float, alg)->hd.sr.Mea
 def sr_document(res:pd.DataFrame, # One row per slice read: SOPClassUID, SOPInstanceUID, frame, LABELS
                 sources:list, # The source instances' headers (the evidence)
                 threshold:float, # Probability at or above which a slice counts as positive
-                series_number:int=9901
+                series_number:int=9901,
+                model:str|None=None # What the predictions came from (e.g. the shipped model's note), among the algorithm's parameters
                )->hd.sr.Comprehensive3DSR:
     "The TID 1500 measurement report of one series' predictions"
-    alg = _algorithm(threshold)
+    alg = _algorithm(threshold, model)
     rep = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=_observer()),
                                   procedure_reported=codes.SCT.ComputedTomographyOfHead,
                                   imaging_measurements=[_finding_group(l, res, threshold, alg) for l in ['any', *SUBTYPES]])
@@ -566,7 +567,8 @@ def write_results(res:pd.DataFrame, # One row per slice read: staged `file`, SOP
                   sources:list, # The source instances' headers
                   staged:Path|str, # Folder of the staged slices (for the montage)
                   out:Path|str, # Folder to write sr.dcm, kos.dcm, montage.dcm
-                  threshold:float|None=None # Positive-slice threshold (`[run] threshold`)
+                  threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
+                  model:str|None=None # What the predictions came from (the SR's algorithm parameters), e.g. the shipped model's note
                  )->AttrDict:
     "Write the SR, the KOS (when a slice is flagged) and the montage of one series' predictions; `files` and `datasets`"
     threshold = float(merge_settings('run', threshold=threshold).threshold)
@@ -577,7 +579,7 @@ def write_results(res:pd.DataFrame, # One row per slice read: staged `file`, SOP
                           "as they are, and DICOM validators will flag those references")
     with quiet_pydicom(), warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Invalid value for VR UI')
-        docs = dict(sr=sr_document(res, sources, threshold, n0), kos=kos_document(res, sources, threshold, n0 + 1),
+        docs = dict(sr=sr_document(res, sources, threshold, n0, model), kos=kos_document(res, sources, threshold, n0 + 1),
                     montage=montage_document(montage_pixels(res, staged, threshold, int(prm.max_tiles)), res, sources, n0 + 2))
     files = {}
     for k, ds in docs.items():
@@ -954,7 +956,8 @@ def process_study(url:str, # DICOMweb root of the PACS
                   store:bool=True, # Store the results back on the server (STOW-RS)
                   session:requests.Session|None=None, # Sign-in and TLS (`dicomweb_session`; default: from the environment)
                   before_store=None, # `before_store(client, headers, results)`, called once the results are written, before they are stored (a watcher's checks and state); it may raise to stop
-                  timeout:float|None=None # Seconds to wait for each answer (`[hospital] http_timeout`)
+                  timeout:float|None=None, # Seconds to wait for each answer (`[hospital] http_timeout`)
+                  model:str|None=None # What the predictions come from, written into the SR and study.json (e.g. the shipped model's note)
                  )->AttrDict:
     "Choose, retrieve, stage and predict one study's head-CT series; write its SR, KOS and montage and store them back"
     t, work, client = [time.time()], Path(work), dicomweb_client(url, timeout=timeout, session=session)
@@ -965,10 +968,10 @@ def process_study(url:str, # DICOMweb root of the PACS
     sops = heads.SOPInstanceUID[(heads.SeriesInstanceUID == row.SeriesInstanceUID) & ~heads.index.isin(sel.stray.index)].tolist()
     files = retrieve_series(client, study, row.SeriesInstanceUID, sops, work/'incoming'/row.SeriesInstanceUID); t.append(time.time())
     res, staged = _predicted(files, work, predict); t.append(time.time())
-    out = write_results(res, source_headers(files), staged, work/'results', threshold); t.append(time.time())
+    out = write_results(res, source_headers(files), staged, work/'results', threshold, model); t.append(time.time())
     if before_store is not None: before_store(client, heads, out)
     n = _store(client, out, work/'results') if store else 0; t.append(time.time())
-    info = dict(study=study, series=row.SeriesInstanceUID, n_slices=len(res), results=sorted(out.files), stored=n,
+    info = dict(study=study, model=model, series=row.SeriesInstanceUID, n_slices=len(res), results=sorted(out.files), stored=n,
                 result_series={k: str(ds.SeriesInstanceUID) for k, ds in out.datasets.items()},
                 left_out=sel.stray[['SOPInstanceUID', 'reason']].to_dict('records'), threshold=out.threshold,
                 seconds=dict(zip(['retrieve', 'predict', 'write', 'store'], np.round(np.diff(t), 2).tolist()), total=round(t[-1] - t[0], 2)))

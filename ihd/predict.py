@@ -20,11 +20,11 @@ from .level1 import load_run, predict_arrays
 from .calibrate import calibration_method, apply_run_calibration
 from .level2 import apply_level2, STD_COLS
 from .blend import apply_blend, LEVELS
+from .pretrain import default_models
 from .report import plot_montage, slice_title
 from .hospital import scan_headers, select_series, stage_series, write_results, process_study, source_headers, series_name, dicomweb_session, dicomweb_client, store_instances, _web
 
 log = logging.getLogger('ihd.predict')  # not __name__: that is '__main__' when this cell runs in the notebook
-
 
 # %% auto #0
 __all__ = ['log', 'BAD_COLS', 'WATCH_STATES', 'list_files', 'scan_folder', 'choose_files', 'find_fold_dirs', 'preprocess_slices',
@@ -374,14 +374,14 @@ def _scan_plan(folder:Path, plan:AttrDict, n_files:int, progress:bool)->AttrDict
              f"series read, {len(plan.skipped)} files of series not chosen, {(bad.severity == 'error').sum()} unusable")
     return sc
 
-def _dicom_results(r:AttrDict, read:pd.DataFrame, folder:Path, dest:Path, threshold:float)->dict:
+def _dicom_results(r:AttrDict, read:pd.DataFrame, folder:Path, dest:Path, threshold:float, model:str|None=None)->dict:
     "Per study, `write_results` of its predicted slices into `dest/<StudyInstanceUID>/`: `{study: {kind: file}}`"
     pix = r.used.set_index('ID').path.map(lambda p: str(folder/p))   # staged files have absolute paths
     src = read.assign(read=read.read.map(str)).drop(columns='file').drop_duplicates('read').set_index('read')
     res = r.res.assign(file=pix.loc[r.res.ID].to_numpy()).join(src, on='file')
     out = {}
     for st, g in res.groupby('study', sort=False):
-        out[st] = write_results(g, source_headers(list(dict.fromkeys(g.source))), folder, dest/st, threshold).files   # `file` is absolute: `folder` is not used
+        out[st] = write_results(g, source_headers(list(dict.fromkeys(g.source))), folder, dest/st, threshold, model).files   # `file` is absolute: `folder` is not used
     return out
 
 def _write_predictions(out:Path, res:pd.DataFrame, summ:pd.DataFrame, bad:pd.DataFrame, arrays:dict, montage:bool,
@@ -408,7 +408,7 @@ def _accounted(files:list, folder:Path, r:AttrDict, skipped:set):
     return errs
 
 def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many mixed series, any layout
-                   models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the default dataset's)
+                   models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the shipped model, `ihd.pretrain.default_models`)
                    out:Path|str|None=None, # Output folder (default: `<folder>_ihd` beside the input)
                    threshold:float|None=None, # Positive-slice threshold of the series summary (`[run] threshold`)
                    montage:bool=True, # Write `montage.png`
@@ -420,7 +420,7 @@ def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many 
     "Predict the series chosen in each study of `folder` (every series with `all_series`); write the tables and the report"
     if all_series and dicom_results: raise ValueError("DICOM results are written for the series chosen in each study: not with all_series")
     folder = Path(folder).resolve()
-    models = Path(models) if models else models_dir()
+    models, note = default_models(models)   # the shipped model when none is given; its note goes into every output
     out = Path(out) if out else folder.parent/f'{folder.name}_ihd'
     threshold = merge_settings('run', threshold=threshold).threshold
     t0, files = time.time(), list_files(folder)
@@ -429,9 +429,9 @@ def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many 
         plan = _read_plan(folder, files, Path(tmp).resolve(), all_series)
         r = _predict_slices(_scan_plan(folder, plan, len(files), progress), folder, models, use_level2, progress)
         errs = _accounted(files, folder, r, plan.skipped)
-        dcm = _dicom_results(r, plan.read, folder, out/'results', threshold) if dicom_results and len(r.res) else {}
+        dcm = _dicom_results(r, plan.read, folder, out/'results', threshold, note) if dicom_results and len(r.res) else {}
     summ = series_summary(r.res, threshold)
-    info = dict(folder=str(folder), models=str(models), level=r.level, choice=r.choice, note=r.note, stage4_steps=r.steps,
+    info = dict(folder=str(folder), models=str(models), model_note=note, level=r.level, choice=r.choice, note=r.note, stage4_steps=r.steps,
                 runs=r.runs, calibration=r.calibration,
                 n_files=len(files), n_slices=len(r.res), n_series=int(r.res.series.nunique()), n_bad=len(errs),
                 threshold=threshold, all_series=all_series, n_skipped_files=len(plan.skipped),
@@ -445,7 +445,7 @@ def predict_folder(folder:Path|str, # Folder of DICOM files: one study, or many 
 # %% ../nbs/04f_predict.ipynb #b3fe0dfe
 def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web
                   study:str, # StudyInstanceUID
-                  models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the default dataset's)
+                  models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the shipped model)
                   out:Path|str|None=None, # Working and output folder (default: `ihd_<study>` in the current folder)
                   threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
                   use_level2:bool=True, # Apply stage 4 when present (else the level-1 average)
@@ -455,7 +455,7 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
                   timeout:float|None=None # Seconds to wait for each answer of the PACS (`[hospital] http_timeout`)
                  )->AttrDict:
     "One study of a PACS through `ihd.hospital.process_study` with ihd's predictor: its result, plus `prediction` (`predict_folder`'s)"
-    models = Path(models) if models else models_dir()
+    models, note = default_models(models)
     if not find_fold_dirs(models): raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {models}")
     out = Path(out) if out else Path.cwd()/f'ihd_{study}'
     threshold = merge_settings('run', threshold=threshold).threshold
@@ -465,7 +465,7 @@ def predict_study(url:str, # DICOMweb root of the PACS, e.g. http://pacs:8042/di
                                         progress=False, all_series=True)
         return got.prediction.slices
     r = process_study(url, study, predictor, work=out, threshold=threshold, store=store, session=session,
-                      before_store=before_store, timeout=timeout)
+                      before_store=before_store, timeout=timeout, model=note)
     r.prediction = got.prediction
     return r
 
@@ -481,6 +481,7 @@ def _say_selection(sel:pd.DataFrame, where:Path, most:int=20):
 def _say_level(info:dict):
     "Which level was applied, on which level-1 runs, and why when it is not stage 4's choice"
     runs, lv = ', '.join(info['runs']), info['level']
+    if info.get('model_note'): print(f"model: {info['model_note']}")
     if lv == 'none': print('applied: nothing (no slice to predict)'); return
     what = {'level1': 'the level-1 average', 'level2': 'LightGBM (stage 4)', 'sequence': 'the sequence model (stage 4)',
             'blend': 'the blend of LightGBM and the sequence model (stage 4)'}[lv]
@@ -710,7 +711,7 @@ def _watch_study(con, st:str, o:AttrDict):
 # %% ../nbs/04f_predict.ipynb #c48a3184
 def watch_once(url:str, # DICOMweb root of the PACS
                out:Path|str, # Output folder: `watch.sqlite` and one working folder per study
-               models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the default dataset's)
+               models:Path|str|None=None, # Folder of the level-1 runs (and `level2/`) (default: the shipped model)
                threshold:float|None=None, # Positive-slice threshold (`[run] threshold`)
                use_level2:bool=True, # Apply stage 4 when present
                store:bool=True, # Store the DICOM results back (STOW-RS)
@@ -723,7 +724,7 @@ def watch_once(url:str, # DICOMweb root of the PACS
                timeout:float|None=None # Seconds to wait for each answer of the PACS (`[hospital] http_timeout`)
               )->pd.DataFrame:
     "One poll: every new CT study of `url` noted; each one due (stable, past its back-off) through `predict_study`; the state table"
-    o = AttrDict(url=url, out=Path(out), models=Path(models) if models else models_dir(), threshold=threshold, use_level2=use_level2,
+    o = AttrDict(url=url, out=Path(out), models=default_models(models)[0], threshold=threshold, use_level2=use_level2,
                  store=store, session=session, stable=stable, tries=max(int(tries), 1), backoff=backoff, keep=keep, timeout=timeout)
     with closing(watch_db(o.out)) as con:
         _recover(con)
@@ -807,7 +808,8 @@ def ihd_watch(dicomweb:str=None, # DICOMweb root of the PACS, e.g. https://pacs:
     try:
         if not dicomweb: raise ValueError("nothing to watch: give the PACS's DICOMweb root with --dicomweb URL")
         if since and not re.fullmatch(r'\d{8}', since): raise ValueError(f"--since {since}: expected a date YYYYMMDD")
-        m = Path(models) if models else models_dir()
+        m, note = default_models(models)
+        if note: log.info(f"[watch] model: {note}")
         if not find_fold_dirs(m): raise FileNotFoundError(f"no trained level-1 models (<run>/fold<k>/model.pth + run.json) under {m}")
         s = dicomweb_session(ca_bundle, cert)
         return watch_loop(dicomweb, out, once, every, models=m, threshold=threshold, use_level2=not no_level2, store=not no_store,

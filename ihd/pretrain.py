@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch
 from fastcore.basics import AttrDict, ifnone, listify
 from fastcore.script import call_parse, store_true
 from fastai.torch_core import default_device
-from .core import LABELS, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, rsna_sample, cpu_model, \
+from .core import LABELS, active_preset, models_dir, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, rsna_sample, cpu_model, \
     atomic_path, write_json, label_log_loss, weighted_log_loss, prior_baseline
 from .synth import GENERATOR_VERSION, SIZES, make_dataset
 from .tables import make_tables
@@ -268,8 +268,9 @@ def check_shipped(folder:Path|str|None=None)->AttrDict:
 
 def default_models(models:Path|str|None=None # The models the user gave (`--models`), if any
                   )->tuple[Path, str|None]:
-    "The models to predict with and the note every output carries: `models` as given (no note), else the checked shipped model"
-    if models: return Path(models), None
+    "The models to predict with and the note every output carries: `models` as given, else an active preset's models folder (no note); else, or when `models` is it, the checked shipped model"
+    if not models and active_preset() is not None: models = models_dir()   # `--preset`: that preset's trained runs
+    if models and Path(models).resolve() != shipped_dir().resolve(): return Path(models), None
     info = check_shipped()
     return info.dir, shipped_note(info)
 
