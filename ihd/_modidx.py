@@ -779,6 +779,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'ihd.pretrain._fit': ('pretrain.html#_fit', 'ihd/pretrain.py'),
                               'ihd.pretrain._prepare': ('pretrain.html#_prepare', 'ihd/pretrain.py'),
                               'ihd.pretrain._real_inputs': ('pretrain.html#_real_inputs', 'ihd/pretrain.py'),
+                              'ihd.pretrain._real_labelled': ('pretrain.html#_real_labelled', 'ihd/pretrain.py'),
                               'ihd.pretrain._request': ('pretrain.html#_request', 'ihd/pretrain.py'),
                               'ihd.pretrain._row': ('pretrain.html#_row', 'ihd/pretrain.py'),
                               'ihd.pretrain._same_settings': ('pretrain.html#_same_settings', 'ihd/pretrain.py'),

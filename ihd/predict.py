@@ -12,7 +12,7 @@ from fastcore.basics import AttrDict
 from fastcore.script import call_parse, CliError
 from fastprogress.fastprogress import progress_bar
 from matplotlib import pyplot as plt
-from .core import apply_preset, LABELS, merge_settings, models_dir, atomic_path, write_json, level1_runs, fold_dirs, fold_of, level2_dir
+from .core import apply_preset, LABELS, merge_settings, atomic_path, write_json, level1_runs, fold_dirs, fold_of, level2_dir
 from .tables import read_header, add_slice_order, quiet_pydicom
 from .pixels import Recipe, stack_neighbours, single_thread
 from .cache import preprocess_items   # stage 2's own preprocessing: one slice, or a whole series (untilt)

@@ -179,6 +179,12 @@ def _real_inputs(data, work, recipe, n_folds)->AttrDict:
     build_cache(root, work, recipe, split='train', progress=False)
     return AttrDict(root=root, inp=load_stage_inputs(work, recipe))
 
+def _real_labelled(info:AttrDict, data=None, work=None, n_folds:int|None=None)->AttrDict:
+    "An artifact's view of real data: its inputs (`_real_inputs` in the artifact's recipe), the labelled slices cached (`tab`), the run info to predict with (`run`)"
+    r = _real_inputs(data, work, Recipe.from_dict(info.recipe), ifnone(n_folds, pretrain_config().score_folds))
+    tab = r.inp.train[[i in r.inp.cache for i in r.inp.train['ID']]]
+    return AttrDict(r=r, tab=tab, run=dict(n_in=info.n_in, tta=info.tta, mean=info.mean, std=info.std))
+
 def _auc(y, p):
     from sklearn.metrics import roc_auc_score
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else np.nan
@@ -210,10 +216,7 @@ def score_pretrained(artifact:Path|str, # An artifact folder (see `make_pretrain
                      device=None)->pd.DataFrame:
     "The synthetic-only model on every labelled slice of real data, beside the prior: per-label log loss and AUC, weighted log loss"
     model, info = load_artifact(artifact)
-    n_folds = ifnone(n_folds, pretrain_config().score_folds)
-    r = _real_inputs(data, work, Recipe.from_dict(info.recipe), n_folds)
-    tab = r.inp.train[[i in r.inp.cache for i in r.inp.train['ID']]]
-    run = dict(n_in=info.n_in, tta=info.tta, mean=info.mean, std=info.std)
+    rl = _real_labelled(info, data, work, n_folds); r, tab, run = rl.r, rl.tab, rl.run
     p = predict_ids(model, run, r.inp.cache, tab['ID'], device=device)[LABELS].values
     y, prior = tab[LABELS].values, _cross_prior(tab)
     rows = {'synthetic-only': _row(y, p), 'synthetic-only, prior-shifted': _row(y, _shift(p, np.asarray(info.prior), prior)),
@@ -285,9 +288,7 @@ def half_change(artifact:Path|str, # An artifact folder
                 work:Path|str|None=None)->dict:
     "How far float16 weights move the artifact's predictions on the real labelled slices: `max_abs_dp`, `d_wll` (16 minus 32), `n`"
     model, info = load_artifact(artifact)
-    r = _real_inputs(data, work, Recipe.from_dict(info.recipe), pretrain_config().score_folds)
-    tab = r.inp.train[[i in r.inp.cache for i in r.inp.train['ID']]]
-    run = dict(n_in=info.n_in, tta=info.tta, mean=info.mean, std=info.std)
+    rl = _real_labelled(info, data, work); r, tab, run = rl.r, rl.tab, rl.run
     p32 = predict_ids(model, run, r.inp.cache, tab['ID'])[LABELS].to_numpy(np.float64)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half_weights(model.state_dict()).items()})
     p16 = predict_ids(model, run, r.inp.cache, tab['ID'])[LABELS].to_numpy(np.float64)
