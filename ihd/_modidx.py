@@ -1010,6 +1010,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ihd.tables._geometry': ('tables.html#_geometry', 'ihd/tables.py'),
                             'ihd.tables._header_row': ('tables.html#_header_row', 'ihd/tables.py'),
                             'ihd.tables._image_ids': ('tables.html#_image_ids', 'ihd/tables.py'),
+                            'ihd.tables._kept_design': ('tables.html#_kept_design', 'ihd/tables.py'),
                             'ihd.tables._log_tables': ('tables.html#_log_tables', 'ihd/tables.py'),
                             'ihd.tables._name_problems': ('tables.html#_name_problems', 'ihd/tables.py'),
                             'ihd.tables._pixel_problem': ('tables.html#_pixel_problem', 'ihd/tables.py'),

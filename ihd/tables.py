@@ -392,6 +392,18 @@ def _existing(lay, work:Path, sig:str, n_folds:int, seed:int)->AttrDict|None:
     log.info(f"Stage-0 tables found in {work}: skipped (force=True recomputes)")
     return res
 
+def _kept_design(work:Path, n_folds, seed)->dict:
+    "The fold count and seed of the tables already in `work`, for those not given: a work folder keeps its fold design (its level-1 runs were trained on it)"
+    f = work/'tables.json'
+    if (n_folds is not None and seed is not None) or not f.is_file(): return {}
+    try: old = json.loads(f.read_text())['folds']
+    except (ValueError, KeyError, TypeError): return {}
+    kept = {k: int(old[o]) for k, o, given in (('n_folds', 'n_folds_requested', n_folds), ('seed', 'seed', seed))
+            if given is None and old.get(o) is not None}
+    if kept: log.info(f"Stage 0 keeps the fold design of the tables in {work} ({', '.join(f'{k}={v}' for k, v in kept.items())}); "
+                      "pass n_folds and seed, or force=True, to change it")
+    return kept
+
 def _read_checked(lay, n_workers, progress)->tuple:
     "Read every header; the read result, the slice-ordered headers, the bad-files report (with `same_z`) and its errors"
     r = read_headers(lay.root, n_workers, progress)
@@ -449,7 +461,8 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
                )->AttrDict:
     "Stage 0: header table, wide labels, folds and reports, written to `work`; skipped when already there"
     lay, work = kaggle_layout(data), work_dir(data, work)
-    s = merge_settings('tables', n_folds=n_folds, seed=seed)
+    kept = {} if force else _kept_design(work, n_folds, seed)
+    s = merge_settings('tables', n_folds=kept.get('n_folds', n_folds), seed=kept.get('seed', seed))
     s.seed = as_seed(s.seed, 'the fold seed')
     sig = data_signature(lay.root)
     if not force and (res := _existing(lay, work, sig, s.n_folds, s.seed)) is not None: return res
