@@ -30,10 +30,10 @@ log = logging.getLogger('ihd.pipeline')  # not __name__: that is '__main__' when
 __all__ = ['log', 'LIBRARY_FLAGS', 'CELLS', 'H100', 'RSNA_FULL', 'TINY', 'TINY_SEQUENCE', 'TINY_PRESET', 'nbs_dir',
            'select_stages', 'run_folder', 'run_settings', 'parse_params', 'notebook_params', 'cell_flags', 'cell_role',
            'runnable_copy', 'stage_names', 'kernel_log', 'tail_log', 'StageError', 'stderr_to', 'run_notebook',
-           'complete_runs', 'small_data', 'preset_knobs', 'level1_procs', 'torchrun_cmd', 'level1_ddp', 'saved_bytes',
-           'gpu_need', 'batch_that_fits', 'check_gpu_memory', 'recipe_needs', 'check_full_gpu', 'run_pipeline',
-           'ihd_run', 'run_stages', 'preset_trial', 'compare_presets', 'smoke_cnn', 'peak_rss_mb', 'smoke_preset',
-           'estimate_full', 'smoke_table', 'write_smoke', 'smoke_presets', 'ihd_presets']
+           'complete_runs', 'small_data', 'preset_knobs', 'level1_procs', 'torchrun_cmd', 'sequence_cmd', 'level1_ddp',
+           'sequence_ddp', 'saved_bytes', 'gpu_need', 'batch_that_fits', 'check_gpu_memory', 'recipe_needs',
+           'check_full_gpu', 'run_pipeline', 'ihd_run', 'run_stages', 'preset_trial', 'compare_presets', 'smoke_cnn',
+           'peak_rss_mb', 'smoke_preset', 'estimate_full', 'smoke_table', 'write_smoke', 'smoke_presets', 'ihd_presets']
 
 # %% ../nbs/04g_pipeline.ipynb #352dc297
 def nbs_dir()->Path:
@@ -331,16 +331,21 @@ def preset_knobs(knobs:dict, # `[run]`'s notebook parameters
 
 # %% ../nbs/04g_pipeline.ipynb #60755f6a
 _DDP_FLAGS = ('epochs', 'sz', 'seed', 'snapshots')   # the level-1 notebook's parameters that `ihd_train` takes as flags
+_SEQ_FLAGS = ('runs', 'calibrate', 'seed', 'preset', 'scale')   # the sequence notebook's parameters, `ihd_sequence` flags too
 
 def level1_procs(procs:int|None=None, # Processes asked for (`ihd_run --procs`); None: decide
                  scale:str|None=None # The preset's scale
                 )->int:
-    "Level-1 training processes: `procs`, else every visible CUDA GPU at full scale when there are 2 or more, else 1 (the notebook's kernel)"
+    "Training processes of level 1 and the sequence model: `procs`, else every visible CUDA GPU at full scale when there are 2 or more, else 1 (the notebook's kernel)"
     if procs is not None:
-        if int(procs) < 1: raise ValueError(f"procs = {procs}: expected 1 or more level-1 processes")
+        if int(procs) < 1: raise ValueError(f"procs = {procs}: expected 1 or more training processes")
         return int(procs)
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return n if scale == 'full' and n > 1 else 1
+
+def _torchrun(procs:int, rdzv:str|None=None)->list[str]:
+    "`torchrun` with its rendezvous (`--standalone`: this machine) and `procs` processes, before the command it starts"
+    return [str(Path(sys.executable).parent/'torchrun'), *(rdzv.split() if rdzv else ['--standalone']), '--nproc-per-node', str(int(procs)), '--no-python']
 
 def torchrun_cmd(procs:int, # Processes on this machine (one per GPU)
                  arch:str, data, work, models, # The architecture and the stage folders
@@ -352,27 +357,51 @@ def torchrun_cmd(procs:int, # Processes on this machine (one per GPU)
     bad = [k for k in ('windows', 'crop', 'neighbours') if knobs.get(k) is not None]
     if bad: raise ValueError(f"level 1 under torchrun takes its recipe from settings.ini and the preset: parameters {bad} "
                              "are not ihd_train flags (set them in settings.ini, or run with --procs 1)")
-    cmd = [str(exe/'torchrun'), *(rdzv.split() if rdzv else ['--standalone']), '--nproc-per-node', str(int(procs)), '--no-python',
-           str(exe/'ihd_train'), '--arch', arch, '--fold', '-1', '--data', str(data), '--work', str(work), '--models', str(models)]
+    cmd = _torchrun(procs, rdzv) + [str(exe/'ihd_train'), '--arch', arch, '--fold', '-1', '--data', str(data), '--work', str(work), '--models', str(models)]
     for k in _DDP_FLAGS:
         if knobs.get(k) is not None: cmd += [f'--{k}', ','.join(str(v) for v in listify(knobs[k]))]
     return cmd
+
+def sequence_cmd(procs:int, data, work, models, # Processes on this machine (one per GPU) and the stage folders
+                 params:dict|None=None, # The sequence notebook's parameters (those of `_SEQ_FLAGS` become `ihd_sequence` flags)
+                 rdzv:str|None=None # As `torchrun_cmd`'s
+                )->list[str]:
+    "The `torchrun ... ihd_sequence` command that trains the sequence model's folds in `procs` data-parallel processes"
+    params = params or {}
+    cmd = _torchrun(procs, rdzv) + [str(Path(sys.executable).parent/'ihd_sequence'), '--data', str(data), '--work', str(work), '--models', str(models)]
+    for k in _SEQ_FLAGS:
+        if params.get(k) is not None: cmd += [f'--{k}', ','.join(str(v) for v in listify(params[k]))]
+    return cmd
+
+def _run_torchrun(cmd:list, what:str, procs:int, log_file:Path|str|None=None):
+    "Run a torchrun command (its output to `log_file`, echoed to the log as it comes; None: the terminal); `StageError` when it fails"
+    env = dict(os.environ, IN_TEST='')   # the children train the folders given, as a user's command would
+    if not torch.cuda.is_available(): env.setdefault('OMP_NUM_THREADS', '1')   # gloo on a shared CPU: one thread per process
+    if log_file is None: rc = subprocess.run(cmd, env=env).returncode
+    else:
+        with open(log_file, 'ab') as f, tail_log(log_file, f'torchrun {what}'): rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc: raise StageError(f"{what} under torchrun ({procs} processes) failed with exit {rc}" + (f"; its output: {log_file}" if log_file else ''))
 
 def level1_ddp(procs:int, archs, data, work, models, knobs:dict|None=None, # As `torchrun_cmd`, for each of `archs`
                log_file:Path|str|None=None # Where the processes' output goes (echoed to the log as it comes); None: the terminal
               )->None:
     "Train every (arch, fold) cell of level 1 under torchrun (DDP: NCCL on GPUs, gloo on a CPU); the stage notebook then finds them finished"
-    env = dict(os.environ, IN_TEST='')   # the children train the folders given, as a user's command would
-    if not torch.cuda.is_available(): env.setdefault('OMP_NUM_THREADS', '1')   # gloo on a shared CPU: one thread per process
     for a in listify(archs):
         cmd = torchrun_cmd(procs, a, data, work, models, knobs)
         log.info(f"[run] level 1, {a}: {procs} processes under torchrun: {' '.join(cmd[1:4])} ... ihd_train --arch {a} --fold -1")
         t0 = time.time()
-        if log_file is None: rc = subprocess.run(cmd, env=env).returncode
-        else:
-            with open(log_file, 'ab') as f, tail_log(log_file, f'torchrun {a}'): rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
-        if rc: raise StageError(f"level 1 under torchrun ({a}, {procs} processes) failed with exit {rc}" + (f"; its output: {log_file}" if log_file else ''))
+        _run_torchrun(cmd, f'level 1, {a},', procs, log_file)
         log.info(f"[run] level 1, {a}: every fold trained in {time.time() - t0:.0f} s ({procs} processes)")
+
+def sequence_ddp(procs:int, data, work, models, params:dict|None=None, # As `sequence_cmd`
+                 log_file:Path|str|None=None # As `level1_ddp`'s
+                )->None:
+    "Train the sequence model's folds under torchrun (DDP, rank 0 writes `models/sequence/`); the stage notebook then finds it up to date"
+    cmd = sequence_cmd(procs, data, work, models, params)
+    log.info(f"[run] sequence model: {procs} processes under torchrun: {' '.join(cmd[1:4])} ... ihd_sequence")
+    t0 = time.time()
+    _run_torchrun(cmd, 'the sequence model', procs, log_file)
+    log.info(f"[run] sequence model: every fold trained in {time.time() - t0:.0f} s ({procs} processes)")
 
 # %% ../nbs/04g_pipeline.ipynb #b630d685
 # The estimate's assumptions (issue 21), stated once: a GPU figure from `ihd_presets --scale full --smoke` is an estimate
@@ -515,6 +544,10 @@ def _run_stage(st:AttrDict, i:int, n:int, base:dict, knobs:dict, r:AttrDict, s:A
         t1 = time.time()
         level1_ddp(r.procs, base.get('archs') or settings('level1').archs, r.data, r.work, r.models, base, r.run/'level1-torchrun.log')
         r.times[f'{st.nb} (torchrun)'] = time.time() - t1
+    if st.module == 'sequence' and r.get('procs', 1) > 1:   # likewise the sequence model: the notebook finds it up to date
+        t1 = time.time()
+        sequence_ddp(r.procs, r.data, r.work, r.models, notebook_params(nb, base), r.run/'sequence-torchrun.log')
+        r.times[f'{st.nb} (torchrun)'] = time.time() - t1
     ps = notebook_params(nb, base)
     if st.n == 0: ps.pop('seed', None)   # stage 0's `seed` makes the folds: they keep `[tables] seed` (see `run_pipeline`)
     shown = ', '.join(f'{k}={v}' for k,v in ps.items() if k not in ('data', 'work', 'models'))
@@ -601,7 +634,7 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
                  preset:str|None=None, # A preset (`ihd.core.preset_names`; default: the active one, `IHD_PRESET`, if any)
                  scale:str|None=None, # The preset's scale, demo or full (default: full with a CUDA GPU, else demo)
                  cells:str|None=None, # What runs of each stage notebook: stage or all (`runnable_copy`; default: `[run] cells`)
-                 procs:int|None=None # Level-1 processes under torchrun (`level1_procs`; default: every GPU at full scale, if 2 or more)
+                 procs:int|None=None # Processes of level 1 and the sequence model under torchrun (`level1_procs`; default: every GPU at full scale, if 2 or more)
                 )->AttrDict:
     "Run the main job; returns the run folder, the times per step, the level stage 4 applied, and the submission and report paths"
     p = apply_preset(preset, scale)
@@ -617,7 +650,7 @@ def run_pipeline(data:Path|str|None=None, # Kaggle-layout root (default: the syn
     r = AttrDict(run=run_folder(root, runs), data=root, work=work, models=models, times=times, submission=None, report=None, level=None,
                  procs=level1_procs(procs, p.scale if p else None))
     log.info(f"[run] data {root}\n[run] work {work}; models {models}\n[run] run folder {r.run}" +
-             (f"\n[run] level 1 in {r.procs} processes under torchrun (DDP)" if r.procs > 1 else ''))
+             (f"\n[run] level 1 and the sequence model in {r.procs} processes under torchrun (DDP)" if r.procs > 1 else ''))
     if seed is not None: log.info(f"[run] seed {seed} for every stage after stage 0 (the folds keep [tables] seed = {settings('tables').get('seed')})")
     _params_json(r, stages, knobs, seed)
     base, sd = dict(knobs, data=root, work=work, models=models, **({'seed': seed} if seed is not None else {})), None
@@ -643,7 +676,7 @@ def ihd_run(data:str=None, # Kaggle-layout root, e.g. ../shared/data/rsna-sample
             preset:str=None, # A published recipe by name: ihd, bighead, appian, brainscan, tfbilstm, nobrainer, seutao
             scale:str=None, # The preset's scale: demo (the default without a GPU) or full (the published recipe)
             cells:str=None, # What runs of each stage notebook: stage (the library and the stage; the default, `[run] cells`) or all (tests included)
-            procs:int=None # Level-1 processes under torchrun, one per GPU (default: every visible GPU at full scale when there are 2 or more)
+            procs:int=None # Processes of level 1 and the sequence model under torchrun, one per GPU (default: every visible GPU at full scale when there are 2 or more)
            ):
     "The main job: data, stage notebooks 0-4 (papermill, executed copies kept), submission and report"
     knobs = parse_params([o for o in (params or '').split(';') if o.strip()])

@@ -11,18 +11,19 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import AttrDict, listify, ifnone, store_attr, noop
 from fastcore.script import call_parse, store_true
-from fastai.torch_core import default_device, set_seed
+from fastai.torch_core import default_device, set_seed, rank_distrib, num_distrib, distrib_barrier
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.callback.progress import ProgressCallback
+from fastai.distributed import DistributedDL, DistributedTrainer
 import fastai.callback.schedule  # fit_one_cycle
 from .core import (apply_preset, LABELS, LABEL_WEIGHTS, CLIP, merge_settings, kaggle_layout, work_dir, models_dir, require, atomic_path,
                       write_json, fold_dirs, fold_of, level2_dir, STAGE4_DIRS, weighted_log_loss, cpu_model,
                       logit, files_fingerprint)
 from .backbones import choose_precision, precision_ctx, cpu_bf16_native
-from .level1 import add_speed_cbs, loader_workers, load_embeddings, emb_path
+from .level1 import add_speed_cbs, loader_workers, load_embeddings, emb_path, _bare, _broadcast_any
 from .tables import as_seed
 from .calibrate import calibration_method
 from .level2 import gather_runs, report_table, oof_prior, read_sample, write_submission, plot_report
@@ -33,9 +34,10 @@ log = logging.getLogger('ihd.sequence')  # not __name__: that is '__main__' when
 __all__ = ['log', 'INPUTS', 'HEADER_COLS', 'sequence_config', 'fake_embeddings', 'run_embeddings', 'SeqData', 'series_data',
            'SeriesDataset', 'pad_batch', 'series_dls', 'BiRNN', 'SeqModel', 'MaskedWBCE', 'MaskedWLL',
            'sequence_precision', 'torch_threads', 'predict_series', 'emb_stats', 'auto_widths', 'model_config',
-           'SeqProgress', 'KeepBest', 'shrink_correction', 'fit_fold_model', 'save_fold_model', 'load_fold_model',
-           'independent_folds', 'fit_sequence', 'apply_sequence', 'bench_series', 'bench_sequence', 'ihd_sequence',
-           'ihd_bench_sequence']
+           'SeqProgress', 'rank_batches', 'ShardDL', 'TrainShards', 'rank0_value', 'ddp_device', 'rank0_first',
+           'CountTrain', 'ddp_facts', 'KeepBest', 'shrink_correction', 'fit_fold_model', 'save_fold_model',
+           'load_fold_model', 'independent_folds', 'fit_sequence', 'apply_sequence', 'bench_series', 'bench_sequence',
+           'ihd_sequence', 'ihd_bench_sequence']
 
 # %% ../nbs/04b_sequence.ipynb #ea3e0062
 INPUTS = ('emb', 'diff', 'prob', 'dz', 'pos')
@@ -299,14 +301,16 @@ def pad_batch(items:list)->tuple:
     return torch.from_numpy(emb), torch.from_numpy(feats), torch.tensor(lens, dtype=torch.int64), torch.from_numpy(y)
 
 # %% ../nbs/04b_sequence.ipynb #317be57f
-def series_dls(train:SeqData, valid:SeqData, cfg:AttrDict|None=None, device=None)->DataLoaders:
+def series_dls(train:SeqData, valid:SeqData, cfg:AttrDict|None=None, device=None,
+               procs:int=1 # Processes that share each training batch (torchrun): each loads `ceil(bs/procs)` series of its shard
+              )->DataLoaders:
     "fastai `DataLoaders` of padded series: random crops and reversal in training, whole series in validation"
     cfg = cfg or sequence_config()
     device = torch.device(ifnone(device, default_device()))
     nw = loader_workers(cfg.n_workers, device)
     kw = dict(create_batch=pad_batch, device=device, num_workers=nw, pin_memory=device.type == 'cuda', persistent_workers=nw > 0)
-    tds, bs = SeriesDataset(train, cfg.crop, float(cfg.reverse)), int(cfg.bs)
-    tdl = DataLoader(tds, bs=bs, shuffle=True, drop_last=len(tds) > bs, **kw)
+    tds, bs = SeriesDataset(train, cfg.crop, float(cfg.reverse)), math.ceil(int(cfg.bs)/procs)
+    tdl = DataLoader(tds, bs=bs, shuffle=True, drop_last=math.ceil(len(tds)/procs) > bs, **kw)
     vdl = DataLoader(SeriesDataset(valid), bs=int(cfg.pred_bs), shuffle=False, **kw)
     return DataLoaders(tdl, vdl, device=device)
 
@@ -493,15 +497,80 @@ def model_config(data:SeqData, # The series the model reads (their inputs decide
 
 # %% ../nbs/04b_sequence.ipynb #f85e519d
 class SeqProgress(Callback):
-    "A log line (model, epoch, train loss, valid wll, seconds) once `every` seconds have passed since the last: a fold of seconds says nothing before its summary line, a long one is seen"
+    "A log line (model, epoch, train loss, valid wll, seconds) once `every` seconds have passed since the last: a fold of seconds says nothing before its summary line, a long one is seen (rank 0 only under torchrun)"
     order = 66  # after the Recorder's values
     def __init__(self, what:str, every:float=30.): self.what, self.every = what, every
     def before_fit(self): self.t0 = self.last = time.time()
     def after_epoch(self):
-        if time.time() - self.last < self.every: return
+        if rank_distrib() or time.time() - self.last < self.every: return
         self.last, m = time.time(), dict(zip(self.recorder.metric_names, self.recorder.log))
         log.info(f"[sequence] {self.what}: epoch {self.epoch + 1}/{self.n_epoch}, train loss {m['train_loss']:.4f}, "
                  f"valid wll {m['wll']:.4f}, {time.time() - self.t0:.0f} s")
+
+# %% ../nbs/04b_sequence.ipynb #20bde19f
+def rank_batches(n:int, # Training series
+                 bs:int, # Series per batch of each process
+                 drop_last:bool, # Whether a last partial batch is dropped
+                 procs:int # Processes sharing the epoch
+                )->int:
+    "Batches per epoch of each process when `procs` share `n` items (fastai's `DistributedDL`: the epoch padded to a multiple of `procs`, then split)"
+    m = math.ceil(n/procs)
+    return m//bs if drop_last else math.ceil(m/bs)
+
+class ShardDL(DistributedDL):
+    "fastai's `DistributedDL` on any backend (level 1's `_broadcast_any`: gloo on a CPU too), its length the batches each process loads"
+    _broadcast = _broadcast_any
+    def __len__(self): return rank_batches(self.dl.n, self.bs, self.drop_last, self.world_size)
+
+class TrainShards(DistributedTrainer):
+    "fastai's `DistributedTrainer` (DDP) with the training loader alone sharded: every process validates the whole validation set"
+    def _wrap_dl(self, dl): return ShardDL(dl, device=self.learn.model.device) if dl is self.old_dls[0] else dl
+
+def _coll_device()->torch.device:
+    "Where a collective's tensors live: the process's GPU under NCCL, else the CPU"
+    return torch.device('cuda', torch.cuda.current_device()) if torch.distributed.get_backend() == 'nccl' else torch.device('cpu')
+
+def rank0_value(v:float, # This process's value
+                sync:bool=True # False: `v` as it is
+               )->float:
+    "Rank 0's `v` on every process of a torchrun group; `v` itself in one process"
+    if not sync or num_distrib() <= 1 or not torch.distributed.is_initialized(): return v
+    t = torch.tensor([float(v)], dtype=torch.float64, device=_coll_device())
+    torch.distributed.broadcast(t, 0)
+    return float(t.item())
+
+def ddp_device(device=None # Default: fastai's default device
+              )->torch.device:
+    "Join this process's torchrun group (accelerate's `PartialState`, which fastai's DDP then uses: gloo on a CPU, NCCL with one GPU per process); its device"
+    from accelerate import PartialState
+    d = torch.device(ifnone(device, default_device()))
+    st = PartialState(cpu=d.type != 'cuda')
+    return st.device if d.type == 'cuda' else d
+
+@contextmanager
+def rank0_first(on:bool=True):
+    "Rank 0 runs the block first (it may write files, e.g. a level-1 run's calibration), the other processes after it"
+    if on and rank_distrib(): distrib_barrier()
+    yield
+    if on and not rank_distrib(): distrib_barrier()
+
+class CountTrain(Callback):
+    "The training batches and series this process trained on"
+    def before_fit(self): self.batches, self.series = 0, 0
+    def after_batch(self):
+        if self.training: self.batches += 1; self.series += len(self.learn.yb[0])
+
+def ddp_facts(model:nn.Module, count:CountTrain, bs:int, n_batches:int)->dict:
+    "Every process's training batches and series, and how far any process's final weights are from rank 0's (0: the same)"
+    dev, n = _coll_device(), num_distrib()
+    v = torch.cat([t.detach().float().flatten() for t in model.state_dict().values()]).to(dev)
+    r0 = v.clone(); torch.distributed.broadcast(r0, 0)
+    diff = (v - r0).abs().max() if v.numel() else v.new_zeros(())
+    torch.distributed.all_reduce(diff, op=torch.distributed.ReduceOp.MAX)
+    c = torch.tensor([count.batches, count.series], dtype=torch.long, device=dev)
+    cs = [torch.zeros_like(c) for _ in range(n)]; torch.distributed.all_gather(cs, c)
+    return dict(procs=n, bs_per_process=int(bs), batches_per_epoch=int(n_batches), rank_batches=[int(o[0]) for o in cs],
+                rank_series=[int(o[1]) for o in cs], max_weight_diff=float(diff))
 
 # %% ../nbs/04b_sequence.ipynb #968c0cdc
 def _inner_split(tr:SeqData, frac:float, seed:int)->tuple:
@@ -515,14 +584,15 @@ def _inner_split(tr:SeqData, frac:float, seed:int)->tuple:
 def _state(m:nn.Module)->dict: return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 class KeepBest(Callback):
-    "After the fit, the weights of the epoch with the lowest validation `wll`; the starting ones when no epoch beats `start` (theirs)"
+    "After the fit, the weights of the epoch with the lowest validation `wll`; the starting ones when no epoch beats `start` (theirs). `sync`: every process of a torchrun group decides on rank 0's figures"
     order = 67  # after the Recorder's values
-    def __init__(self, start:float): self.start = float(start)
-    def before_fit(self): self.best, self.best_epoch, self.state = self.start, 0, _state(self.learn.model)
+    def __init__(self, start:float, sync:bool=False): self.start, self.sync = float(start), sync
+    def before_fit(self): self.best, self.best_epoch, self.state = rank0_value(self.start, self.sync), 0, _state(_bare(self.learn.model))
     def after_epoch(self):
         v = dict(zip(self.recorder.metric_names, self.recorder.log)).get('wll')
-        if v is not None and v < self.best: self.best, self.best_epoch, self.state = float(v), self.epoch + 1, _state(self.learn.model)
-    def after_fit(self): self.learn.model.load_state_dict(self.state)
+        v = v if v is None else rank0_value(v, self.sync)
+        if v is not None and v < self.best: self.best, self.best_epoch, self.state = float(v), self.epoch + 1, _state(_bare(self.learn.model))
+    def after_fit(self): _bare(self.learn.model).load_state_dict(self.state)
 
 def shrink_correction(model:nn.Module, # A `SeqModel`
                       f:float # Factor in [0, 1]: 0 gives level 1 (or the prior) back, 1 leaves the model as it is
@@ -531,9 +601,9 @@ def shrink_correction(model:nn.Module, # A `SeqModel`
     with torch.no_grad(): model.head.weight.mul_(float(f)); model.head.bias.mul_(float(f))
     return model
 
-def _seq_learner(fit:SeqData, valid:SeqData, model:nn.Module, cfg:AttrDict, device)->Learner:
+def _seq_learner(fit:SeqData, valid:SeqData, model:nn.Module, cfg:AttrDict, device, procs:int=1)->Learner:
     "The fastai `Learner` of a fold's model: padded-series loaders, masked weighted BCE, the metric, the precision's callbacks"
-    dls = series_dls(fit, valid, cfg, device)
+    dls = series_dls(fit, valid, cfg, device, procs)
     learn = Learner(dls, model, loss_func=MaskedWBCE(), metrics=[MaskedWLL()], wd=float(cfg.wd))
     add_speed_cbs(learn, sequence_precision(dls.device, cfg.precision), channels_last=False)
     learn.remove_cb(ProgressCallback); learn.logger = noop
@@ -544,7 +614,8 @@ def fit_fold_model(data:SeqData, # Labelled series with their folds
                    cfg:AttrDict|None=None, # `sequence_config()` (default: settings)
                    device=None, # Default: fastai's default device
                    cbs=None, # Extra fastai callbacks
-                   train_embs:dict|None=None # Run name -> embedding sources of the training series (default: `data`'s own)
+                   train_embs:dict|None=None, # Run name -> embedding sources of the training series (default: `data`'s own)
+                   distributed:bool|None=None # Train in this torchrun group's processes, DDP (default: when `WORLD_SIZE` > 1)
                   )->AttrDict:
     "Train fold `fold`'s model on the other folds' series, keeping its best epoch on inner validation: `model`, `config`, `facts`, `valid`"
     cfg = cfg or sequence_config()
@@ -556,22 +627,27 @@ def fit_fold_model(data:SeqData, # Labelled series with their folds
     mc = model_config(data, cfg, tr.y.mean(0), len(fit))
     model = SeqModel(**mc)
     model.set_norm(*emb_stats(fit, int(cfg.norm_sample), int(cfg.seed)))
-    learn = _seq_learner(fit, ifnone(inner, va), model, cfg, device)
+    procs = num_distrib() if ifnone(distributed, num_distrib() > 1) else 1
+    learn = _seq_learner(fit, ifnone(inner, va), model, cfg, device, procs)
     prec, nt = sequence_precision(learn.dls.device, cfg.precision), cfg.get('num_threads')
     start = None if inner is None else weighted_log_loss(inner.y, predict_series(model, inner, int(cfg.pred_bs), learn.dls.device, prec, False, nt))
-    keep = [] if inner is None else [KeepBest(start)]
-    epochs = max(int(cfg.epochs), math.ceil(int(cfg.min_steps)/max(len(learn.dls.train), 1)))
+    keep = [] if inner is None else [KeepBest(start, sync=procs > 1)]
+    tdl = learn.dls.train   # its batches per epoch: in each process under torchrun
+    n_b = len(tdl) if procs == 1 else rank_batches(len(fit), tdl.bs, tdl.drop_last, procs)
+    epochs = max(int(cfg.epochs), math.ceil(int(cfg.min_steps)/max(n_b, 1)))
+    ddp = [] if procs == 1 else [TrainShards(sync_bn=False, **({} if learn.dls.device.type == 'cuda' else dict(cpu=True))), CountTrain()]
     t0 = time.time()
     with torch_threads(nt):
-        learn.fit_one_cycle(epochs, float(cfg.lr), cbs=[SeqProgress(f'fold {fold}'), *keep, *listify(cbs)])
+        learn.fit_one_cycle(epochs, float(cfg.lr), cbs=[SeqProgress(f'fold {fold}'), *keep, *listify(cbs), *ddp])
     shrink = cfg.shrink if mc['from_l1'] else 1.   # a correction to level 1 is shrunk; a model started at the prior is not
     shrink_correction(learn.model, shrink)
-    facts = dict(fold=int(fold), epochs=epochs, steps=epochs*len(learn.dls.train), n_train_series=len(tr), n_fit_series=len(fit),
+    facts = dict(fold=int(fold), epochs=epochs, steps=epochs*n_b, n_train_series=len(tr), n_fit_series=len(fit),
                  n_inner_series=0 if inner is None else len(inner), n_valid_series=len(va), proj=mc['proj'], hidden=mc['hidden'],
                  best_epoch=keep[0].best_epoch if keep else epochs, inner_wll_start=start, inner_wll_best=keep[0].best if keep else None,
                  precision=prec, device=str(learn.dls.device), train_seconds=round(time.time() - t0, 1),
                  shrink=shrink, space=cfg.space if train_embs is not None else 'oof',
                  inputs=dict(emb_runs=data.emb_runs, prob_runs=data.prob_runs, cols=data.cols))
+    if ddp: facts['ddp'] = ddp_facts(learn.model, ddp[1], tdl.bs, n_b)   # under torchrun: what each process trained, and its weights against rank 0's
     return AttrDict(model=learn.model.eval(), config=mc, facts=facts, valid=va)
 
 # %% ../nbs/04b_sequence.ipynb #4bd9984b
@@ -680,7 +756,7 @@ def _seq_series(i:AttrDict, embs:dict)->AttrDict:
 
 # %% ../nbs/04b_sequence.ipynb #aa41a5c7
 def _seq_fit(i:AttrDict, d:AttrDict, device=None)->AttrDict:
-    "Every fold's model: saved, its OOF predictions, its test predictions (then averaged over folds)"
+    "Every fold's model: saved, its OOF predictions, its test predictions (then averaged over folds); under torchrun every process trains, rank 0 alone predicts and writes (the others get `None`)"
     trd, rows_fold = d.train, np.repeat(d.train.fold, d.train.lens)
     oof, tests, facts = np.full((trd.n_slices, len(LABELS)), np.nan), [], []
     l1_folds = sorted(int(j) for j in np.unique(d.l1_fold))
@@ -689,6 +765,7 @@ def _seq_fit(i:AttrDict, d:AttrDict, device=None)->AttrDict:
     for k in sorted(np.unique(trd.fold)):
         t0 = time.time()
         f = fit_fold_model(trd, int(k), i.s, device, train_embs=d.train_embs(int(k)))
+        if rank_distrib(): continue
         kw = dict(bs=int(i.s.pred_bs), device=device, precision=i.s.precision, threads=i.s.get('num_threads'))
         oof[rows_fold == k] = predict_series(f.model, f.valid, **kw)
         f.facts['valid_wll'] = weighted_log_loss(f.valid.y, oof[rows_fold == k])
@@ -698,6 +775,7 @@ def _seq_fit(i:AttrDict, d:AttrDict, device=None)->AttrDict:
         facts.append(dict(f.facts, seconds=round(time.time() - t0, 1)))
         log.info(f"[sequence] fold {k}: {f.facts['n_train_series']} training / {f.facts['n_valid_series']} held-out series, "
                  f"best epoch {f.facts['best_epoch']} of {f.facts['epochs']}, OOF wll {f.facts['valid_wll']:.4f}, {facts[-1]['seconds']:.0f} s")
+    if rank_distrib(): return None
     test = (sum(t.loc[tests[0].index] for t in tests)/len(tests)).rename_axis('ID').reset_index()
     return AttrDict(oof=oof, folds=np.repeat(d.l1_fold, trd.lens), test=test, facts=facts, l1_folds=l1_folds)
 
@@ -728,6 +806,7 @@ def _seq_write(i:AttrDict, d:AttrDict, fit:AttrDict, rep:pd.DataFrame, embs:dict
                     settings=dict(i.s), fingerprint=i.fp, weighted={k: float(v) for k, v in w.items()},
                     folds=[f['fold'] for f in fit.facts], fold_facts=fit.facts, n_train=len(i.train), n_used=d.n_used,
                     n_test=int(len(fit.test)), n_filled=len(fill), test_emb=i.s.test_emb, space=i.s.space, fold_design=i.s.folds, l1_folds=fit.l1_folds, calibrate=i.method, cpu=cpu_model(),
+                    **({'procs': num_distrib()} if num_distrib() > 1 else {}),
                     torch=torch.__version__, seconds=round(time.time() - t0, 1)), out/'sequence.json')
     log.info(f"[sequence] weighted log loss: L1 average {w['L1 average']:.4f}, sequence {w['sequence']:.4f}, "
              f"prior {w['prior baseline']:.4f}; submission {out/'submission.csv'}: {sub.rows} rows, valid ({time.time() - t0:.0f} s)")
@@ -744,17 +823,19 @@ def fit_sequence(data:Path|str|None=None, # Kaggle-layout root (for the sample s
                  calibrate:str|None=None, # Calibration of the level-1 runs: auto, platt, temperature, none (`[calibrate] method`)
                  **settings # Values over `[sequence]` (e.g. `epochs=20`, `inputs='prob, dz, pos'`, `seed=1`)
                 )->AttrDict:
-    "Stage 4, sequence step: a model per patient fold over whole series, OOF and test predictions, report, submission"
-    s = sequence_config(**settings)
-    i = _seq_inputs(data, work, models, runs, out, s, calibrate)
+    "Stage 4, sequence step: a model per patient fold over whole series, OOF and test predictions, report, submission; under torchrun, every fold trained by all the processes (DDP), written by rank 0"
+    s, ddp = sequence_config(**settings), num_distrib() > 1
+    if ddp: device = ddp_device(device)
+    with rank0_first(ddp): i = _seq_inputs(data, work, models, runs, out, s, calibrate)   # rank 0 first: it may calibrate the runs
     if not force and (done := _seq_done(i)) is not None: return done
     t0 = time.time()
     embs = _seq_embeddings(i)
     d = _seq_series(i, embs)
-    log.info(f"[sequence] {len(i.rs)} level-1 run(s) ({', '.join(r.name for r in i.rs)}), embeddings of "
+    if not rank_distrib(): log.info(f"[sequence] {len(i.rs)} level-1 run(s) ({', '.join(r.name for r in i.rs)}), embeddings of "
              f"{', '.join(f'{n} ({e.dim}-d)' for n, e in embs.items()) or 'none'}; inputs {', '.join(s.inputs)}; "
              f"{len(d.train)} series, {d.train.n_slices} labelled slices")
     fit = _seq_fit(i, d, device)
+    if fit is None: return AttrDict(report=None, submission=None, dir=i.out, skipped=False, rank=rank_distrib())   # not rank 0: it writes
     return _seq_write(i, d, fit, _seq_report(i, d.train, fit), embs, t0)
 
 # %% ../nbs/04b_sequence.ipynb #f5a65bb3
@@ -958,7 +1039,7 @@ def ihd_sequence(data:str=None, # Kaggle-layout root (default: IHD_DATA or setti
     apply_preset(preset, scale)
     res = fit_sequence(data, work, models, runs=[o.strip() for o in runs.split(',')] if runs else None, force=force,
                        calibrate=calibrate, inputs=inputs, epochs=epochs, seed=seed)
-    print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+    if res.report is not None: print(res.report.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
 
 # %% ../nbs/04b_sequence.ipynb #ebcda2fd
 @call_parse
