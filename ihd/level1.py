@@ -42,9 +42,9 @@ __all__ = ['log', 'TTA_PASSES', 'DEFAULT_SEED', 'EMB_SPLITS', 'level1_config', '
            'tta_apply', 'tta_passes', 'feature_dim', 'hook_features', 'predict_arrays', 'SnapshotEnsemble',
            'EpochCheckpoint', 'EpochLog', 'read_checkpoint', 'snapshot_epochs', 'SnapshotSaver', 'GridClock',
            'EpochProgress', 'fold_seed', 'score', 'predict_ids', 'emb_path', 'save_embeddings', 'load_embeddings',
-           'load_run', 'weights_name', 'seed_cell', 'fit_fold', 'run_name', 'fold_dir', 'load_stage_inputs',
-           'train_fold', 'train_grid', 'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs', 'ihd_train',
-           'ihd_embed', 'bench_train', 'ihd_bench_train']
+           'load_run', 'weights_name', 'rank_gpu', 'local_device', 'seed_cell', 'fit_fold', 'run_name', 'fold_dir',
+           'load_stage_inputs', 'train_fold', 'train_grid', 'summarize_runs', 'seed_spread', 'embed_run', 'embed_runs',
+           'ihd_train', 'ihd_embed', 'bench_train', 'ihd_bench_train']
 
 # %% ../nbs/03b_level1.ipynb #b9eb87ea
 def level1_config(**overrides # Values that win over settings [level1]; `None` means "not given"
@@ -715,6 +715,24 @@ def _embed_fold(fd:Path, cache, device=None, force:bool=False, table=None)->bool
 
 
 # %% ../nbs/03b_level1.ipynb #700918bd
+def rank_gpu(env=None # Environment (default: `os.environ`)
+            )->int|None:
+    "The GPU index of this process under torchrun (`LOCAL_RANK` when `WORLD_SIZE` > 1), else `None`"
+    env = os.environ if env is None else env
+    if int(env.get('WORLD_SIZE', 1) or 1) <= 1: return None
+    try: return int(env['LOCAL_RANK'])
+    except (KeyError, ValueError): raise RuntimeError(f"WORLD_SIZE={env.get('WORLD_SIZE')} but LOCAL_RANK is {env.get('LOCAL_RANK')!r}: "
+                                                      "start the processes with torchrun") from None
+
+def local_device(device=None # A device asked for (it wins)
+                )->torch.device|None:
+    "This process's device: `device` if given; under torchrun with CUDA, its local rank's GPU, made the current one (else every process would build its loaders on cuda:0); else `None` (fastai's default)"
+    if device is not None: return torch.device(device)
+    g = rank_gpu()
+    if g is None or not torch.cuda.is_available(): return None
+    torch.cuda.set_device(g)
+    return torch.device('cuda', g)
+
 def seed_cell(seed:int, # The cell's seed (`fold_seed`)
               reproducible=None # true, false or auto (default: `[level1] reproducible`): auto is true but at a preset's full scale
              )->bool:
@@ -748,6 +766,7 @@ def fit_fold(cache, # `SliceCache`-like: `[ID] -> uint8 (sz, sz, C)`, `.load(ids
             )->Path:
     "Train one (arch, fold) cell and write model, log, OOF/test/training-slice predictions and embeddings, metrics and run facts to `fold_dir`"
     cfg, fold_dir = AttrDict(cfg or level1_config()), Path(fold_dir)
+    device = local_device(device)
     cfg.seed = as_seed(ifnone(seed, cfg.get('seed', DEFAULT_SEED)), 'the training seed')
     run, key = _run_facts(arch, n_in, table, fold, cfg, info, pretrained, weights, slices)
     phases = _phases(pretrained, int(cfg.epochs), float(cfg.lr), int(cfg.freeze_epochs))
