@@ -287,13 +287,23 @@ def blend_params(**overrides)->AttrDict:
     return merge_settings('blend', **overrides)
 
 # %% ../nbs/04c_blend.ipynb #a063b90d
-def needed_steps(candidates=None # Levels stage 4 may choose (keys of `LEVELS`; default: `[blend] candidates`)
+def needed_steps(candidates=None, # Levels stage 4 may choose (keys of `LEVELS`; default: `[blend] candidates`)
+                 steps=None # Steps to run (some of `STEPS`, or `auto`: those the candidates read; default: `[blend] steps`)
                 )->list:
-    "The steps of `STEPS` whose output a candidate needs: the step's own level, or both of them for `blend`"
+    "The steps of `STEPS` stage 4 runs: `steps` when given, else those a candidate needs (the step's own level, or both of them for `blend`)"
     cands = listify(candidates if candidates is not None else blend_params().candidates)
     unknown = [c for c in cands if c not in LEVELS]
     if unknown: raise ValueError(f"unknown candidate levels {unknown}: expected some of {list(LEVELS)}")
-    return [s for s in STEPS if s in cands or 'blend' in cands]
+    auto = [s for s in STEPS if s in cands or 'blend' in cands]
+    st = steps if steps is not None else blend_params().get('steps', 'auto')
+    if st is None or (isinstance(st, str) and st.strip().lower() in ('', 'auto')): return auto
+    st = [str(o).strip() for o in listify(st)]
+    if bad := [o for o in st if o not in STEPS]: raise ValueError(f"[blend] steps {bad}: expected some of {list(STEPS)} or auto")
+    if lost := [c for c in cands if c in STEPS and c not in st]:
+        raise ValueError(f"[blend] candidates {lost} are levels of steps that [blend] steps = {', '.join(st)} does not run")
+    if 'blend' in cands and not st: raise ValueError("[blend] candidates has blend but [blend] steps runs no step to blend with level 1")
+    return [o for o in STEPS if o in st]
+
 
 # %% ../nbs/04c_blend.ipynb #adf407aa
 def _tables(work:Path)->tuple:
@@ -315,7 +325,7 @@ def _blend_inputs(data, work, models, runs, out, params)->AttrDict:
     sample_csv, work, models = kaggle_layout(data).sample_csv, work_dir(data, work), models_dir(data, models)
     s = blend_params(**params)
     train, test = _tables(work)
-    need = needed_steps(s.candidates)   # a step no candidate reads is not read (a preset's level-2 design)
+    need = needed_steps(s.candidates, s.get('steps'))   # the steps run: a preset's level-2 design
     steps = {k: r for k in need if (r := read_step(models, k, train)) is not None}
     if not steps:
         raise FileNotFoundError(f"no stage-4 predictions under {models} (neither level2/oof.parquet nor sequence/oof.parquet): run "
