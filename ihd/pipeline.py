@@ -502,7 +502,8 @@ def _needed(stages:list, asked)->list:
     "`stages` without the stage-4 steps no `[blend] candidate` reads, unless they were asked for by name (`asked`)"
     skip = [st for st in stages if st.n == 4 and st.module in STEPS and st.module not in needed_steps()
             and not {st.nb, st.module} & {str(o).strip() for o in listify(asked)}]
-    for st in skip: log.info(f"[run] stage 4's {st.module} step skipped: [blend] candidates ({', '.join(listify(settings('blend').candidates))}) do not read it")
+    for st in skip: log.info(f"[run] stage 4's {st.module} step skipped: not among the steps stage 4 runs ({', '.join(needed_steps()) or 'none'}: "
+                             f"[blend] steps = {settings('blend').get('steps', 'auto')}, candidates = {', '.join(listify(settings('blend').candidates))})")
     return [st for st in stages if st not in skip]
 
 def _pipeline_data(data, size, s:AttrDict, times:dict)->Path:
