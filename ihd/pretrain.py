@@ -18,7 +18,6 @@ from .pixels import Recipe
 from .cache import build_cache
 from .backbones import PRETRAIN_JSON, artifact_info, resolve_pretrained, create_model, label_prior, choose_precision
 from .level1 import level1_config, fit_fold, load_stage_inputs, predict_ids
-from .calibrate import calibration_curve
 
 log = logging.getLogger('ihd.pretrain')
 
@@ -26,8 +25,8 @@ log = logging.getLogger('ihd.pretrain')
 __all__ = ['log', 'SHIPPED_JSON', 'DISCLAIMER', 'pretrain_config', 'artifact_name', 'pretrained_dir', 'synth_root',
            'pretrain_work', 'is_current', 'make_pretrained', 'load_artifact', 'score_pretrained', 'shipped_dir',
            'weights_sha256', 'shipped_info', 'shipped_note', 'check_shipped', 'default_models', 'half_weights',
-           'half_change', 'ship_model', 'reproduce_shipped', 'ship_pretrained', 'shipped_seed_artifacts', 'label_ece',
-           'pretrained_predictions', 'plot_shipped_calibration', 'ihd_pretrain']
+           'half_change', 'ship_model', 'reproduce_shipped', 'ship_pretrained', 'shipped_seed_artifacts',
+           'pretrained_predictions', 'ihd_pretrain']
 
 # %% ../nbs/03d_pretrain.ipynb #7ba54e92
 def pretrain_config(**overrides # Values that win over settings [pretrain]; `None` means "not given"
@@ -407,19 +406,6 @@ def shipped_seed_artifacts(folder:Path|str|None=None, # A shipped-model folder (
         out[int(s)] = a
     return out
 
-def label_ece(y, # (n, k) targets
-              p, # (n, k) probabilities
-              n_bins:int=10 # Quantile bins (`ihd.calibrate.calibration_curve`)
-             )->np.ndarray:
-    "Each column's expected calibration error (k,): the mean of |mean prediction - observed rate| over the quantile bins, weighted by their size"
-    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
-    if y.ndim != 2 or y.shape != p.shape: raise ValueError(f"label_ece: targets {y.shape} and probabilities {p.shape} must have the same (n, labels) shape")
-    if not len(y): raise ValueError("label_ece: no rows")
-    def one(j):
-        c = calibration_curve(y[:, j], p[:, j], n_bins)
-        return float((c.n*(c.mean_pred - c.observed).abs()).sum()/c.n.sum())
-    return np.array([one(j) for j in range(y.shape[1])])
-
 def pretrained_predictions(artifacts, # Artifact folders: `{name: folder}`, or a list of them (named `seed <seed>` by their pretrain.json)
                            data:Path|str|None=None, # Real Kaggle-layout data (default: `ihd.core.rsna_sample()`)
                            work:Path|str|None=None, # Its work folder (default: `pretrain_work(data)`)
@@ -446,32 +432,6 @@ def pretrained_predictions(artifacts, # Artifact folders: `{name: folder}`, or a
                           ids=tab['ID'].to_numpy(), series=tab['SeriesInstanceUID'].to_numpy())
     return out
 
-def plot_shipped_calibration(preds:dict, # `pretrained_predictions`' output: `{name: AttrDict(y, p)}`
-                             n_bins:int=10, # Quantile bins per curve
-                             title:str|None=None):
-    "One reliability panel per label (`LABELS`), one curve per model with its expected calibration error; each panel zoomed to its probabilities"
-    from matplotlib import pyplot as plt
-    if not preds: raise ValueError("plot_shipped_calibration: no predictions given")
-    for k, r in preds.items():
-        if np.shape(r.y) != np.shape(r.p) or np.ndim(r.p) != 2 or np.shape(r.p)[1] != len(LABELS):
-            raise ValueError(f"plot_shipped_calibration: {k}: targets {np.shape(r.y)} and probabilities {np.shape(r.p)} must both be (n, {len(LABELS)})")
-    y0 = np.asarray(next(iter(preds.values())).y)
-    fig, axs = plt.subplots(2, 3, figsize=(13, 8.6))
-    for j, (ax, l) in enumerate(zip(axs.ravel(), LABELS)):
-        top = .05
-        for k, r in preds.items():
-            y, p = np.asarray(r.y, np.float64)[:, j], np.asarray(r.p, np.float64)[:, j]
-            c = calibration_curve(y, p, n_bins)
-            ax.plot(c.mean_pred, c.observed, marker='o', ms=4, lw=1.5, label=f"{k}: ECE {label_ece(y[:, None], p[:, None], n_bins)[0]:.3f}")
-            top = max(top, c.mean_pred.max(), c.observed.max())
-        lim = min(1., 1.08*top)
-        ax.plot([0, lim], [0, lim], ls=':', c='grey', lw=1, label='perfect')
-        pos = int(y0[:, j].sum())
-        ax.set(xlim=(0, lim), ylim=(0, lim), xlabel='mean predicted probability', ylabel='observed rate',
-               title=f"{l}: {pos} positive of {len(y0)}" + (' (no positive: curves show false alarms only)' if pos == 0 else ''))
-        ax.title.set_fontsize(9); ax.legend(loc='upper left', fontsize=7)
-    fig.suptitle(title or f"Calibration on {len(y0)} real slices, {len(preds)} model(s)"); fig.tight_layout()
-    return fig
 
 # %% ../nbs/03d_pretrain.ipynb #dba00b50
 @call_parse

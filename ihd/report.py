@@ -24,8 +24,8 @@ log = logging.getLogger('ihd.report')  # not __name__: that is '__main__' when t
 
 # %% auto #0
 __all__ = ['log', 'STAGE4_NAMES', 'metrics_table', 'md_table', 'plot_roc', 'plot_calibration', 'plot_calibration_runs',
-           'pick_examples', 'slice_title', 'plot_montage', 'collect_predictions', 'stage4_table', 'load_examples',
-           'build_report', 'ihd_report']
+           'label_ece', 'plot_shipped_calibration', 'pick_examples', 'slice_title', 'plot_montage',
+           'collect_predictions', 'stage4_table', 'load_examples', 'build_report', 'ihd_report']
 
 # %% ../nbs/04d_report.ipynb #f06a738b
 def metrics_table(y, # (n, 6) targets
@@ -127,6 +127,47 @@ def plot_calibration_runs(y, # (n, 6) targets
             what = "6 labels, weighted like the metric" if pooled else "'any'"
             ax.set_title(f"{name}\n{what}" + ('' if name in calibrated else ' (no calibration)'), fontsize=9)
     fig.suptitle(title); fig.tight_layout()
+    return fig
+
+# %% ../nbs/04d_report.ipynb #e91bee50
+def label_ece(y, # (n, k) targets
+              p, # (n, k) probabilities
+              n_bins:int=10 # Quantile bins (`ihd.calibrate.calibration_curve`)
+             )->np.ndarray:
+    "Each column's expected calibration error (k,): the mean of |mean prediction - observed rate| over the quantile bins, weighted by their size"
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    if y.ndim != 2 or y.shape != p.shape: raise ValueError(f"label_ece: targets {y.shape} and probabilities {p.shape} must have the same (n, labels) shape")
+    if not len(y): raise ValueError("label_ece: no rows")
+    def one(j):
+        c = calibration_curve(y[:, j], p[:, j], n_bins)
+        return float((c.n*(c.mean_pred - c.observed).abs()).sum()/c.n.sum())
+    return np.array([one(j) for j in range(y.shape[1])])
+
+def plot_shipped_calibration(preds:dict, # `pretrained_predictions`' output: `{name: AttrDict(y, p)}`
+                             n_bins:int=10, # Quantile bins per curve
+                             title:str|None=None):
+    "One reliability panel per label (`LABELS`), one curve per model with its expected calibration error; each panel zoomed to its probabilities"
+    from matplotlib import pyplot as plt
+    if not preds: raise ValueError("plot_shipped_calibration: no predictions given")
+    for k, r in preds.items():
+        if np.shape(r.y) != np.shape(r.p) or np.ndim(r.p) != 2 or np.shape(r.p)[1] != len(LABELS):
+            raise ValueError(f"plot_shipped_calibration: {k}: targets {np.shape(r.y)} and probabilities {np.shape(r.p)} must both be (n, {len(LABELS)})")
+    y0 = np.asarray(next(iter(preds.values())).y)
+    fig, axs = plt.subplots(2, 3, figsize=(13, 8.6))
+    for j, (ax, l) in enumerate(zip(axs.ravel(), LABELS)):
+        top = .05
+        for k, r in preds.items():
+            y, p = np.asarray(r.y, np.float64)[:, j], np.asarray(r.p, np.float64)[:, j]
+            c = calibration_curve(y, p, n_bins)
+            ax.plot(c.mean_pred, c.observed, marker='o', ms=4, lw=1.5, label=f"{k}: ECE {label_ece(y[:, None], p[:, None], n_bins)[0]:.3f}")
+            top = max(top, c.mean_pred.max(), c.observed.max())
+        lim = min(1., 1.08*top)
+        ax.plot([0, lim], [0, lim], ls=':', c='grey', lw=1, label='perfect')
+        pos = int(y0[:, j].sum())
+        ax.set(xlim=(0, lim), ylim=(0, lim), xlabel='mean predicted probability', ylabel='observed rate',
+               title=f"{l}: {pos} positive of {len(y0)}" + (' (no positive: curves show false alarms only)' if pos == 0 else ''))
+        ax.title.set_fontsize(9); ax.legend(loc='upper left', fontsize=7)
+    fig.suptitle(title or f"Calibration on {len(y0)} real slices, {len(preds)} model(s)"); fig.tight_layout()
     return fig
 
 # %% ../nbs/04d_report.ipynb #ce6b16a3
