@@ -400,8 +400,6 @@ def _kept_design(work:Path, n_folds, seed)->dict:
     except (ValueError, KeyError, TypeError): return {}
     kept = {k: int(old[o]) for k, o, given in (('n_folds', 'n_folds_requested', n_folds), ('seed', 'seed', seed))
             if given is None and old.get(o) is not None}
-    if kept: log.info(f"Stage 0 keeps the fold design of the tables in {work} ({', '.join(f'{k}={v}' for k, v in kept.items())}); "
-                      "pass n_folds and seed, or force=True, to change it")
     return kept
 
 def _read_checked(lay, n_workers, progress)->tuple:
@@ -466,6 +464,8 @@ def make_tables(data:Path|str|None=None, # Kaggle-layout root (default: `IHD_DAT
     s.seed = as_seed(s.seed, 'the fold seed')
     sig = data_signature(lay.root)
     if not force and (res := _existing(lay, work, sig, s.n_folds, s.seed)) is not None: return res
+    if kept: log.info(f"Stage 0 keeps the fold design of the tables in {work} ({', '.join(f'{k}={v}' for k, v in kept.items())}); "
+                      "pass n_folds and seed, or force=True, to change it")
     if not lay.train_dir.is_dir(): raise FileNotFoundError(f"no {lay.train_dir.name} folder in {lay.root}")
     work.mkdir(parents=True, exist_ok=True)
     (work/'tables.json').unlink(missing_ok=True)  # not finished until rewritten
