@@ -820,6 +820,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'ihd.report': { 'ihd.report._average': ('report.html#_average', 'ihd/report.py'),
                             'ihd.report._cached_examples': ('report.html#_cached_examples', 'ihd/report.py'),
                             'ihd.report._calibration_parts': ('report.html#_calibration_parts', 'ihd/report.py'),
+                            'ihd.report._curve_ece': ('report.html#_curve_ece', 'ihd/report.py'),
                             'ihd.report._decoded_examples': ('report.html#_decoded_examples', 'ihd/report.py'),
                             'ihd.report._example_parts': ('report.html#_example_parts', 'ihd/report.py'),
                             'ihd.report._example_recipe': ('report.html#_example_recipe', 'ihd/report.py'),

@@ -138,10 +138,11 @@ def label_ece(y, # (n, k) targets
     y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
     if y.ndim != 2 or y.shape != p.shape: raise ValueError(f"label_ece: targets {y.shape} and probabilities {p.shape} must have the same (n, labels) shape")
     if not len(y): raise ValueError("label_ece: no rows")
-    def one(j):
-        c = calibration_curve(y[:, j], p[:, j], n_bins)
-        return float((c.n*(c.mean_pred - c.observed).abs()).sum()/c.n.sum())
-    return np.array([one(j) for j in range(y.shape[1])])
+    return np.array([_curve_ece(calibration_curve(y[:, j], p[:, j], n_bins)) for j in range(y.shape[1])])
+
+def _curve_ece(c:pd.DataFrame)->float:
+    "A `calibration_curve`'s expected calibration error: the bins' |mean prediction - observed rate|, weighted by their size"
+    return float((c.n*(c.mean_pred - c.observed).abs()).sum()/c.n.sum())
 
 def plot_shipped_calibration(preds:dict, # `pretrained_predictions`' output: `{name: AttrDict(y, p)}`
                              n_bins:int=10, # Quantile bins per curve
@@ -159,7 +160,7 @@ def plot_shipped_calibration(preds:dict, # `pretrained_predictions`' output: `{n
         for k, r in preds.items():
             y, p = np.asarray(r.y, np.float64)[:, j], np.asarray(r.p, np.float64)[:, j]
             c = calibration_curve(y, p, n_bins)
-            ax.plot(c.mean_pred, c.observed, marker='o', ms=4, lw=1.5, label=f"{k}: ECE {label_ece(y[:, None], p[:, None], n_bins)[0]:.3f}")
+            ax.plot(c.mean_pred, c.observed, marker='o', ms=4, lw=1.5, label=f"{k}: ECE {_curve_ece(c):.3f}")
             top = max(top, c.mean_pred.max(), c.observed.max())
         lim = min(1., 1.08*top)
         ax.plot([0, lim], [0, lim], ls=':', c='grey', lw=1, label='perfect')

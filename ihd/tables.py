@@ -398,9 +398,8 @@ def _kept_design(work:Path, n_folds, seed)->dict:
     if (n_folds is not None and seed is not None) or not f.is_file(): return {}
     try: old = json.loads(f.read_text())['folds']
     except (ValueError, KeyError, TypeError): return {}
-    kept = {k: int(old[o]) for k, o, given in (('n_folds', 'n_folds_requested', n_folds), ('seed', 'seed', seed))
+    return {k: int(old[o]) for k, o, given in (('n_folds', 'n_folds_requested', n_folds), ('seed', 'seed', seed))
             if given is None and old.get(o) is not None}
-    return kept
 
 def _read_checked(lay, n_workers, progress)->tuple:
     "Read every header; the read result, the slice-ordered headers, the bad-files report (with `same_z`) and its errors"
