@@ -4,7 +4,7 @@
 
 # %% ../nbs/03d_pretrain.ipynb #831a065f
 from __future__ import annotations
-import datetime, hashlib, json, logging, shutil, tempfile, time
+import datetime, hashlib, json, logging, math, shutil, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import AttrDict, ifnone, listify
@@ -12,7 +12,7 @@ from fastcore.script import call_parse, store_true
 from fastai.torch_core import default_device
 from .core import LABELS, active_preset, models_dir, settings, merge_settings, parse_value, ihd_path, data_root, work_dir, rsna_sample, cpu_model, \
     atomic_path, write_json, label_log_loss, weighted_log_loss, prior_baseline
-from .synth import GENERATOR_VERSION, SIZES, make_dataset
+from .synth import GENERATOR_VERSION, SIZES, _check_params, make_dataset
 from .tables import make_tables
 from .pixels import Recipe
 from .cache import build_cache
@@ -22,11 +22,11 @@ from .level1 import level1_config, fit_fold, load_stage_inputs, predict_ids
 log = logging.getLogger('ihd.pretrain')
 
 # %% auto #0
-__all__ = ['log', 'SHIPPED_JSON', 'DISCLAIMER', 'pretrain_config', 'artifact_name', 'pretrained_dir', 'synth_root',
-           'pretrain_work', 'is_current', 'make_pretrained', 'load_artifact', 'score_pretrained', 'shipped_dir',
-           'weights_sha256', 'shipped_info', 'shipped_note', 'check_shipped', 'default_models', 'half_weights',
-           'half_change', 'ship_model', 'reproduce_shipped', 'ship_pretrained', 'shipped_seed_artifacts',
-           'pretrained_predictions', 'ihd_pretrain']
+__all__ = ['log', 'SHIPPED_JSON', 'DISCLAIMER', 'pretrain_config', 'synth_tag', 'parse_synth', 'artifact_name', 'pretrained_dir',
+           'synth_root', 'pretrain_work', 'is_current', 'make_pretrained', 'load_artifact', 'score_pretrained',
+           'shipped_dir', 'weights_sha256', 'shipped_info', 'shipped_note', 'check_shipped', 'default_models',
+           'half_weights', 'half_change', 'half_loses_nothing', 'ship_model', 'reproduce_shipped', 'score_seeds',
+           'seeds_table', 'ship_pretrained', 'shipped_seed_artifacts', 'pretrained_predictions', 'ihd_pretrain']
 
 # %% ../nbs/03d_pretrain.ipynb #7ba54e92
 def pretrain_config(**overrides # Values that win over settings [pretrain]; `None` means "not given"
@@ -39,15 +39,33 @@ def pretrain_config(**overrides # Values that win over settings [pretrain]; `Non
     return cfg
 
 # %% ../nbs/03d_pretrain.ipynb #1dbd0bcf
+def synth_tag(synth_params:dict # Generator overrides (keys of `ihd.synth.SIZES[size]`)
+             )->str:
+    "A short stable name for generator overrides: 8 hex digits of their sorted JSON"
+    return hashlib.sha256(json.dumps(synth_params, sort_keys=True).encode()).hexdigest()[:8]
+
+def parse_synth(text:str|None # 'key=value; key=value' (values as JSON or settings values: 2.5, [-2, 8], true)
+               )->dict:
+    "Generator overrides from the command line's `--synth`, each value parsed; `{}` for none"
+    out = {}
+    for part in filter(None, (p.strip() for p in (text or '').split(';'))):
+        k, eq, v = part.partition('=')
+        if not eq or not k.strip(): raise ValueError(f"--synth {text!r}: {part!r} is not key=value (separate pairs with ';')")
+        try: out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError: out[k.strip()] = parse_value(v.strip())
+    return out
+
 def artifact_name(arch:str, # Architecture
                   size:str, # Synthetic size ('tiny', 'demo', 'mid', 'bench')
                   recipe:Recipe, # The input recipe
-                  imagenet:bool=False # Started from the ImageNet weights
+                  imagenet:bool=False, # Started from the ImageNet weights
+                  synth_params:dict|None=None # Generator overrides of the synthetic set (`synth_tag` names them)
                  )->str:
-    "Folder name of an artifact, e.g. 'efficientnet_lite0-imagenet_synth-demo_96px'"
+    "Folder name of an artifact, e.g. 'efficientnet_lite0-imagenet_synth-demo_96px' ('..._gen-<tag>' with generator overrides)"
     extra = ['-'.join(recipe.windows)] if recipe.windows != Recipe().windows else []
     extra += [] if recipe.crop else ['nocrop']
     extra += [f'nb{recipe.neighbours}'] if recipe.neighbours else []
+    extra += [f'gen-{synth_tag(synth_params)}'] if synth_params else []
     return '_'.join([f"{arch}{'-imagenet' if imagenet else ''}", f'synth-{size}', f'{recipe.sz}px', *extra])
 
 # %% ../nbs/03d_pretrain.ipynb #a1b3f89f
@@ -56,10 +74,12 @@ def pretrained_dir(models:Path|str|None=None # A models root (default: `ihd_path
     "The folder of the pretrained artifacts: `<models>/pretrained`"
     return Path(models if models is not None else ihd_path('models'))/'pretrained'
 
-def synth_root(size:str # Synthetic size
+def synth_root(size:str, # Synthetic size
+               synth_params:dict|None=None # Generator overrides: a sibling folder of their own, `<size>-<synth_tag>`
               )->Path:
     "The synthetic dataset of `size`: the default one (`ihd_path('data')`) for settings [synth] size, else a sibling named `size`"
     base = ihd_path('data')
+    if synth_params: return base.parent/f'{size}-{synth_tag(synth_params)}'
     return base if size == settings('synth').size else base.parent/size
 
 def pretrain_work(root:Path|str # A Kaggle-layout root
@@ -68,12 +88,13 @@ def pretrain_work(root:Path|str # A Kaggle-layout root
     return ihd_path('work')/f'{Path(root).name}-pretrain'
 
 # %% ../nbs/03d_pretrain.ipynb #67b6b88a
-def _request(cfg, recipe, imagenet, l1)->dict:
+def _request(cfg, recipe, imagenet, l1, synth_params=None)->dict:
     "What determines the artifact's weights, as `pretrain.json` stores it (JSON types)"
     req = dict(arch=cfg.arch, imagenet=imagenet, n_in=recipe.n_channels, sz=recipe.sz, windows=list(recipe.windows),
                recipe=recipe.to_dict(), generator_version=GENERATOR_VERSION, size=cfg.size, synth_seed=settings('synth').seed,
                seed=int(cfg.seed), epochs=int(cfg.epochs), n_folds=int(cfg.n_folds), holdout_fold=int(cfg.holdout),
                train={k: l1.get(k) for k in ('bs', 'lr', 'wd', 'freeze_epochs', 'sampler', 'max_rotate', 'max_zoom', 'tta', 'precision')})
+    if synth_params: req['synth_params'] = synth_params   # only when given: artifacts made before the key stay current
     return json.loads(json.dumps(req))
 
 def is_current(out:Path|str, # An artifact folder
@@ -87,11 +108,11 @@ def is_current(out:Path|str, # An artifact folder
     return all(have.get(k) == v for k, v in request.items())
 
 # %% ../nbs/03d_pretrain.ipynb #3a33e554
-def _prepare(size, recipe, synth=None, work=None, n_folds=None)->AttrDict:
-    "The synthetic dataset of `size` (made when missing), its tables and the training slices' cache in `recipe`"
-    root = Path(synth) if synth is not None else synth_root(size)
-    log.info(f"[pretrain] synthetic '{size}' dataset at {root} (made once, then reused)")
-    root = make_dataset(root, size=size, seed=settings('synth').seed)
+def _prepare(size, recipe, synth=None, work=None, n_folds=None, synth_params=None)->AttrDict:
+    "The synthetic dataset of `size` with generator overrides `synth_params` (made when missing), its tables and the training slices' cache in `recipe`"
+    root = Path(synth) if synth is not None else synth_root(size, synth_params)
+    log.info(f"[pretrain] synthetic '{size}' dataset{f' with {synth_params}' if synth_params else ''} at {root} (made once, then reused)")
+    root = make_dataset(root, size=size, seed=settings('synth').seed, **(synth_params or {}))
     work = Path(work) if work is not None else pretrain_work(root)
     make_tables(root, work, n_folds=n_folds, progress=False)
     build_cache(root, work, recipe, split='train', progress=False)
@@ -136,21 +157,24 @@ def make_pretrained(arch:str|None=None, # Architecture (default: settings [pretr
                     force:bool=False, # Retrain even when a matching artifact exists
                     synth:Path|str|None=None, # The synthetic dataset's folder (default: `synth_root(size)`)
                     work:Path|str|None=None, # Its work folder (default: `pretrain_work`)
-                    device=None # Training device (default: fastai's)
+                    device=None, # Training device (default: fastai's)
+                    synth_params:dict|None=None # Generator overrides (keys of `ihd.synth.SIZES[size]`): a synthetic set of their own
                    )->Path:
     "Make (or reuse) the synthetic-pretrained level-1 artifact `models/pretrained/<name>/` and return its folder"
     cfg = pretrain_config(arch=arch, size=size, sz=sz, epochs=epochs, seed=seed, imagenet=imagenet)
     recipe = Recipe.from_settings(sz=cfg.sz, windows=windows)
     pre = resolve_pretrained(cfg.arch, cfg.imagenet)
-    out = pretrained_dir(models)/artifact_name(cfg.arch, cfg.size, recipe, pre)
+    _check_params(cfg.size, synth_params or {})   # unknown generator keys refused, named
+    gen = json.loads(json.dumps(synth_params or {}))
+    out = pretrained_dir(models)/artifact_name(cfg.arch, cfg.size, recipe, pre, gen)
     l1 = level1_config()   # its precision resolved by the rule, not by a timing probe, so the same request trains the same weights
     l1['precision'] = choose_precision(device, l1.get('precision'))
-    req = _request(cfg, recipe, pre, l1)
+    req = _request(cfg, recipe, pre, l1, gen)
     if not force and is_current(out, req):
         log.info(f"[pretrain] {out}: made already for this recipe, reused (force=True remakes it)"); return out
     t0 = time.time()
     (out/PRETRAIN_JSON).unlink(missing_ok=True)  # not finished until rewritten
-    p = _prepare(cfg.size, recipe, synth, work, cfg.n_folds)
+    p = _prepare(cfg.size, recipe, synth, work, cfg.n_folds, gen)
     fd = _fit(p, out.name, req, recipe, device)
     tr = p.inp.train[p.inp.train['fold'] != req['holdout_fold']]
     info = _write_artifact(out, fd, req, label_prior(tr[LABELS].values), t0)
@@ -287,19 +311,28 @@ def half_weights(sd:dict # A state dict
 def half_change(artifact:Path|str, # An artifact folder
                 data:Path|str|None=None, # Real Kaggle-layout data (default: the RSNA sample)
                 work:Path|str|None=None)->dict:
-    "How far float16 weights move the artifact's predictions on the real labelled slices: `max_abs_dp`, `d_wll` (16 minus 32), `n`"
+    "How far float16 weights move the artifact's figures on the real labelled slices: `max_abs_dp`, `d_wll` (16 minus 32), `max_abs_dauc` (over labels), `n`"
     model, info = load_artifact(artifact)
     rl = _real_labelled(info, data, work); r, tab, run = rl.r, rl.tab, rl.run
     p32 = predict_ids(model, run, r.inp.cache, tab['ID'])[LABELS].to_numpy(np.float64)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half_weights(model.state_dict()).items()})
     p16 = predict_ids(model, run, r.inp.cache, tab['ID'])[LABELS].to_numpy(np.float64)
     y = tab[LABELS].to_numpy(np.float64)
+    da = [abs(_auc(y[:, j], p16[:, j]) - _auc(y[:, j], p32[:, j])) for j in range(len(LABELS)) if 0 < y[:, j].sum() < len(y)]
     return dict(max_abs_dp=float(np.abs(p32 - p16).max()), d_wll=float(weighted_log_loss(y, p16) - weighted_log_loss(y, p32)),
-                n=int(len(tab)), data=r.root.name)
+                max_abs_dauc=float(max(da, default=0.)), n=int(len(tab)), data=r.root.name)
+
+def half_loses_nothing(half:dict, # `half_change`'s figures
+                       tol_wll:float=1e-3, # Largest change of the weighted log loss float16 may make
+                       tol_auc:float=2e-3 # Largest change of any label's AUC
+                      )->bool:
+    "Whether float16 weights leave the real-sample figures where they were: weighted log loss and every label's AUC within the tolerances"
+    return abs(half['d_wll']) <= tol_wll and half.get('max_abs_dauc', np.inf) <= tol_auc
 
 # %% ../nbs/03d_pretrain.ipynb #fc324ed2
 _REQUEST_KEYS = ('arch', 'imagenet', 'n_in', 'sz', 'windows', 'recipe', 'generator_version', 'size', 'synth_seed', 'seed', 'epochs',
-                 'n_folds', 'holdout_fold', 'train')   # `_request`'s keys: what determines the weights
+                 'n_folds', 'holdout_fold', 'train', 'synth_params')   # `_request`'s keys: what determines the weights (synth_params
+                                                        # only where generator overrides were given)
 
 def _ship_files(a:AttrDict, fd:Path, use16:bool)->dict:
     "The fold folder's files: the weights (float16 or as trained), `run.json` and `pretrain.json`; their checksums"
@@ -314,7 +347,8 @@ def ship_model(artifact:Path|str, # An artifact folder (`make_pretrained`, made 
                figures:dict|None=None, # Figures to record (e.g. `score_pretrained` on the real sample, over seeds)
                command:str|None=None, # The command that made it
                data:Path|str|None=None, # Real data for the float16 check (default: the RSNA sample)
-               tol:float=1e-3 # Largest change of a real-sample probability that float16 weights may make
+               tol_wll:float=1e-3, # float16 when it moves the real-sample weighted log loss by at most this...
+               tol_auc:float=2e-3 # ... and no label's AUC by more than this (`half_loses_nothing`)
               )->Path:
     "Write `artifact` as the shipped model: weights, `run.json`, `pretrain.json` and `shipped.json`; the folder is replaced only once complete"
     a = artifact_info(artifact)
@@ -323,11 +357,12 @@ def ship_model(artifact:Path|str, # An artifact folder (`make_pretrained`, made 
     dest = Path(dest) if dest is not None else shipped_dir()
     half = half_change(a.dir, data)
     part = dest.parent/f'.{dest.name}.partial'; shutil.rmtree(part, ignore_errors=True)
-    sha = _ship_files(a, part/a.name/'fold0', half['max_abs_dp'] <= tol)
+    use16 = half_loses_nothing(half, tol_wll, tol_auc)
+    sha = _ship_files(a, part/a.name/'fold0', use16)
     info = dict(version=f"g{a.generator_version}-{a.arch}-{a.sz}px-seed{a.seed}-{next(iter(sha.values()))[:8]}", name=a.name,
                 disclaimer=DISCLAIMER, trained_on=f"ihd's synthetic head CT only (generator version {a.generator_version}, "
-                f"size {a.size}, synth seed {a.synth_seed}): no patient's data", request={k: a[k] for k in _REQUEST_KEYS},
-                dtype='float16' if half['max_abs_dp'] <= tol else 'float32', float16_check=dict(half, tol=tol),
+                f"size {a.size}{f', generator overrides {a.synth_params}' if a.get('synth_params') else ''}, synth seed {a.synth_seed}): no patient's data", request={k: a[k] for k in _REQUEST_KEYS if k in a},
+                dtype='float16' if use16 else 'float32', float16_check=dict(half, tol_wll=tol_wll, tol_auc=tol_auc),
                 sha256=sha, weights_sha256=weights_sha256(part/a.name/'fold0/model.pth'), source_weights_sha256=weights_sha256(a.model), command=command, figures=figures or {},
                 holdout=a.holdout, train_seconds=a.train_seconds, cpu_model=a.cpu_model, made=a.made)
     write_json(info, part/SHIPPED_JSON)
@@ -353,7 +388,8 @@ def reproduce_shipped(folder:Path|str|None=None, # A shipped-model folder (defau
     info = check_shipped(folder); q = info.request
     _same_settings(q)
     models = Path(models) if models is not None else Path(tempfile.mkdtemp(prefix='ihd_reproduce_'))
-    art = make_pretrained(q['arch'], q['size'], q['sz'], q['windows'], q['epochs'], q['seed'], q['imagenet'], models, True, synth, work, device)
+    art = make_pretrained(q['arch'], q['size'], q['sz'], q['windows'], q['epochs'], q['seed'], q['imagenet'], models, True, synth, work, device,
+                          q.get('synth_params'))
     a = artifact_info(art)
     sha = _ship_files(a, models/'shipped-check'/a.name/'fold0', info.dtype == 'float16')
     w = weights_sha256(models/'shipped-check'/a.name/'fold0/model.pth')
@@ -361,20 +397,24 @@ def reproduce_shipped(folder:Path|str|None=None, # A shipped-model folder (defau
                     weights_sha256=w, shipped=info.weights_sha256, artifact=art)
 
 # %% ../nbs/03d_pretrain.ipynb #ab8d9a5a
+def _no_nan(o):
+    "`o` with every NaN float as None (JSON's null: a label with no positive has no AUC; bare NaN is not JSON)"
+    if isinstance(o, dict): return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_no_nan(v) for v in o]
+    return None if isinstance(o, float) and math.isnan(o) else o
+
 def _score_row(df:pd.DataFrame)->dict:
     "`score_pretrained`'s synthetic-only row as JSON numbers, with the prior's weighted log loss"
     r = df.loc['synthetic-only']
     return dict(wll=float(r.wll), prior_wll=float(df.loc['prior (cross-fitted)', 'wll']),
                 **{f'auc_{l}': float(r[f'auc_{l}']) for l in LABELS}, **{f'll_{l}': float(r[f'll_{l}']) for l in LABELS})
 
-def ship_pretrained(seeds:list, # Training seeds: each is trained and scored; the first is shipped
-                    data:Path|str|None=None, # Real data to score on (default: the RSNA sample)
-                    dest:Path|str|None=None, # The shipped-model folder (default: the package's)
-                    models:Path|str|None=None, # Models root (the first seed's artifact; the others under `<models>/seeds/<seed>`)
-                    command:str|None=None, # The command line, recorded
-                    **kw # `make_pretrained`'s other arguments (arch, size, sz, windows, epochs, imagenet, force, ...)
-                   )->Path:
-    "Make and score one artifact per seed, then ship the first with every seed's real-data figures, their mean and spread"
+def score_seeds(seeds:list, # Training seeds: each is trained (or reused) and scored
+                data:Path|str|None=None, # Real data to score on (default: the RSNA sample)
+                models:Path|str|None=None, # Models root (the first seed's artifact; the others under `<models>/seeds/<seed>`)
+                **kw # `make_pretrained`'s other arguments (arch, size, sz, windows, epochs, imagenet, force, synth_params, ...)
+               )->AttrDict:
+    "One artifact per seed, each scored on real data: `arts` (their folders) and `figures` (per seed, mean and spread; JSON, no NaN)"
     rows, arts, root = {}, [], Path(models) if models is not None else ihd_path('models')
     for i, s in enumerate(seeds):
         art = make_pretrained(seed=s, models=root if i == 0 else root/'seeds'/str(s), **kw)
@@ -385,7 +425,25 @@ def ship_pretrained(seeds:list, # Training seeds: each is trained and scored; th
     t = pd.DataFrame(rows).T
     figs = dict(data=df.attrs['data'], n_series=df.attrs['n_series'], seeds=[int(s) for s in seeds], per_seed=rows,
                 mean=t.mean().round(5).to_dict(), std=t.std().round(5).to_dict() if len(seeds) > 1 else None)
-    return ship_model(arts[0], dest, figs, command, data)
+    return AttrDict(arts=arts, figures=_no_nan(figs))
+
+def seeds_table(figures:dict # `score_seeds`'s figures
+               )->pd.DataFrame:
+    "Per seed, then mean and sd: the weighted log loss (the prior's beside it) and each label's AUC (NaN where the data has no positive)"
+    t = pd.DataFrame(figures['per_seed']).T.astype(float)
+    t = t[['wll', 'prior_wll'] + [f'auc_{l}' for l in LABELS]]
+    return pd.concat([t, t.mean().to_frame('mean').T, t.std().to_frame('sd').T]).round(3)
+
+def ship_pretrained(seeds:list, # Training seeds: each is trained and scored; the first is shipped
+                    data:Path|str|None=None, # Real data to score on (default: the RSNA sample)
+                    dest:Path|str|None=None, # The shipped-model folder (default: the package's)
+                    models:Path|str|None=None, # Models root (the first seed's artifact; the others under `<models>/seeds/<seed>`)
+                    command:str|None=None, # The command line, recorded
+                    **kw # `make_pretrained`'s other arguments (arch, size, sz, windows, epochs, imagenet, force, synth_params, ...)
+                   )->Path:
+    "Make and score one artifact per seed, then ship the first with every seed's real-data figures, their mean and spread"
+    r = score_seeds(seeds, data, models, **kw)
+    return ship_model(r.arts[0], dest, r.figures, command, data)
 
 # %% ../nbs/03d_pretrain.ipynb #f49e4cb7
 def shipped_seed_artifacts(folder:Path|str|None=None, # A shipped-model folder (default: the package's)
@@ -447,24 +505,30 @@ def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
                  score:store_true=False, # Then score the synthetic-only model on real data
                  data:str=None, # Real data to score on (default: the RSNA sample)
                  ship:store_true=False, # Train every seed of --seeds, score each on real data, and make the first the package's shipped model
-                 seeds:str=None, # With --ship: comma-separated training seeds (default: --seed only)
+                 seeds:str=None, # Comma-separated training seeds: each trained and scored on real data, the table printed (default: --seed only)
+                 synth:str=None, # Generator overrides of the synthetic set, 'key=value; key=value' (e.g. 'csf_gain=2.5; hu_offset=[-2, 8]')
                  reproduce:store_true=False # Retrain the shipped model from its recorded recipe and compare its checksum
                 ):
-    "Make (or reuse) a synthetic-pretrained level-1 artifact; --score prints it on real slices beside the prior; --ship makes it the shipped model; --reproduce checks the shipped one"
+    "Make (or reuse) a synthetic-pretrained level-1 artifact; --score prints it on real slices beside the prior; --seeds scores several; --ship makes the first the shipped model; --reproduce checks the shipped one"
     if reproduce:
         r = reproduce_shipped(models=models)
         print(f"{'reproduced' if r.same else 'NOT reproduced'}: weights {r.weights_sha256[:16]}... (shipped {r.shipped[:16]}...; "
               f"the file {'the same' if r.file_same else 'differs'}; as trained: {'the same' if r.source_same else 'different'})")
         if not r.same: raise SystemExit(1)
         return r
-    w = listify(parse_value(windows)) if windows else None
-    if ship:
+    w, gen = listify(parse_value(windows)) if windows else None, parse_synth(synth)
+    kw = dict(arch=arch, size=size, sz=sz, windows=w, epochs=epochs, imagenet=imagenet, force=force, synth_params=gen or None)
+    if ship or seeds:
         ss = [int(s) for s in str(seeds).split(',')] if seeds else [ifnone(seed, pretrain_config().seed)]
+        if not ship:
+            r = score_seeds(ss, data, models, **kw)
+            print(f"{r.arts[0].name} on real {r.figures['data']} ({r.figures['n_series']} series), per training seed:")
+            print(seeds_table(r.figures).to_string()); return r
         cmd = ' '.join(['ihd_pretrain --ship'] + [f'--{k} {v}' for k, v in dict(arch=arch, size=size, sz=sz, windows=windows, epochs=epochs,
-                        imagenet=imagenet, seeds=','.join(map(str, ss))).items() if v is not None])
-        out = ship_pretrained(ss, data, models=models, command=cmd, arch=arch, size=size, sz=sz, windows=w, epochs=epochs, imagenet=imagenet, force=force)
+                        imagenet=imagenet, seeds=','.join(map(str, ss))).items() if v is not None] + ([f"--synth '{synth}'"] if gen else []))
+        out = ship_pretrained(ss, data, models=models, command=cmd, **kw)
         print(f"{out}: {shipped_note(shipped_info(out))}"); return out
-    out = make_pretrained(arch, size, sz, w, epochs, seed, imagenet, models, force)
+    out = make_pretrained(arch, size, sz, w, epochs, seed, imagenet, models, force, synth_params=gen or None)
     h = json.loads((out/PRETRAIN_JSON).read_text())['holdout']
     print(f"{out}: held-out synthetic fold {h['fold']}: wll {h['wll']:.4f} (prior {h['prior_wll']:.4f})")
     if score: print(score_pretrained(out, data).round(4).to_string())

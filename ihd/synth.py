@@ -42,10 +42,14 @@ _BASE = dict(
     p_pad1024=.25,                 # 16-bit series padded with -1024 (else -2000) outside the scan circle
     p_slope_text=.2,               # series with RescaleSlope written '1.0' or '1.000000' (else '1')
     noise=[2.5, 5.],               # HU noise of a pixel (correlated over ~1 mm, like CT's)
+    csf_gain=1.,                   # x the CSF widths that age widens (sulci, fissures, cisterns, ventricles)
+    blood_pv=0.,                   # partial volume of thin blood (subarachnoid, subdural): up to this share of its contrast lost
+    hu_offset=[0., 0.],            # a series' calibration offset (HU, every tissue and the blood alike): real scanners differ
     n_quirk=2,                     # series with the 12-bit RescaleIntercept quirk (1st train, 2nd test, ...)
     n_corrupt=1,                   # truncated train files
     n_dup_rows=4,                  # exact duplicate rows in the label CSV
     n_workers=2)                   # processes (1 = in process)
+_NEUTRAL = dict(csf_gain=1., blood_pv=0., hu_offset=[0., 0.])   # knobs added after generator v6: at these values a dataset is v6's, bytes and identity
 
 SIZES = dict(
     tiny=dict(_BASE, n_train=12, n_test=3, slices=[8, 12], px=128, p_pos=.9, run_frac=[.25, .5],
@@ -75,12 +79,20 @@ def _bleeds(rng, subs, n, prm):
         out.append(dict(kind=s, tc=float(rng.uniform(lo, hi)), L=L, th0=float(rng.uniform(-np.pi, np.pi)),
                         hu=float(rng.uniform(55, 85)), u=float(rng.uniform(0, 1)), w=float(rng.uniform(0, 1)),
                         psi=float(rng.uniform(0, 2*np.pi)), site=float(rng.uniform(0, 1))))
+    for bl in out:                                                        # drawn last (the series' generator is not used after
+        if prm.get('blood_pv') and bl['kind'] in ('subarachnoid', 'subdural'):   # its bleeds): at blood_pv 0 the plan is v6's
+            bl['pv'] = float(prm['blood_pv']*rng.uniform(0, 1))
     return out
 
-def _anatomy(pid:str)->dict:
+def _hu_offset(r, prm)->float:
+    "A series' calibration offset in HU, drawn after everything else of the series (0 at the neutral [0, 0]: v6's plan)"
+    lo, hi = prm.get('hu_offset', [0., 0.])
+    return float(r.uniform(lo, hi)) if (lo, hi) != (0., 0.) else 0.
+
+def _anatomy(pid:str, csf_gain:float=1.)->dict:
     "Per-patient anatomy, drawn from the patient ID (both studies of a patient share it; the master generator is not used)"
     r = np.random.default_rng(int(pid[3:], 16))
-    atro = float(r.uniform(0, 1)**1.2)                                   # atrophy (most patients are old): wider CSF spaces
+    atro = float(r.uniform(0, 1)**1.2)*csf_gain                          # atrophy (most patients are old): wider CSF spaces
     return dict(atrophy=atro, cortex=float(r.uniform(3, 4.2)), gyrus=float(r.uniform(10, 13.5)),
                 sdepth=float(r.uniform(10, 17)), scalp=float(r.uniform(3.5, 6.5)), fat=float(r.uniform(1, 3.5)),
                 skull=float(r.uniform(5.5, 8)), temporalis=float(r.uniform(4, 9)), grey=float(r.uniform(35, 40)),
@@ -147,7 +159,8 @@ def _draw_geometry(s, rng, used, prm, tilted:bool, uneven:bool):
              window=int(r.choice([30, 36, 40])), quirk=False,
              offset=[float(r.uniform(-8, 8)), float(r.uniform(-12, 6))],
              sop=[_hex(rng, 9, used) for _ in range(n)],
-             bleeds=_bleeds(r, s['subs'], n, prm), anat=_anatomy(s['PatientID']), **acq)
+             bleeds=_bleeds(r, s['subs'], n, prm), anat=_anatomy(s['PatientID'], prm.get('csf_gain', 1.)), **acq)
+    s['hu_off'] = _hu_offset(r, prm)
 
 def _draw_encodings(series, rng, prm):
     "Encodings in exact proportions (so that even the tiny set has each), then the slope, pad and intercept variants"
@@ -610,7 +623,8 @@ def _draw_bleeds(hu, s, G, A, act, min_area, fx):
     for bl, f, alpha, lab in act:
         k, m = bl['kind'], _bleed_mask(bl, f, G, hu, A, fx, alpha)
         if not m.any(): continue
-        hu[m] = hu[m]*(1 - alpha) + alpha*bl['hu']
+        a = alpha*(1 - bl.get('pv', 0.))                                 # thin blood mixes with the CSF or brain beside it
+        hu[m] = hu[m]*(1 - a) + a*bl['hu']
         if alpha == 1: masks[k] = masks[k] | m if k in masks else m
         if lab and m.sum()*G.ps*G.ps >= min_area: labels[k] = 1
     return masks, labels
@@ -664,6 +678,7 @@ def render_slice(s:dict, # A series spec from `make_plan`
     fx = _deep(G, hu, A, s, t, shift)
     masks, labels = _draw_bleeds(hu, s, G, A, act, min_area, fx)
     _streaks(G, hu, A, s, t)
+    if s.get('hu_off'): hu[hu > -200] += np.float32(s['hu_off'])   # tissue only: the air stays air
     return _finish(hu, G, s, A, rng), masks, {k: labels.get(k, 0) for k in SUBTYPES}
 
 # %% ../nbs/00b_synth.ipynb #a7a0fade
@@ -865,7 +880,8 @@ def make_dataset(dest:Path|str, # Folder to write (created)
     dest = Path(dest).expanduser().resolve()
     plan = make_plan(size, seed, **overrides)
     prm = plan.params
-    ident = {k: v for k, v in prm.items() if k != 'n_workers'}   # how many processes does not change the bytes
+    ident = {k: v for k, v in prm.items() if k != 'n_workers' and _NEUTRAL.get(k, object()) != v}   # how many processes does not
+                                   # change the bytes; later knobs at their neutral values keep an older dataset's identity
     want = dict(size=size, seed=seed, params=ident, version=GENERATOR_VERSION)
     if not force and _is_current(dest/'synth.json', want): return dest
     lay = kaggle_layout(dest)
