@@ -59,13 +59,15 @@ def artifact_name(arch:str, # Architecture
                   size:str, # Synthetic size ('tiny', 'demo', 'mid', 'bench')
                   recipe:Recipe, # The input recipe
                   imagenet:bool=False, # Started from the ImageNet weights
-                  synth_params:dict|None=None # Generator overrides of the synthetic set (`synth_tag` names them)
+                  synth_params:dict|None=None, # Generator overrides of the synthetic set (`synth_tag` names them)
+                  synth_seed:int|None=None # The synthetic set's master seed, named when it is not settings [synth] seed
                  )->str:
     "Folder name of an artifact, e.g. 'efficientnet_lite0-imagenet_synth-demo_96px' ('..._gen-<tag>' with generator overrides)"
     extra = ['-'.join(recipe.windows)] if recipe.windows != Recipe().windows else []
     extra += [] if recipe.crop else ['nocrop']
     extra += [f'nb{recipe.neighbours}'] if recipe.neighbours else []
     extra += [f'gen-{synth_tag(synth_params)}'] if synth_params else []
+    extra += [f'synthseed{synth_seed}'] if synth_seed is not None and synth_seed != settings('synth').seed else []
     return '_'.join([f"{arch}{'-imagenet' if imagenet else ''}", f'synth-{size}', f'{recipe.sz}px', *extra])
 
 # %% ../nbs/03d_pretrain.ipynb #a1b3f89f
@@ -75,11 +77,13 @@ def pretrained_dir(models:Path|str|None=None # A models root (default: `ihd_path
     return Path(models if models is not None else ihd_path('models'))/'pretrained'
 
 def synth_root(size:str, # Synthetic size
-               synth_params:dict|None=None # Generator overrides: a sibling folder of their own, `<size>-<synth_tag>`
+               synth_params:dict|None=None, # Generator overrides: a sibling folder of their own, `<size>-<synth_tag>`
+               seed:int|None=None # The generator's master seed: another than settings [synth] seed adds `-seed<seed>`
               )->Path:
     "The synthetic dataset of `size`: the default one (`ihd_path('data')`) for settings [synth] size, else a sibling named `size`"
-    base = ihd_path('data')
-    if synth_params: return base.parent/f'{size}-{synth_tag(synth_params)}'
+    base, own = ihd_path('data'), seed is None or seed == settings('synth').seed
+    extra = ([synth_tag(synth_params)] if synth_params else []) + ([] if own else [f'seed{seed}'])
+    if extra: return base.parent/'-'.join([size, *extra])
     return base if size == settings('synth').size else base.parent/size
 
 def pretrain_work(root:Path|str # A Kaggle-layout root
@@ -88,10 +92,10 @@ def pretrain_work(root:Path|str # A Kaggle-layout root
     return ihd_path('work')/f'{Path(root).name}-pretrain'
 
 # %% ../nbs/03d_pretrain.ipynb #67b6b88a
-def _request(cfg, recipe, imagenet, l1, synth_params=None)->dict:
+def _request(cfg, recipe, imagenet, l1, synth_params=None, synth_seed=None)->dict:
     "What determines the artifact's weights, as `pretrain.json` stores it (JSON types)"
     req = dict(arch=cfg.arch, imagenet=imagenet, n_in=recipe.n_channels, sz=recipe.sz, windows=list(recipe.windows),
-               recipe=recipe.to_dict(), generator_version=GENERATOR_VERSION, size=cfg.size, synth_seed=settings('synth').seed,
+               recipe=recipe.to_dict(), generator_version=GENERATOR_VERSION, size=cfg.size, synth_seed=ifnone(synth_seed, settings('synth').seed),
                seed=int(cfg.seed), epochs=int(cfg.epochs), n_folds=int(cfg.n_folds), holdout_fold=int(cfg.holdout),
                train={k: l1.get(k) for k in ('bs', 'lr', 'wd', 'freeze_epochs', 'sampler', 'max_rotate', 'max_zoom', 'tta', 'precision')})
     if synth_params: req['synth_params'] = synth_params   # only when given: artifacts made before the key stay current
@@ -108,11 +112,12 @@ def is_current(out:Path|str, # An artifact folder
     return all(have.get(k) == v for k, v in request.items())
 
 # %% ../nbs/03d_pretrain.ipynb #3a33e554
-def _prepare(size, recipe, synth=None, work=None, n_folds=None, synth_params=None)->AttrDict:
+def _prepare(size, recipe, synth=None, work=None, n_folds=None, synth_params=None, synth_seed=None)->AttrDict:
     "The synthetic dataset of `size` with generator overrides `synth_params` (made when missing), its tables and the training slices' cache in `recipe`"
-    root = Path(synth) if synth is not None else synth_root(size, synth_params)
+    synth_seed = ifnone(synth_seed, settings('synth').seed)
+    root = Path(synth) if synth is not None else synth_root(size, synth_params, synth_seed)
     log.info(f"[pretrain] synthetic '{size}' dataset{f' with {synth_params}' if synth_params else ''} at {root} (made once, then reused)")
-    root = make_dataset(root, size=size, seed=settings('synth').seed, **(synth_params or {}))
+    root = make_dataset(root, size=size, seed=synth_seed, **(synth_params or {}))
     work = Path(work) if work is not None else pretrain_work(root)
     make_tables(root, work, n_folds=n_folds, progress=False)
     build_cache(root, work, recipe, split='train', progress=False)
@@ -158,7 +163,8 @@ def make_pretrained(arch:str|None=None, # Architecture (default: settings [pretr
                     synth:Path|str|None=None, # The synthetic dataset's folder (default: `synth_root(size)`)
                     work:Path|str|None=None, # Its work folder (default: `pretrain_work`)
                     device=None, # Training device (default: fastai's)
-                    synth_params:dict|None=None # Generator overrides (keys of `ihd.synth.SIZES[size]`): a synthetic set of their own
+                    synth_params:dict|None=None, # Generator overrides (keys of `ihd.synth.SIZES[size]`): a synthetic set of their own
+                    synth_seed:int|None=None # The synthetic set's master seed (default: settings [synth] seed): another draw of the same generator
                    )->Path:
     "Make (or reuse) the synthetic-pretrained level-1 artifact `models/pretrained/<name>/` and return its folder"
     cfg = pretrain_config(arch=arch, size=size, sz=sz, epochs=epochs, seed=seed, imagenet=imagenet)
@@ -166,15 +172,15 @@ def make_pretrained(arch:str|None=None, # Architecture (default: settings [pretr
     pre = resolve_pretrained(cfg.arch, cfg.imagenet)
     _check_params(cfg.size, synth_params or {})   # unknown generator keys refused, named
     gen = json.loads(json.dumps(synth_params or {}))
-    out = pretrained_dir(models)/artifact_name(cfg.arch, cfg.size, recipe, pre, gen)
+    out = pretrained_dir(models)/artifact_name(cfg.arch, cfg.size, recipe, pre, gen, synth_seed)
     l1 = level1_config()   # its precision resolved by the rule, not by a timing probe, so the same request trains the same weights
     l1['precision'] = choose_precision(device, l1.get('precision'))
-    req = _request(cfg, recipe, pre, l1, gen)
+    req = _request(cfg, recipe, pre, l1, gen, synth_seed)
     if not force and is_current(out, req):
         log.info(f"[pretrain] {out}: made already for this recipe, reused (force=True remakes it)"); return out
     t0 = time.time()
     (out/PRETRAIN_JSON).unlink(missing_ok=True)  # not finished until rewritten
-    p = _prepare(cfg.size, recipe, synth, work, cfg.n_folds, gen)
+    p = _prepare(cfg.size, recipe, synth, work, cfg.n_folds, gen, synth_seed)
     fd = _fit(p, out.name, req, recipe, device)
     tr = p.inp.train[p.inp.train['fold'] != req['holdout_fold']]
     info = _write_artifact(out, fd, req, label_prior(tr[LABELS].values), t0)
@@ -378,7 +384,6 @@ def _same_settings(q:dict)->None:
     diff = {f'[level1] {k}': (v, j(now.get(k))) for k, v in q['train'].items() if k != 'precision' and j(now.get(k)) != v}   # the precision is replayed as recorded
     diff.update({f'[pretrain] {k}': (q[r], cfg[k]) for k, r in (('n_folds', 'n_folds'), ('holdout', 'holdout_fold')) if cfg[k] != q[r]})
     if q['generator_version'] != GENERATOR_VERSION: diff['generator version'] = (q['generator_version'], GENERATOR_VERSION)
-    if q['synth_seed'] != settings('synth').seed: diff['[synth] seed'] = (q['synth_seed'], settings('synth').seed)
     if diff: raise ValueError(f"the shipped model was made under other settings (shipped, now): {diff}; reproduce it with those")
 
 def reproduce_shipped(folder:Path|str|None=None, # A shipped-model folder (default: the package's)
@@ -389,7 +394,7 @@ def reproduce_shipped(folder:Path|str|None=None, # A shipped-model folder (defau
     _same_settings(q)
     models = Path(models) if models is not None else Path(tempfile.mkdtemp(prefix='ihd_reproduce_'))
     art = make_pretrained(q['arch'], q['size'], q['sz'], q['windows'], q['epochs'], q['seed'], q['imagenet'], models, True, synth, work, device,
-                          q.get('synth_params'))
+                          q.get('synth_params'), q['synth_seed'])
     a = artifact_info(art)
     sha = _ship_files(a, models/'shipped-check'/a.name/'fold0', info.dtype == 'float16')
     w = weights_sha256(models/'shipped-check'/a.name/'fold0/model.pth')
@@ -507,6 +512,7 @@ def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
                  ship:store_true=False, # Train every seed of --seeds, score each on real data, and make the first the package's shipped model
                  seeds:str=None, # Comma-separated training seeds: each trained and scored on real data, the table printed (default: --seed only)
                  synth:str=None, # Generator overrides of the synthetic set, 'key=value; key=value' (e.g. 'csf_gain=2.5; hu_offset=[-2, 8]')
+                 synth_seed:int=None, # The synthetic set's master seed: another draw of the same generator (default: settings [synth] seed)
                  reproduce:store_true=False # Retrain the shipped model from its recorded recipe and compare its checksum
                 ):
     "Make (or reuse) a synthetic-pretrained level-1 artifact; --score prints it on real slices beside the prior; --seeds scores several; --ship makes the first the shipped model; --reproduce checks the shipped one"
@@ -517,7 +523,7 @@ def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
         if not r.same: raise SystemExit(1)
         return r
     w, gen = listify(parse_value(windows)) if windows else None, parse_synth(synth)
-    kw = dict(arch=arch, size=size, sz=sz, windows=w, epochs=epochs, imagenet=imagenet, force=force, synth_params=gen or None)
+    kw = dict(arch=arch, size=size, sz=sz, windows=w, epochs=epochs, imagenet=imagenet, force=force, synth_params=gen or None, synth_seed=synth_seed)
     if ship or seeds:
         ss = [int(s) for s in str(seeds).split(',')] if seeds else [ifnone(seed, pretrain_config().seed)]
         if not ship:
@@ -525,10 +531,10 @@ def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
             print(f"{r.arts[0].name} on real {r.figures['data']} ({r.figures['n_series']} series), per training seed:")
             print(seeds_table(r.figures).to_string()); return r
         cmd = ' '.join(['ihd_pretrain --ship'] + [f'--{k} {v}' for k, v in dict(arch=arch, size=size, sz=sz, windows=windows, epochs=epochs,
-                        imagenet=imagenet, seeds=','.join(map(str, ss))).items() if v is not None] + ([f"--synth '{synth}'"] if gen else []))
+                        imagenet=imagenet, seeds=','.join(map(str, ss)), synth_seed=synth_seed).items() if v is not None] + ([f"--synth '{synth}'"] if gen else []))
         out = ship_pretrained(ss, data, models=models, command=cmd, **kw)
         print(f"{out}: {shipped_note(shipped_info(out))}"); return out
-    out = make_pretrained(arch, size, sz, w, epochs, seed, imagenet, models, force, synth_params=gen or None)
+    out = make_pretrained(arch, size, sz, w, epochs, seed, imagenet, models, force, synth_params=gen or None, synth_seed=synth_seed)
     h = json.loads((out/PRETRAIN_JSON).read_text())['holdout']
     print(f"{out}: held-out synthetic fold {h['fold']}: wll {h['wll']:.4f} (prior {h['prior_wll']:.4f})")
     if score: print(score_pretrained(out, data).round(4).to_string())
