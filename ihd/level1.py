@@ -56,12 +56,15 @@ def level1_config(**overrides # Values that win over settings [level1]; `None` m
 
 # %% ../nbs/03b_level1.ipynb #f28855d0
 class WeightedBCE(nn.Module):
-    "BCE with logits, label columns weighted like the competition metric"
-    def __init__(self, weights=LABEL_WEIGHTS):
+    "BCE with logits, label columns weighted like the competition metric; `smoothing` e moves the targets to e/2 and 1 - e/2"
+    def __init__(self, weights=LABEL_WEIGHTS, smoothing:float=0.):
         super().__init__()
         self.register_buffer('w', torch.as_tensor(np.asarray(weights), dtype=torch.float32))
+        self.smoothing = float(smoothing)
     def forward(self, pred, targ):
-        l = F.binary_cross_entropy_with_logits(pred.float(), targ.float(), reduction='none')
+        t = targ.float()
+        if self.smoothing: t = t*(1 - self.smoothing) + self.smoothing/2
+        l = F.binary_cross_entropy_with_logits(pred.float(), t, reduction='none')
         return (l*self.w.to(l.device)).sum(1).mean()/self.w.sum()
     def activation(self, x): return torch.sigmoid(x)
     def decodes(self, x): return x > 0.5
@@ -603,7 +606,8 @@ def _make_learner(cache, d, arch, n_in, run, cfg, fold_dir, pretrained=False, we
     dls = make_dls(cache, d.tr['ID'], d.tr[LABELS].values, d.va['ID'], d.va[LABELS].values, mean, std, bs=int(cfg.bs),
                    sampler=cfg.sampler, n_workers=cfg.n_workers, device=device,
                    max_rotate=float(cfg.max_rotate), max_zoom=float(cfg.max_zoom))
-    learn = Learner(dls, model, loss_func=WeightedBCE(), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
+    if cfg.get('label_smoothing'): run['label_smoothing'] = float(cfg.label_smoothing)   # recorded: the targets it trained on
+    learn = Learner(dls, model, loss_func=WeightedBCE(smoothing=float(cfg.get('label_smoothing') or 0)), metrics=[wll_metric()], wd=float(cfg.wd), path=fold_dir,
                     model_dir='.', splitter=_splitter(pretrained))
     # every process of a distributed run must train alike: no per-process timing there, the precision rule only
     mode = choose_training_mode(dls.device, cfg.precision, arch if num_distrib() <= 1 else None, n_in, sz, int(cfg.bs),

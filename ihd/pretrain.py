@@ -36,6 +36,10 @@ def pretrain_config(**overrides # Values that win over settings [pretrain]; `Non
     if cfg.get('size') not in SIZES: raise ValueError(f"synthetic size {cfg.get('size')!r}: expected one of {', '.join(SIZES)}")
     for k in ('sz', 'epochs', 'seed', 'n_folds', 'holdout', 'score_folds'):
         if type(cfg.get(k)) is not int: raise ValueError(f"[pretrain] {k} = {cfg.get(k)!r}: expected a whole number")
+    ls = cfg.get('label_smoothing') or 0
+    if isinstance(ls, bool) or not isinstance(ls, (int, float)) or not 0 <= ls < .5:
+        raise ValueError(f"[pretrain] label_smoothing = {ls!r}: expected a number from 0 up to (not including) 0.5")
+    cfg['label_smoothing'] = float(ls)
     return cfg
 
 # %% ../nbs/03d_pretrain.ipynb #1dbd0bcf
@@ -60,7 +64,8 @@ def artifact_name(arch:str, # Architecture
                   recipe:Recipe, # The input recipe
                   imagenet:bool=False, # Started from the ImageNet weights
                   synth_params:dict|None=None, # Generator overrides of the synthetic set (`synth_tag` names them)
-                  synth_seed:int|None=None # The synthetic set's master seed, named when it is not settings [synth] seed
+                  synth_seed:int|None=None, # The synthetic set's master seed, named when it is not settings [synth] seed
+                  label_smoothing:float=0. # Trained with smoothed targets (named when not 0)
                  )->str:
     "Folder name of an artifact, e.g. 'efficientnet_lite0-imagenet_synth-demo_96px' ('..._gen-<tag>' with generator overrides)"
     extra = ['-'.join(recipe.windows)] if recipe.windows != Recipe().windows else []
@@ -68,6 +73,7 @@ def artifact_name(arch:str, # Architecture
     extra += [f'nb{recipe.neighbours}'] if recipe.neighbours else []
     extra += [f'gen-{synth_tag(synth_params)}'] if synth_params else []
     extra += [f'synthseed{synth_seed}'] if synth_seed is not None and synth_seed != settings('synth').seed else []
+    extra += [f'ls{label_smoothing:g}'] if label_smoothing else []
     return '_'.join([f"{arch}{'-imagenet' if imagenet else ''}", f'synth-{size}', f'{recipe.sz}px', *extra])
 
 # %% ../nbs/03d_pretrain.ipynb #a1b3f89f
@@ -99,6 +105,7 @@ def _request(cfg, recipe, imagenet, l1, synth_params=None, synth_seed=None)->dic
                seed=int(cfg.seed), epochs=int(cfg.epochs), n_folds=int(cfg.n_folds), holdout_fold=int(cfg.holdout),
                train={k: l1.get(k) for k in ('bs', 'lr', 'wd', 'freeze_epochs', 'sampler', 'max_rotate', 'max_zoom', 'tta', 'precision')})
     if synth_params: req['synth_params'] = synth_params   # only when given: artifacts made before the key stay current
+    if cfg.label_smoothing: req['label_smoothing'] = cfg.label_smoothing   # likewise
     return json.loads(json.dumps(req))
 
 def is_current(out:Path|str, # An artifact folder
@@ -127,7 +134,7 @@ def _fit(p:AttrDict, name, req, recipe, device=None)->Path:
     "Train level 1 on all of `p`'s labelled slices but the held-out fold (level 1 seeds it: `seed` + fold); its fold folder"
     tab, k = p.inp.train, req['holdout_fold']
     if k not in set(tab['fold']): raise ValueError(f"holdout fold {k}: {p.work/'train.parquet'} has folds {sorted(set(tab['fold']))}")
-    l1 = level1_config(epochs=req['epochs'], seed=req['seed'], **req['train'])
+    l1 = level1_config(epochs=req['epochs'], seed=req['seed'], label_smoothing=req.get('label_smoothing', 0.), **req['train'])
     fd = p.work/'runs'/name/f'fold{k}'
     info = dict(run_name=name, recipe=recipe.to_dict(), dataset=p.root.name)
     fit_fold(p.inp.cache, tab, [], k, fd, req['arch'], recipe.n_channels, info=info, cfg=l1, pretrained=req['imagenet'],
@@ -164,15 +171,16 @@ def make_pretrained(arch:str|None=None, # Architecture (default: settings [pretr
                     work:Path|str|None=None, # Its work folder (default: `pretrain_work`)
                     device=None, # Training device (default: fastai's)
                     synth_params:dict|None=None, # Generator overrides (keys of `ihd.synth.SIZES[size]`): a synthetic set of their own
-                    synth_seed:int|None=None # The synthetic set's master seed (default: settings [synth] seed): another draw of the same generator
+                    synth_seed:int|None=None, # The synthetic set's master seed (default: settings [synth] seed): another draw of the same generator
+                    label_smoothing:float|None=None # Targets moved to e/2 and 1 - e/2 (default: settings [pretrain])
                    )->Path:
     "Make (or reuse) the synthetic-pretrained level-1 artifact `models/pretrained/<name>/` and return its folder"
-    cfg = pretrain_config(arch=arch, size=size, sz=sz, epochs=epochs, seed=seed, imagenet=imagenet)
+    cfg = pretrain_config(arch=arch, size=size, sz=sz, epochs=epochs, seed=seed, imagenet=imagenet, label_smoothing=label_smoothing)
     recipe = Recipe.from_settings(sz=cfg.sz, windows=windows)
     pre = resolve_pretrained(cfg.arch, cfg.imagenet)
     _check_params(cfg.size, synth_params or {})   # unknown generator keys refused, named
     gen = json.loads(json.dumps(synth_params or {}))
-    out = pretrained_dir(models)/artifact_name(cfg.arch, cfg.size, recipe, pre, gen, synth_seed)
+    out = pretrained_dir(models)/artifact_name(cfg.arch, cfg.size, recipe, pre, gen, synth_seed, cfg.label_smoothing)
     l1 = level1_config()   # its precision resolved by the rule, not by a timing probe, so the same request trains the same weights
     l1['precision'] = choose_precision(device, l1.get('precision'))
     req = _request(cfg, recipe, pre, l1, gen, synth_seed)
@@ -337,8 +345,8 @@ def half_loses_nothing(half:dict, # `half_change`'s figures
 
 # %% ../nbs/03d_pretrain.ipynb #fc324ed2
 _REQUEST_KEYS = ('arch', 'imagenet', 'n_in', 'sz', 'windows', 'recipe', 'generator_version', 'size', 'synth_seed', 'seed', 'epochs',
-                 'n_folds', 'holdout_fold', 'train', 'synth_params')   # `_request`'s keys: what determines the weights (synth_params
-                                                        # only where generator overrides were given)
+                 'n_folds', 'holdout_fold', 'train', 'synth_params', 'label_smoothing')   # `_request`'s keys: what determines
+                                                        # the weights (the last two only where given)
 
 def _ship_files(a:AttrDict, fd:Path, use16:bool)->dict:
     "The fold folder's files: the weights (float16 or as trained), `run.json` and `pretrain.json`; their checksums"
@@ -394,7 +402,7 @@ def reproduce_shipped(folder:Path|str|None=None, # A shipped-model folder (defau
     _same_settings(q)
     models = Path(models) if models is not None else Path(tempfile.mkdtemp(prefix='ihd_reproduce_'))
     art = make_pretrained(q['arch'], q['size'], q['sz'], q['windows'], q['epochs'], q['seed'], q['imagenet'], models, True, synth, work, device,
-                          q.get('synth_params'), q['synth_seed'])
+                          q.get('synth_params'), q['synth_seed'], q.get('label_smoothing', 0.))
     a = artifact_info(art)
     sha = _ship_files(a, models/'shipped-check'/a.name/'fold0', info.dtype == 'float16')
     w = weights_sha256(models/'shipped-check'/a.name/'fold0/model.pth')
@@ -513,6 +521,7 @@ def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
                  seeds:str=None, # Comma-separated training seeds: each trained and scored on real data, the table printed (default: --seed only)
                  synth:str=None, # Generator overrides of the synthetic set, 'key=value; key=value' (e.g. 'csf_gain=2.5; hu_offset=[-2, 8]')
                  synth_seed:int=None, # The synthetic set's master seed: another draw of the same generator (default: settings [synth] seed)
+                 label_smoothing:float=None, # Targets moved to e/2 and 1 - e/2 (default: settings [pretrain])
                  reproduce:store_true=False # Retrain the shipped model from its recorded recipe and compare its checksum
                 ):
     "Make (or reuse) a synthetic-pretrained level-1 artifact; --score prints it on real slices beside the prior; --seeds scores several; --ship makes the first the shipped model; --reproduce checks the shipped one"
@@ -523,7 +532,8 @@ def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
         if not r.same: raise SystemExit(1)
         return r
     w, gen = listify(parse_value(windows)) if windows else None, parse_synth(synth)
-    kw = dict(arch=arch, size=size, sz=sz, windows=w, epochs=epochs, imagenet=imagenet, force=force, synth_params=gen or None, synth_seed=synth_seed)
+    kw = dict(arch=arch, size=size, sz=sz, windows=w, epochs=epochs, imagenet=imagenet, force=force, synth_params=gen or None, synth_seed=synth_seed,
+              label_smoothing=label_smoothing)
     if ship or seeds:
         ss = [int(s) for s in str(seeds).split(',')] if seeds else [ifnone(seed, pretrain_config().seed)]
         if not ship:
@@ -531,10 +541,12 @@ def ihd_pretrain(arch:str=None, # Architecture (default: settings [pretrain])
             print(f"{r.arts[0].name} on real {r.figures['data']} ({r.figures['n_series']} series), per training seed:")
             print(seeds_table(r.figures).to_string()); return r
         cmd = ' '.join(['ihd_pretrain --ship'] + [f'--{k} {v}' for k, v in dict(arch=arch, size=size, sz=sz, windows=windows, epochs=epochs,
-                        imagenet=imagenet, seeds=','.join(map(str, ss)), synth_seed=synth_seed).items() if v is not None] + ([f"--synth '{synth}'"] if gen else []))
+                        imagenet=imagenet, seeds=','.join(map(str, ss)), synth_seed=synth_seed,
+                        label_smoothing=label_smoothing).items() if v is not None] + ([f"--synth '{synth}'"] if gen else []))
         out = ship_pretrained(ss, data, models=models, command=cmd, **kw)
         print(f"{out}: {shipped_note(shipped_info(out))}"); return out
-    out = make_pretrained(arch, size, sz, w, epochs, seed, imagenet, models, force, synth_params=gen or None, synth_seed=synth_seed)
+    out = make_pretrained(arch, size, sz, w, epochs, seed, imagenet, models, force, synth_params=gen or None, synth_seed=synth_seed,
+                          label_smoothing=label_smoothing)
     h = json.loads((out/PRETRAIN_JSON).read_text())['holdout']
     print(f"{out}: held-out synthetic fold {h['fold']}: wll {h['wll']:.4f} (prior {h['prior_wll']:.4f})")
     if score: print(score_pretrained(out, data).round(4).to_string())
