@@ -45,11 +45,12 @@ _BASE = dict(
     csf_gain=1.,                   # x the CSF widths that age widens (sulci, fissures, cisterns, ventricles)
     blood_pv=0.,                   # partial volume of thin blood (subarachnoid, subdural): up to this share of its contrast lost
     hu_offset=[0., 0.],            # a series' calibration offset (HU, every tissue and the blood alike): real scanners differ
+    ex_scale=1.,                   # x the thickness of subdural and epidural collections (real ones are often a few mm)
     n_quirk=2,                     # series with the 12-bit RescaleIntercept quirk (1st train, 2nd test, ...)
     n_corrupt=1,                   # truncated train files
     n_dup_rows=4,                  # exact duplicate rows in the label CSV
     n_workers=2)                   # processes (1 = in process)
-_NEUTRAL = dict(csf_gain=1., blood_pv=0., hu_offset=[0., 0.])   # knobs added after generator v6: at these values a dataset is v6's, bytes and identity
+_NEUTRAL = dict(csf_gain=1., blood_pv=0., hu_offset=[0., 0.], ex_scale=1.)   # knobs added after generator v6: at these values a dataset is v6's, bytes and identity
 
 SIZES = dict(
     tiny=dict(_BASE, n_train=12, n_test=3, slices=[8, 12], px=128, p_pos=.9, run_frac=[.25, .5],
@@ -82,6 +83,7 @@ def _bleeds(rng, subs, n, prm):
     for bl in out:                                                        # drawn last (the series' generator is not used after
         if prm.get('blood_pv') and bl['kind'] in ('subarachnoid', 'subdural'):   # its bleeds): at blood_pv 0 the plan is v6's
             bl['pv'] = float(prm['blood_pv']*rng.uniform(0, 1))
+        if prm.get('ex_scale', 1.) != 1. and bl['kind'] in ('subdural', 'epidural'): bl['ex'] = float(prm['ex_scale'])
     return out
 
 def _hu_offset(r, prm)->float:
@@ -544,9 +546,9 @@ def _ex_thickness(G, bl, f):
     "Thickness map (mm) of a convexity subdural (crescent) or epidural (lens) bleed at extent `f`; its peak and half-angle"
     dth = _angdiff(G.th, bl['th0'])
     if bl['kind'] == 'epidural':
-        hw, th = (.3 + .25*bl['w'])*(.6 + .4*f), (8 + 12*bl['u'])*f
+        hw, th = (.3 + .25*bl['w'])*(.6 + .4*f), (8 + 12*bl['u'])*f*bl.get('ex', 1.)
         return (th*np.sqrt(np.clip(1 - (dth/hw)**2, 0, 1))).astype(np.float32), th, hw
-    hw, th = (.6 + .8*bl['w'])*(.6 + .4*f), (2.5 + 9*bl['u'])*f
+    hw, th = (.6 + .8*bl['w'])*(.6 + .4*f), (2.5 + 9*bl['u'])*f*bl.get('ex', 1.)
     return (th*np.clip(1 - (dth/hw)**2, 0, 1)**.35).astype(np.float32), th, hw
 
 def _convexity(bl): return bl['kind'] == 'epidural' or (bl['kind'] == 'subdural' and bl['site'] >= .2)
