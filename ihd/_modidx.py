@@ -564,6 +564,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ihd.level2.validate_submission': ('level2.html#validate_submission', 'ihd/level2.py'),
                             'ihd.level2.write_submission': ('level2.html#write_submission', 'ihd/level2.py')},
             'ihd.pipeline': { 'ihd.pipeline.StageError': ('pipeline.html#stageerror', 'ihd/pipeline.py'),
+                              'ihd.pipeline._aborted': ('pipeline.html#_aborted', 'ihd/pipeline.py'),
                               'ihd.pipeline._apply_small': ('pipeline.html#_apply_small', 'ihd/pipeline.py'),
                               'ihd.pipeline._batches': ('pipeline.html#_batches', 'ihd/pipeline.py'),
                               'ihd.pipeline._bound': ('pipeline.html#_bound', 'ihd/pipeline.py'),
