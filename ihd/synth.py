@@ -80,8 +80,8 @@ def _bleeds(rng, subs, n, prm):
         out.append(dict(kind=s, tc=float(rng.uniform(lo, hi)), L=L, th0=float(rng.uniform(-np.pi, np.pi)),
                         hu=float(rng.uniform(55, 85)), u=float(rng.uniform(0, 1)), w=float(rng.uniform(0, 1)),
                         psi=float(rng.uniform(0, 2*np.pi)), site=float(rng.uniform(0, 1))))
-    for bl in out:                                                        # drawn last (the series' generator is not used after
-        if prm.get('blood_pv') and bl['kind'] in ('subarachnoid', 'subdural'):   # its bleeds): at blood_pv 0 the plan is v6's
+    for bl in out:                                                        # drawn after every draw v6 makes from the series'
+        if prm.get('blood_pv') and bl['kind'] in ('subarachnoid', 'subdural'):   # generator: at blood_pv 0 the plan is v6's
             bl['pv'] = float(prm['blood_pv']*rng.uniform(0, 1))
         if prm.get('ex_scale', 1.) != 1. and bl['kind'] in ('subdural', 'epidural'): bl['ex'] = float(prm['ex_scale'])
     return out
