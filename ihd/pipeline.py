@@ -380,7 +380,7 @@ def _aborted(log_file:Path|str, start:int)->bool:
     with open(log_file, 'rb') as f: f.seek(start); text = f.read().decode(errors='replace')
     return any(m in text for m in _ABORT_MARKS)
 
-def _run_torchrun(cmd:list, what:str, procs:int, log_file:Path|str|None=None, retries:int=1):
+def _run_torchrun(cmd:list, what:str, procs:int, log_file:Path|str|None=None, retries:int=2):
     "Run a torchrun command (its output to `log_file`, echoed to the log as it comes; None: the terminal); `StageError` when it fails. A run whose process died of SIGABRT is run again, up to `retries` times, and says so"
     env = dict(os.environ, IN_TEST='')   # the children train the folders given, as a user's command would
     if not torch.cuda.is_available(): env.setdefault('OMP_NUM_THREADS', '1')   # gloo on a shared CPU: one thread per process
@@ -389,8 +389,8 @@ def _run_torchrun(cmd:list, what:str, procs:int, log_file:Path|str|None=None, re
         start = Path(log_file).stat().st_size if Path(log_file).is_file() else 0
         with open(log_file, 'ab') as f, tail_log(log_file, f'torchrun {what}'): rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
         if not rc or attempt == retries or not _aborted(log_file, start): break
-        # seen with gloo on a CPU (2 of 6 runs of 04g's test on 7 December 2026, "terminate called without an active
-        # exception" in one rank between folds): the whole command again; every output it writes is replaced atomically
+        # seen with gloo on a CPU (in 2 of 6 runs of 04g's test and 1 of 2 of 04b's on 7 December 2026, "terminate called
+        # without an active exception" in one rank between folds): the whole command again; its outputs are replaced atomically
         log.warning(f"[run] {what} under torchrun: a process died of SIGABRT (attempt {attempt + 1}); running it again "
                     f"(the failed attempt's output stays in {log_file})")
     if rc: raise StageError(f"{what} under torchrun ({procs} processes) failed with exit {rc}" + (f"; its output: {log_file}" if log_file else ''))
