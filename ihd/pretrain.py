@@ -119,9 +119,8 @@ def is_current(out:Path|str, # An artifact folder
     return all(have.get(k) == v for k, v in request.items())
 
 # %% ../nbs/03d_pretrain.ipynb #3a33e554
-def _prepare(size, recipe, synth=None, work=None, n_folds=None, synth_params=None, synth_seed=None)->AttrDict:
+def _prepare(size, recipe, synth, work, n_folds, synth_params, synth_seed)->AttrDict:
     "The synthetic dataset of `size` with generator overrides `synth_params` (made when missing), its tables and the training slices' cache in `recipe`"
-    synth_seed = ifnone(synth_seed, settings('synth').seed)
     root = Path(synth) if synth is not None else synth_root(size, synth_params, synth_seed)
     log.info(f"[pretrain] synthetic '{size}' dataset{f' with {synth_params}' if synth_params else ''} at {root} (made once, then reused)")
     root = make_dataset(root, size=size, seed=synth_seed, **(synth_params or {}))
@@ -179,7 +178,7 @@ def make_pretrained(arch:str|None=None, # Architecture (default: settings [pretr
     recipe = Recipe.from_settings(sz=cfg.sz, windows=windows)
     pre = resolve_pretrained(cfg.arch, cfg.imagenet)
     _check_params(cfg.size, synth_params or {})   # unknown generator keys refused, named
-    gen = json.loads(json.dumps(synth_params or {}))
+    gen, synth_seed = json.loads(json.dumps(synth_params or {})), ifnone(synth_seed, settings('synth').seed)
     out = pretrained_dir(models)/artifact_name(cfg.arch, cfg.size, recipe, pre, gen, synth_seed, cfg.label_smoothing)
     l1 = level1_config()   # its precision resolved by the rule, not by a timing probe, so the same request trains the same weights
     l1['precision'] = choose_precision(device, l1.get('precision'))
